@@ -1,0 +1,86 @@
+"""The only place in msync-agent that starts external processes.
+
+argv lists only (never a shell), a scrubbed environment, stdin from a bytes
+buffer or /dev/null, and a timeout that kills the whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = ["ExecResult", "run", "SAFE_ENV_KEYS"]
+
+SAFE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR")
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    argv: tuple[bytes | str, ...]
+    returncode: int  # -SIGNAL when killed; 127 when the program is missing
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+    timed_out: bool = False
+    missing: bool = False  # the program could not be started (ENOENT / EACCES)
+
+
+def scrubbed_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment: a few safe keys from ours, plus ``extra``."""
+    env = {k: os.environ[k] for k in SAFE_ENV_KEYS if k in os.environ}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    env.update(extra or {})
+    return env
+
+
+def run(
+    argv: Sequence[bytes | str],
+    *,
+    timeout: float,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | bytes | None = None,
+) -> ExecResult:
+    """Run ``argv`` to completion or until ``timeout`` seconds, then kill its group.
+
+    Never raises for the child's failure: a missing program gives
+    ``missing=True`` with returncode 127, a timeout ``timed_out=True``.
+    """
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=scrubbed_env(env),
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        return ExecResult(tuple(argv), 127, b"", str(exc).encode(), time.monotonic() - start, missing=True)
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        out, err = proc.communicate()
+        timed_out = True
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.wait()
+        raise
+    return ExecResult(tuple(argv), proc.returncode, out, err, time.monotonic() - start, timed_out)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

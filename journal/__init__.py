@@ -1,0 +1,42 @@
+"""The msync-agent journal: a durable LMDB log of file events.
+
+Knows nothing of inotify, msync or the watched tree; it stores entries,
+per-track progress, the manifest of shipped states and checkpoints.
+"""
+
+from .errors import (
+    CodecError,
+    JournalCorrupt,
+    JournalError,
+    JournalFull,
+    JournalLocked,
+    NotAJournal,
+    SchemaMismatch,
+    WrongRoot,
+)
+from .store import SCHEMA_VERSION, DeadLetter, Journal, JournalStats, TrackStats
+from .types import IS_DIR, Checkpoint, Entry, FileKind, FileState, Op, Record, Seq
+
+__all__ = [
+    "Journal",
+    "JournalStats",
+    "TrackStats",
+    "DeadLetter",
+    "SCHEMA_VERSION",
+    "Entry",
+    "Record",
+    "Op",
+    "FileKind",
+    "FileState",
+    "Checkpoint",
+    "Seq",
+    "IS_DIR",
+    "JournalError",
+    "JournalLocked",
+    "JournalCorrupt",
+    "NotAJournal",
+    "SchemaMismatch",
+    "WrongRoot",
+    "JournalFull",
+    "CodecError",
+]

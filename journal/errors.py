@@ -1,0 +1,82 @@
+"""Journal errors: one class per failure kind, each with a hint for the operator."""
+
+from __future__ import annotations
+
+__all__ = [
+    "JournalError",
+    "JournalLocked",
+    "JournalCorrupt",
+    "NotAJournal",
+    "SchemaMismatch",
+    "WrongRoot",
+    "JournalFull",
+    "CodecError",
+]
+
+
+class JournalError(Exception):
+    """Base class. ``hint`` tells the operator what to do; ``recoverable`` says
+    whether retrying later may succeed without human action."""
+
+    hint = ""
+    recoverable = False
+
+    def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:  # message plus hint, as the CLI prints it
+        base = super().__str__()
+        return f"{base} (hint: {self.hint})" if self.hint else base
+
+
+class JournalLocked(JournalError):
+    """Another agent already writes this journal."""
+
+    hint = "another 'agent run' holds this journal; stop it or use a different --journal"
+
+    def __init__(self, message: str, *, path: str = "", holder_pid: int | None = None) -> None:
+        super().__init__(message, path=path)
+        self.holder_pid = holder_pid
+
+
+class JournalCorrupt(JournalError):
+    """The LMDB files cannot be read or fail validation."""
+
+    hint = (
+        "move the journal directory aside and start the agent with an empty one; "
+        "then run 'agent verify --repair' to re-ship drifted paths"
+    )
+
+
+class NotAJournal(JournalError):
+    """The directory holds files that are not a journal; nothing is overwritten."""
+
+    hint = "point --journal at an empty directory or an existing msync-agent journal"
+
+
+class SchemaMismatch(JournalError):
+    """The journal was written by a different schema version."""
+
+    hint = "use the msync-agent version that wrote this journal, or start a new journal"
+
+
+class WrongRoot(JournalError):
+    """The journal belongs to another watched root."""
+
+    hint = "each root needs its own journal directory; check --root and --journal"
+
+
+class JournalFull(JournalError):
+    """The filesystem holding the journal is out of space. The journal is intact."""
+
+    hint = "free space on the journal's filesystem; the agent resumes where it stopped"
+    recoverable = True
+
+
+class CodecError(JournalError):
+    """A stored record cannot be decoded."""
+
+    hint = JournalCorrupt.hint
