@@ -1,0 +1,75 @@
+"""Grouping of msync shipper work into invocations (pure: no I/O).
+
+An item is one plan action with what the shipper learned about it; a job is
+one msync invocation. Order inside a lane is the plan's order, which keeps
+deletes before the puts that replace them and subtrees together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.plan import Action
+from agent.shippers import msync_parse as mp
+from agent.shippers.base import ShipResult
+
+__all__ = ["Item", "Job", "lane_jobs", "chunks"]
+
+
+@dataclass(eq=False)
+class Item:
+    """One action on its way through a plan."""
+
+    action: Action
+    tracks: tuple[str, ...]
+    entry: mp.Entry | None = None
+    token: bytes = b""
+    resend: mp.Prepared | None = None  # a symlink's in-base target, re-sent after the link
+    is_dir: bool = False
+    results: dict[str, ShipResult] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """One msync invocation: items for one host (or all, ``host is None``)."""
+
+    host: bytes | None
+    recursive: bool
+    items: list[Item]
+
+
+def lane_jobs(lane: list[tuple[tuple[bytes, ...] | None, Item]], batch: int) -> list[Job]:
+    """Consecutive items for the same member set form a segment; a segment for
+    a subset becomes one run of jobs per member (``-t``)."""
+    jobs: list[Job] = []
+    start = 0
+    for end in range(1, len(lane) + 1):
+        if end == len(lane) or lane[end][0] != lane[start][0]:
+            key, items = lane[start][0], [it for _, it in lane[start:end]]
+            for host in key or (None,):
+                jobs += chunks(items, host, batch)
+            start = end
+    return jobs
+
+
+def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
+    """Consecutive runs of recursive / plain items, ``batch`` paths per job.
+    In a plain job, directories go last, deepest first: members create missing
+    parents themselves, and a directory sent after its children keeps its mtime."""
+    jobs: list[Job] = []
+    for it in items:
+        rec = it.entry.recursive
+        if not jobs or jobs[-1].recursive != rec or size(jobs[-1]) >= batch:
+            jobs.append(Job(host, rec, []))
+        jobs[-1].items.append(it)
+    for job in jobs:
+        if not job.recursive:
+            files = [it for it in job.items if not it.is_dir]
+            dirs = [it for it in job.items if it.is_dir]
+            dirs.sort(key=lambda it: -it.entry.echo.count(b"/"))
+            job.items = files + dirs
+    return jobs
+
+
+def size(job: Job) -> int:
+    return sum(2 if it.resend else 1 for it in job.items)

@@ -1,0 +1,347 @@
+"""Pure parts of the msync shipper: path preparation, argv building and
+output classification (msync.md §3, §6, §10).
+
+Nothing here touches the file system or starts a process, so every rule can
+be tested exhaustively.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "MAX_COMMAND",
+    "MAX_COMPONENT",
+    "Prepared",
+    "Entry",
+    "Verdict",
+    "Kind",
+    "Parsed",
+    "path_problem",
+    "same_second",
+    "escape",
+    "prepare",
+    "command_prefix",
+    "fits",
+    "build_argv",
+    "parse_members",
+    "parse_output",
+    "classify",
+    "classify_dry_run",
+]
+
+MAX_COMMAND = 254  # msync: "<cmd> PATH" plus "\r\n" in a 256-byte buffer (§3)
+MAX_COMPONENT = 240  # members write NAME.makuoNNNNNN; NAME_MAX is 255 (§3)
+
+# strerror texts a member reports that will not go away by retrying (§5, §6).
+_PERMANENT_MEMBER_ERRORS = {
+    b"File name too long": "name component too long for the member (makuosan temp suffix)",
+    b"File exists": "member has a non-directory where a directory must go; msync cannot replace it, "
+    "remove it on the member by hand",
+}
+_ACK = re.compile(rb"^(update|skip  |delete) ([^: ]*):(.*)\Z", re.S)
+_DRY = re.compile(rb"^\(dryrun\) (update|delete) ([^: ]*):(.*)\Z", re.S)
+_TIMEOUT = b"error: receive time out: "
+_MISSING = b"error: No such file or directory "
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """``echo``: the base-relative path as the daemon reports it (without a
+    ``./`` prefix); ``token``: the escaped argv word that names it."""
+
+    echo: bytes
+    token: bytes
+
+
+def same_second(mtime_ns: int, now: float, slack: float = 0.05) -> bool:
+    """True while a rewrite could still get the same mtime second as ``mtime_ns``
+    (members compare whole seconds, never content, §5). ``slack`` covers the
+    coarse kernel clock that stamps files a few ms behind ``time.time()``.
+    Future mtimes are not held back: a later write would change them anyway."""
+    sec = mtime_ns // 1_000_000_000
+    return int(now - slack) <= sec <= int(now)
+
+
+def path_problem(rel: bytes) -> str | None:
+    """Why msync cannot carry this base-relative path, or None (§3)."""
+    if not rel:
+        return "empty path: msync would send the whole base"
+    if rel.startswith(b"/"):
+        return "absolute path: members would write it under BASE/abs..."
+    for bad, why in ((b"\n", "newline"), (b"\r", "carriage return")):
+        if bad in rel:
+            return f"name contains a {why}, which msync cannot carry (the console line would be cut)"
+    if rel.endswith(b" "):
+        return "name ends with a space, which msync cannot carry (the daemon would look for NAME\\)"
+    parts = rel.split(b"/")
+    if b".." in parts:
+        return "'..' component would escape the base on members"
+    if b"" in parts:
+        return "path is not normalised (empty component)"
+    longest = max(len(p) for p in parts)
+    if longest > MAX_COMPONENT:
+        return f"a name component is {longest} bytes; makuosan members fail above {MAX_COMPONENT}"
+    return None
+
+
+def escape(rel: bytes) -> bytes:
+    """The console token for a base-relative path: ``./`` before a leading
+    ``-`` and every space as ``\\ `` (§3)."""
+    if rel.startswith(b"-"):
+        rel = b"./" + rel
+    return rel.replace(b" ", b"\\ ")
+
+
+def prepare(rel: bytes) -> Prepared | str:
+    """A Prepared path, or the reason it cannot be sent."""
+    problem = path_problem(rel)
+    if problem is not None:
+        return problem
+    return Prepared(echo=rel, token=escape(rel))
+
+
+def command_prefix(
+    *, recursive: bool = False, delete: bool = False, dry: bool = False, host: bytes | None = None
+) -> bytes:
+    """The longest console command msync builds before the path (for the
+    length rule): with ``--delete`` that is the ``dsync`` line."""
+    parts = [b"dsync" if delete else b"send" if recursive else b"sync"]
+    parts += [b"-r"] if recursive else []
+    parts += [b"-n"] if dry else []
+    parts += [b"-t", host] if host is not None else []
+    return b" ".join(parts)
+
+
+def fits(token: bytes, prefix: bytes) -> bool:
+    return len(prefix) + 1 + len(token) <= MAX_COMMAND
+
+
+def build_argv(
+    msync: bytes,
+    *,
+    console: bytes | None = None,
+    password_file: bytes | None = None,
+    excludes: Sequence[bytes] = (),
+    level: int = 2,
+    recursive: bool = False,
+    delete: bool = False,
+    dry: bool = False,
+    host: bytes | None = None,
+    tokens: Sequence[bytes] = (),
+    members: bool = False,
+) -> list[bytes]:
+    """msync argv; paths always follow ``--``. ``recursive`` with ``delete``
+    mirrors whole subtrees (extras on members removed, §4)."""
+    argv = [msync]
+    argv += [b"-c", console] if console else []
+    argv += [b"-K", password_file] if password_file else []
+    if members:
+        return [*argv, b"--members"]
+    argv += [b"-l", b"%d" % level]
+    argv += [b"-r"] if recursive else [b"--sync"]
+    argv += [b"--delete"] if delete else []
+    argv += [b"-n"] if dry else []
+    argv += [b"-t", host] if host is not None else []
+    argv += [b"--exclude=" + pat for pat in excludes]
+    return [*argv, b"--", *tokens]
+
+
+def parse_members(stdout: bytes) -> list[bytes] | None:
+    """Names from ``msync --members`` (``NAME IP (VerN)`` lines, then
+    ``Total: N members``); an empty name is kept as b"". None if malformed."""
+    names: list[bytes] = []
+    total = None
+    for line in stdout.splitlines():
+        if line.startswith(b"Total:"):
+            total = line
+            continue
+        words = line.split()
+        if not words:
+            continue
+        names.append(words[0] if len(words) >= 3 else b"")
+    return names if total is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One path of an invocation: ``delete`` when it is missing locally (a
+    member that never had it says nothing); ``recursive`` for ``-r``."""
+
+    echo: bytes
+    delete: bool = False
+    recursive: bool = False
+
+
+class Kind(enum.Enum):
+    OK = "ok"
+    RETRY = "retry"
+    FAILED = "failed"
+    UNACKED = "unacked"  # a delete no member reported: verify with a dry run
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: Kind
+    reason: str = ""
+
+
+@dataclass
+class Parsed:
+    acks: Counter = field(default_factory=Counter)  # (host, echo) -> count
+    dry: set[tuple[bytes, bytes]] = field(default_factory=set)  # (host, echo) a dry run would touch
+    member_errors: dict[tuple[bytes, int], Verdict] = field(default_factory=dict)
+    path_errors: dict[int, Verdict] = field(default_factory=dict)
+    timeouts: dict[bytes, int] = field(default_factory=dict)  # host -> first entry index it missed
+    absent: set[bytes] = field(default_factory=set)  # "HOST is not contained in members"
+    fatal: list[bytes] = field(default_factory=list)  # lines that cannot be attributed
+
+
+def _norm(p: bytes) -> bytes:
+    while p.startswith(b"./"):
+        p = p[2:]
+    return p
+
+
+def _index(entries: Sequence[Entry], path: bytes) -> int | None:
+    """Entry a reported path belongs to (itself, or inside a recursive entry)."""
+    path = _norm(path)
+    for i, e in enumerate(entries):
+        if path == e.echo or (e.recursive and path.startswith(e.echo + b"/")):
+            return i
+    return None
+
+
+def _host_path(rest: bytes, hosts: Sequence[bytes], entries: Sequence[Entry]) -> tuple[bytes, int] | None:
+    """Find ``HOST:P`` at the end of ``rest`` for a known host and entry."""
+    for host in hosts:
+        marker = host + b":"
+        pos = rest.find(marker)
+        while pos >= 0:
+            if pos == 0 or rest[pos - 1 : pos] == b" ":
+                idx = _index(entries, rest[pos + len(marker) :])
+                if idx is not None:
+                    return host, idx
+            pos = rest.find(marker, pos + 1)
+    return None
+
+
+def _member_failure(line: bytes) -> Verdict:
+    for text, why in _PERMANENT_MEMBER_ERRORS.items():
+        if text in line:
+            return Verdict(Kind.FAILED, why)
+    return Verdict(Kind.RETRY, "member reported: " + line.decode("utf-8", "replace"))
+
+
+def _parse_timeout(line: bytes, state: dict, entries: Sequence[Entry], p: Parsed) -> None:
+    rest = line[len(_TIMEOUT) :]
+    word, sep, path = rest.partition(b" ")
+    if sep and word in (b"send", b"sync", b"dsync", b"check"):
+        state["pending"] = _index(entries, path)
+        return
+    host = rest[rest.rfind(b"(") + 1 : -1] if rest.endswith(b")") else b""
+    idx = state.pop("pending", None)
+    first = 0 if idx is None or any(e.recursive for e in entries) else idx
+    p.timeouts[host] = min(first, p.timeouts.get(host, first))
+
+
+def _parse_line(line: bytes, hosts: Sequence[bytes], entries: Sequence[Entry], p: Parsed, st: dict) -> None:
+    if not line or line == b"alive":
+        return
+    if m := _ACK.match(line):
+        p.acks[(m.group(2), _norm(m.group(3)))] += 1
+    elif m := _DRY.match(line):
+        p.dry.add((m.group(2), _norm(m.group(3))))
+    elif line.startswith(_TIMEOUT):
+        _parse_timeout(line, st, entries, p)
+    elif (
+        line.endswith(b" is not contained in members")
+        and line[: -len(b" is not contained in members")] in hosts
+    ):
+        p.absent.add(line[: -len(b" is not contained in members")])
+    elif line.startswith(_MISSING) and (idx := _index(entries, line[len(_MISSING) :])) is not None:
+        if not entries[idx].delete:
+            p.path_errors[idx] = Verdict(Kind.RETRY, "path vanished while msync ran")
+    elif line.startswith((b"error:", b"delete error")) and (hit := _host_path(line, hosts, entries)):
+        p.member_errors.setdefault(hit, _member_failure(line))
+    elif line.startswith(b"skip: ") and (idx := _index(entries, line.rsplit(b" ", 1)[-1])) is not None:
+        p.path_errors[idx] = Verdict(Kind.FAILED, "makuosan refuses it: " + line.decode("utf-8", "replace"))
+    else:
+        p.fatal.append(line)
+
+
+def parse_output(stdout: bytes, stderr: bytes, hosts: Sequence[bytes], entries: Sequence[Entry]) -> Parsed:
+    """Read every line msync printed; anything not understood is ``fatal``.
+    A member listed without a name (§7) reports as ``:P``; its lines are
+    attributed to host b"" so they do not count as unexplained."""
+    p = Parsed()
+    state: dict = {}
+    known = [*hosts, b""]
+    for stream in (stdout, stderr):
+        for line in stream.split(b"\n"):
+            _parse_line(line.rstrip(b"\r"), known, entries, p, state)
+    return p
+
+
+def classify(
+    rc: int, stdout: bytes, stderr: bytes, hosts: Sequence[bytes], entries: Sequence[Entry]
+) -> dict[tuple[bytes, int], Verdict]:
+    """A verdict for every (host, entry index) of one invocation (§6)."""
+    if rc != 0:
+        first = (stderr or stdout).strip().split(b"\n")[0].decode("utf-8", "replace")
+        return {
+            (h, i): Verdict(Kind.RETRY, f"msync exited {rc}: {first}")
+            for h in hosts
+            for i in range(len(entries))
+        }
+    p = parse_output(stdout, stderr, hosts, entries)
+    need = Counter(e.echo for e in entries)
+    out = {}
+    for h in hosts:
+        for i, e in enumerate(entries):
+            out[(h, i)] = _verdict(p, h, i, e, need[e.echo])
+    return out
+
+
+def _verdict(p: Parsed, host: bytes, i: int, e: Entry, need: int) -> Verdict:
+    name = host.decode("utf-8", "replace")
+    if p.fatal:
+        return Verdict(Kind.RETRY, "unexpected msync output: " + p.fatal[0].decode("utf-8", "replace"))
+    if host in p.absent:
+        return Verdict(Kind.RETRY, f"{name} is not contained in members")
+    if host in p.timeouts and i >= p.timeouts[host]:
+        return Verdict(Kind.RETRY, f"receive time out from {name}: it missed this and later paths")
+    if (host, i) in p.member_errors:
+        return p.member_errors[(host, i)]
+    if i in p.path_errors:
+        return p.path_errors[i]
+    if p.acks[(host, e.echo)] >= need:
+        return Verdict(Kind.OK)
+    if e.delete:
+        return Verdict(Kind.UNACKED)
+    return Verdict(Kind.RETRY, f"no acknowledgement from {name}")
+
+
+def classify_dry_run(
+    rc: int, stdout: bytes, stderr: bytes, hosts: Sequence[bytes], entries: Sequence[Entry]
+) -> dict[tuple[bytes, int], Verdict]:
+    """Verdicts from ``msync -n -v --sync P...`` over locally missing paths:
+    it lists exactly the members that still have P (§4), so a listed member
+    is RETRY and an unlisted, answering member is OK."""
+    if rc != 0:
+        return classify(rc, stdout, stderr, hosts, entries)
+    p = parse_output(stdout, stderr, hosts, entries)
+    out = {}
+    for h in hosts:
+        for i, e in enumerate(entries):
+            v = _verdict(p, h, i, e, 1 << 30)
+            if v.kind == Kind.UNACKED:
+                v = Verdict(Kind.OK)
+            if v.kind == Kind.OK and (h, e.echo) in p.dry:
+                v = Verdict(Kind.RETRY, f"delete not done: {h.decode('utf-8', 'replace')} still has the path")
+            out[(h, i)] = v
+    return out

@@ -1,0 +1,365 @@
+"""The makuosan side of the msync double: one console line at a time.
+
+Reproduces msync.md §2 to §6: tokenising on spaces with ``\\ `` joins, getopt
+permutation over at most 8 tokens, the last non-option token as the path,
+``\\r`` truncation, ``\\n`` splitting a line into two commands, the statcmp
+update rule, per-member output lines and timeouts.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from tests.doubles import double_fs as fs
+
+__all__ = ["Member", "Daemon", "Desync", "tokenize", "getopt", "SEND_HELP"]
+
+SEND_HELP = (
+    b"usage: send [-n] [-r] [-t host] [-g group] [path]\n"
+    b"  -n  # dry run\n"
+    b"  -r  # recursive\n"
+    b"  -t  # target host\n"
+    b"  -g  # group"
+)
+_OPTSTRINGS = {b"send": b"rnt:g:", b"sync": b"rnt:g:", b"dsync": b"rnt:g:", b"check": b"rt:"}
+_LISTED = ("up", "timeout", "readonly", "noname")
+
+
+class Desync(Exception):
+    """msync lost step with the console (a newline inside a command)."""
+
+
+def tokenize(line: bytes, limit: int = 8) -> list[bytes]:
+    """Split on spaces like strtok (empty tokens vanish); a token ending in a
+    backslash is joined to the next with one space. At most ``limit`` tokens."""
+    parts = [p for p in line.split(b" ") if p]
+    tokens: list[bytes] = []
+    cur: bytes | None = None
+    for i, part in enumerate(parts):
+        cur = part if cur is None else cur + part
+        if cur.endswith(b"\\") and i + 1 < len(parts):
+            cur = cur[:-1] + b" "
+            continue
+        tokens.append(cur)
+        cur = None
+    return tokens[:limit]
+
+
+def getopt(args: list[bytes], optstring: bytes) -> tuple[dict[bytes, bytes], list[bytes], bytes | None]:
+    """glibc getopt with permutation: (options, operands, first bad option char)."""
+    opts: dict[bytes, bytes] = {}
+    operands: list[bytes] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == b"--":
+            operands.extend(args[i:])
+            break
+        if not arg.startswith(b"-") or arg == b"-":
+            operands.append(arg)
+            continue
+        j = 1
+        while j < len(arg):
+            ch = arg[j : j + 1]
+            pos = optstring.find(ch)
+            if ch == b":" or pos < 0:
+                return opts, operands, ch
+            if optstring[pos + 1 : pos + 2] == b":":
+                value = arg[j + 1 :] or (args[i] if i < len(args) else None)
+                if value is None:
+                    return opts, operands, ch
+                if not arg[j + 1 :]:
+                    i += 1
+                opts[ch] = value
+                break
+            opts[ch] = b""
+            j += 1
+    return opts, operands, None
+
+
+@dataclass
+class Member:
+    name: bytes
+    ip: bytes
+    dir: bytes
+    state: str = "up"
+    timeout_after: int = 0
+    handled: int = 0
+    immutable: tuple[bytes, ...] = ()  # paths whose delete fails with EPERM (chattr +i)
+    update_then_timeout: bool = False  # agrees to the update, then dies mid-transfer (§6)
+
+    @property
+    def label(self) -> bytes:
+        """The name the sender knows it by: empty after a stray ack (§7 ``noname``)."""
+        return b"" if self.state == "noname" else self.name
+
+    def remove(self, rel: bytes, jail: bytes) -> None:
+        if rel in self.immutable:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        dst = self.dir + b"/" + rel if rel else self.dir
+        fs.check_jail(jail, os.path.dirname(dst))
+        fs.remove_entry(dst)
+
+
+@dataclass
+class Daemon:
+    base: bytes
+    jail: bytes
+    members: list[Member]
+    level: int = 0
+    excludes: list[bytes] = field(default_factory=list)
+    timeout_delay: float = 0.0
+    chmod_log: bytes = b"/dev/null"
+    cant_send: bool = False  # makuosan -s
+    out: list[bytes] = field(default_factory=list)
+    err: list[bytes] = field(default_factory=list)
+    dropped: set[bytes] = field(default_factory=set)
+    as_root: bool = field(default_factory=lambda: os.geteuid() == 0)
+
+    # ------------------------------------------------------------------ output
+    def say(self, line: bytes) -> None:
+        (self.err if line.startswith(b"error:") else self.out).append(line)
+
+    def listed(self) -> list[Member]:
+        return [m for m in self.members if m.state in _LISTED and m.name not in self.dropped]
+
+    # ------------------------------------------------------------------ console
+    def execute(self, data: bytes) -> None:
+        """Run what msync wrote for one command; raise Desync if it held a newline."""
+        lines = [ln.split(b"\r", 1)[0] for ln in data.split(b"\n")]
+        commands = [ln for ln in lines if ln]
+        for line in commands:
+            self.run_line(line)
+        if len(commands) > 1:
+            raise Desync
+
+    def run_line(self, line: bytes) -> None:
+        tokens = tokenize(line)
+        word = tokens[0] if tokens else b""
+        if word not in _OPTSTRINGS:
+            self.say(b"mexec: command error '" + line + b"'")
+            return
+        if self.cant_send and word != b"check":
+            self.say(b"error: this server can't send")
+            return
+        opts, operands, bad = getopt(tokens[1:], _OPTSTRINGS[word])
+        if bad is not None:
+            self.say(b"invalid option -- " + bad)
+            return
+        path = operands[-1] if operands else None
+        if path is None and b"r" not in opts:
+            self.say(SEND_HELP)
+            return
+        members = self.select(opts.get(b"t"))
+        if members is None:
+            return
+        rel = path or b""
+        if word == b"check":
+            self.check(rel, members, b"r" in opts)
+        elif word == b"dsync":
+            self.dsync(rel, members, b"r" in opts, b"n" in opts)
+        elif b"r" in opts:
+            self.send_tree(rel, members, b"n" in opts)
+        else:
+            self.send(rel, members, word == b"sync", b"n" in opts)
+
+    def select(self, host: bytes | None) -> list[Member] | None:
+        if host is None:
+            return self.listed()
+        found = [m for m in self.listed() if m.label == host and host]
+        if not found:
+            self.out.append(host + b" is not contained in members")
+            return None
+        return found
+
+    def contact(self, m: Member, rel: bytes) -> bool:
+        """False when the member does not take part: read-only, or it times out
+        (then it is dropped for the rest of the invocation, §7)."""
+        if m.name in self.dropped:
+            return False
+        if m.state == "readonly":
+            if self.level >= 3:
+                self.say(b"skipro " + m.label + b":" + rel)
+            return False
+        if m.state == "timeout" and m.handled >= m.timeout_after:
+            if m.update_then_timeout and self.level >= 1:
+                self.say(b"update " + m.label + b":" + rel)  # not a completion receipt
+            time.sleep(self.timeout_delay)
+            self.say(b"error: receive time out: send " + rel)
+            self.say(b"error: receive time out: " + m.ip + b"(" + m.label + b")")
+            self.dropped.add(m.name)
+            return False
+        m.handled += 1
+        return True
+
+    # ------------------------------------------------------------------ paths
+    def src(self, rel: bytes) -> bytes:
+        return os.path.join(self.base, rel) if rel else self.base
+
+    def dst(self, m: Member, rel: bytes) -> bytes:
+        return m.dir + b"/" + rel if rel else m.dir
+
+    def excluded(self, rel: bytes) -> bool:
+        name = os.path.basename(rel)
+        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in self.excludes)
+
+    # ------------------------------------------------------------------ send / sync
+    def send(self, rel: bytes, members: list[Member], sync: bool, dry: bool) -> None:
+        st = fs.lstat_or_none(self.src(rel))
+        if st is None:
+            if not sync:
+                self.say(b"error: No such file or directory " + rel)
+                return
+            self.delete_on(rel, members, dry)
+            return
+        if stat.S_ISSOCK(st.st_mode):
+            self.out.append(b"skip: unix domain socket " + rel)
+            return
+        dry_hit = False
+        for m in members:
+            if not self.contact(m, rel):
+                continue
+            if not fs.needs_update(st, fs.lstat_or_none(self.dst(m, rel)), self.as_root):
+                if self.level >= 2:
+                    self.say(b"skip   " + m.label + b":" + rel)
+                continue
+            if dry:
+                dry_hit = True
+                if self.level >= 1:
+                    self.say(b"(dryrun) update " + m.label + b":" + rel)
+                continue
+            if self.level >= 1:
+                self.say(b"update " + m.label + b":" + rel)
+            try:
+                fs.apply_entry(
+                    self.src(rel),
+                    self.dst(m, rel),
+                    st,
+                    as_root=self.as_root,
+                    jail=self.jail,
+                    log=self.chmod_log,
+                )
+            except OSError as exc:
+                self.say(b"error: " + os.fsencode(exc.strerror or str(exc)) + b" " + m.label + b":" + rel)
+        if dry_hit and self.level == 0:
+            self.say(b"(dryrun) [update:" + rel + b"]")
+
+    def delete_on(self, rel: bytes, members: list[Member], dry: bool) -> None:
+        """--sync of a missing path: delete it on every member that has it.
+        A failing delete says nothing, even at -v (§6 silent failure 2)."""
+        dry_hit = False
+        for m in members:
+            if not self.contact(m, rel):
+                continue
+            dst = self.dst(m, rel)
+            if fs.lstat_or_none(dst) is None:
+                continue
+            if dry:
+                dry_hit = True
+                if self.level >= 1:
+                    self.say(b"(dryrun) delete " + m.label + b":" + rel)
+                continue
+            try:
+                m.remove(rel, self.jail)
+            except OSError:
+                continue
+            if self.level >= 1:
+                self.say(b"delete " + m.label + b":" + rel)
+        if dry_hit and self.level == 0:
+            self.say(b"(dryrun) [delete:" + rel + b"]")
+
+    def walk(self, rel: bytes) -> Iterator[bytes]:
+        """Post-order walk of the sender's tree (children before their directory),
+        lazily: a name with a newline desyncs msync part way through (§3)."""
+        st = fs.lstat_or_none(self.src(rel))
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            for name in sorted(os.listdir(self.src(rel))):
+                child = rel + b"/" + name if rel else name
+                if b"\n" in name:
+                    raise Desync
+                if not self.excluded(child):
+                    yield from self.walk(child)
+        yield rel
+
+    def send_tree(self, rel: bytes, members: list[Member], dry: bool) -> None:
+        if fs.lstat_or_none(self.src(rel)) is None:
+            self.say(b"error: No such file or directory " + rel)
+            return
+        for entry in self.walk(rel):
+            self.send(entry, members, False, dry)
+
+    # ------------------------------------------------------------------ dsync
+    def dsync(self, rel: bytes, members: list[Member], recursive: bool, dry: bool) -> None:
+        """Delete on members what the sender lacks: P itself, P's direct
+        children, or (with -r) the whole subtree (§4)."""
+        for m in members:
+            if not self.contact(m, rel):
+                continue
+            for victim in self._extras(m, rel, recursive):
+                if dry:
+                    self.say(b"(dryrun) delete " + m.label + b":" + victim)
+                    continue
+                try:
+                    m.remove(victim, self.jail)
+                except OSError as exc:
+                    reason = os.fsencode(exc.strerror or str(exc))
+                    self.out.append(b"delete error (" + reason + b") " + m.label + b":" + victim)
+                    continue
+                if self.level >= 1:
+                    self.say(b"delete " + m.label + b":" + victim)
+
+    def _extras(self, m: Member, rel: bytes, recursive: bool) -> list[bytes]:
+        dst = self.dst(m, rel)
+        st = fs.lstat_or_none(dst)
+        if st is None:
+            return []
+        if fs.lstat_or_none(self.src(rel)) is None:
+            return [rel]
+        if not stat.S_ISDIR(st.st_mode):
+            return []
+        extras: list[bytes] = []
+        for name in sorted(os.listdir(dst)):
+            child = rel + b"/" + name if rel else name
+            if self.excluded(child):
+                continue
+            if fs.lstat_or_none(self.src(child)) is None:
+                extras.append(child)
+            elif recursive:
+                extras.extend(self._extras(m, child, True))
+        return extras
+
+    # ------------------------------------------------------------------ check
+    def check(self, rel: bytes, members: list[Member], recursive: bool) -> None:
+        st = fs.lstat_or_none(self.src(rel))
+        if st is None:
+            self.say(b"error: No such file or directory " + rel)
+            return
+        if stat.S_ISDIR(st.st_mode) and not recursive:
+            self.say(b"error: file read error(Is a directory) " + rel)
+            return
+        entries = self.walk(rel) if recursive else iter([rel])
+        for entry in entries:
+            if stat.S_ISREG(os.lstat(self.src(entry)).st_mode):
+                self._check_one(entry, members)
+
+    def _check_one(self, rel: bytes, members: list[Member]) -> None:
+        for m in members:
+            if not self.contact(m, rel):
+                continue
+            dst = self.dst(m, rel)
+            dst_st = fs.lstat_or_none(dst)
+            if dst_st is None or not stat.S_ISREG(dst_st.st_mode):
+                self.say(b"error: No such file or directory " + m.label + b":" + rel)
+            elif not fs.same_content(self.src(rel), dst):
+                self.out.append(m.label + b": NG " + rel)
+            elif self.level >= 1:
+                self.out.append(m.label + b": OK " + rel)
