@@ -1,13 +1,16 @@
 """Versioned compact binary codec for journal records. Pure functions.
 
-Entry v1:     B version | B op | B flags | Q time_ns | I len(path) | path | dest
+Entry v1:     B version | B op | B flags | Q time_ns | I len(path) | I len(dest) | path | dest
 FileState v1: B version | B kind | Q size | I mode | I uid | I gid | q mtime_ns
-              | q ctime_ns | Q inode | B len(digest) | digest | link
-Big-endian throughout. The version byte lets a later schema read old records.
+              | q ctime_ns | Q inode | B len(digest) | I len(link) | digest | link
+Big-endian throughout. Every length is explicit, so a truncated or padded record
+is rejected instead of decoding to a shorter path. The version byte lets a later
+schema read old records.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from .errors import CodecError
@@ -15,18 +18,21 @@ from .types import Entry, FileKind, FileState, Op
 
 __all__ = [
     "encode_entry",
+    "encode_entries",
     "decode_entry",
     "encode_state",
     "decode_state",
+    "state_stat_prefix",
     "encode_seq",
+    "encode_seqs",
     "decode_seq",
 ]
 
 ENTRY_VERSION = 1
 STATE_VERSION = 1
 
-_ENTRY_HEAD = struct.Struct(">BBBQI")
-_STATE_HEAD = struct.Struct(">BBQIIIqqQB")
+_ENTRY_HEAD = struct.Struct(">BBBQII")
+_STATE_HEAD = struct.Struct(">BBQIIIqqQBI")
 _SEQ = struct.Struct(">Q")
 _OPS = {int(op): op for op in Op}
 _KINDS = {int(k): k for k in FileKind}
@@ -38,52 +44,92 @@ def encode_seq(seq: int) -> bytes:
 
 
 def decode_seq(raw: bytes) -> int:
+    if len(raw) != _SEQ.size:
+        raise CodecError(f"malformed sequence key ({len(raw)} bytes)")
     return _SEQ.unpack(raw)[0]
 
 
 def encode_entry(entry: Entry) -> bytes:
-    head = _ENTRY_HEAD.pack(ENTRY_VERSION, entry.op, entry.flags, entry.time_ns, len(entry.path))
+    try:
+        head = _ENTRY_HEAD.pack(
+            ENTRY_VERSION, entry.op, entry.flags, entry.time_ns, len(entry.path), len(entry.dest)
+        )
+    except struct.error as exc:
+        raise CodecError(f"entry out of range: {exc}") from exc
     return head + entry.path + entry.dest
+
+
+def encode_entries(entries: list[Entry]) -> list[bytes]:
+    """Batch form of :func:`encode_entry`: the append hot path, one comprehension
+    instead of a Python call per entry."""
+    pack = _ENTRY_HEAD.pack
+    try:
+        return [
+            pack(ENTRY_VERSION, e.op, e.flags, e.time_ns, len(e.path), len(e.dest)) + e.path + e.dest
+            for e in entries
+        ]
+    except struct.error as exc:
+        raise CodecError(f"entry out of range: {exc}") from exc
+
+
+def encode_seqs(first: int, count: int) -> list[bytes]:
+    """Keys for ``count`` consecutive seqs starting at ``first``."""
+    return list(map(_SEQ.pack, range(first, first + count)))
 
 
 def decode_entry(raw: bytes) -> Entry:
     try:
-        version, op, flags, time_ns, plen = _ENTRY_HEAD.unpack_from(raw)
+        version, op, flags, time_ns, plen, dlen = _ENTRY_HEAD.unpack_from(raw)
     except struct.error as exc:
         raise CodecError(f"truncated journal entry ({len(raw)} bytes)") from exc
     if version != ENTRY_VERSION:
         raise CodecError(f"unknown journal entry version {version}")
     start = _ENTRY_HEAD.size
-    if start + plen > len(raw) or op not in _OPS:
-        raise CodecError("malformed journal entry")
+    if start + plen + dlen != len(raw) or op not in _OPS:
+        raise CodecError(f"malformed journal entry ({len(raw)} bytes)")
     raw = bytes(raw)
     return Entry(_OPS[op], raw[start : start + plen], raw[start + plen :], time_ns, flags)
 
 
 def encode_state(state: FileState) -> bytes:
-    head = _STATE_HEAD.pack(
-        STATE_VERSION,
-        state.kind,
-        state.size,
-        state.mode,
-        state.uid,
-        state.gid,
-        state.mtime_ns,
-        state.ctime_ns,
-        state.inode,
-        len(state.digest),
-    )
+    try:
+        head = _STATE_HEAD.pack(
+            STATE_VERSION,
+            state.kind,
+            state.size,
+            state.mode,
+            state.uid,
+            state.gid,
+            state.mtime_ns,
+            state.ctime_ns,
+            state.inode,
+            len(state.digest),
+            len(state.link),
+        )
+    except struct.error as exc:
+        raise CodecError(f"manifest state out of range: {exc}") from exc
     return head + state.digest + state.link
+
+
+_STATE_STAT = struct.Struct(">BBQIIIqqQ")  # an encoded state's head, up to the inode
+
+state_stat_prefix = functools.partial(_STATE_STAT.pack, STATE_VERSION)
+"""``state_stat_prefix(kind, size, mode, uid, gid, mtime_ns, ctime_ns, inode)``:
+the first bytes of every encoded state with exactly these stat fields, so a
+scan compares a stat result with a stored state without decoding it (a C-level
+call: it runs once per file of the tree)."""
 
 
 def decode_state(raw: bytes) -> FileState:
     try:
-        version, kind, size, mode, uid, gid, mtime, ctime, inode, dlen = _STATE_HEAD.unpack_from(raw)
+        version, kind, size, mode, uid, gid, mtime, ctime, inode, dlen, llen = _STATE_HEAD.unpack_from(raw)
     except struct.error as exc:
         raise CodecError(f"truncated manifest state ({len(raw)} bytes)") from exc
     if version != STATE_VERSION or kind not in _KINDS:
         raise CodecError(f"unknown manifest state version {version} or kind {kind}")
     start = _STATE_HEAD.size
+    if start + dlen + llen != len(raw):
+        raise CodecError(f"malformed manifest state ({len(raw)} bytes)")
     raw = bytes(raw)
     digest = raw[start : start + dlen]
     return FileState(_KINDS[kind], size, mode, uid, gid, mtime, ctime, inode, digest, raw[start + dlen :])

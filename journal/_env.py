@@ -1,0 +1,272 @@
+"""Opening the LMDB environment safely: directory checks, the writer lock,
+truncation checks, and the gate that makes map resizing safe between threads.
+
+Everything here runs before the journal reads a single page, because LMDB
+maps the data file: a file shorter than its own page table crashes the
+process with SIGBUS instead of raising.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import lmdb
+
+from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked, NotAJournal
+
+__all__ = [
+    "Mode",
+    "MODES",
+    "LOCK_NAME",
+    "Gate",
+    "check_directory",
+    "files_to_create",
+    "remove_created",
+    "take_lock",
+    "lock_for",
+    "release_lock",
+    "open_env",
+    "is_enospc",
+    "translate",
+    "open_error",
+]
+
+Mode = Literal["agent", "client", "read"]
+MODES = ("agent", "client", "read")
+LOCK_NAME = "agent.lock"
+_MIN_PAGES = 2  # the two meta pages every LMDB file starts with
+
+
+class Gate:
+    """Readers-writer gate: every transaction holds it shared; changing the map
+    size holds it exclusive, because LMDB forbids resizing while any
+    transaction of this process is open (the map may move in memory)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._resizing = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if not self._active:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            while self._active:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+def check_directory(jdir: Path, mode: Mode) -> None:
+    """Refuse anything that is not an empty directory or one holding an LMDB file.
+
+    Whether an LMDB file is really a journal is checked after opening it.
+    """
+    try:
+        _check_directory(jdir, mode)
+    except OSError as exc:
+        raise JournalError(f"cannot open journal {jdir}: {exc}", path=str(jdir)) from exc
+
+
+def _check_directory(jdir: Path, mode: Mode) -> None:
+    if not jdir.exists():
+        if mode == "read":
+            raise NotAJournal(f"no journal at {jdir}", path=str(jdir))
+        jdir.mkdir(mode=0o700, parents=True)
+        return
+    if not jdir.is_dir():
+        raise NotAJournal(f"{jdir} is not a directory", path=str(jdir))
+    names = set(os.listdir(jdir))
+    if names and "data.mdb" not in names:
+        listed = ", ".join(sorted(names)[:3])
+        raise NotAJournal(f"{jdir} is not empty and holds no journal ({listed} ...)", path=str(jdir))
+    if mode == "read" and "data.mdb" not in names:
+        raise NotAJournal(f"{jdir} holds no journal yet", path=str(jdir))
+    if mode == "read" and "lock.mdb" not in names:
+        raise NotAJournal(f"{jdir} has no lock.mdb; open it once with 'agent run'", path=str(jdir))
+
+
+def files_to_create(jdir: Path, mode: Mode) -> list[Path]:
+    """The files opening will create, so a refused or failed open can remove them.
+
+    ``data.mdb`` is listed only for the agent, which holds the directory lock
+    and so knows nobody else is creating the journal at the same time."""
+    names = ["lock.mdb"] + (["data.mdb", LOCK_NAME] if mode == "agent" else [])
+    return [jdir / n for n in names if not (jdir / n).exists()]
+
+
+def remove_created(paths: list[Path]) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def take_lock(jdir: Path) -> int:
+    """Exclusive, non-blocking lock naming its holder; returns the fd to keep open.
+
+    A failed open unlinks the lock file it created, so after locking, check
+    that the locked inode is still the one at the path, else try again.
+    """
+    path = jdir / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            pid = int(holder) if holder.isdigit() else None
+            raise JournalLocked(
+                f"journal {jdir} is locked by another agent (pid {holder or 'unknown'})",
+                path=str(jdir),
+                holder_pid=pid,
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino)
+
+
+def lock_for(jdir: Path, mode: Mode, created: list[Path]) -> int | None:
+    """The writer lock for the agent (None for other modes); a failure to take
+    it removes the files this open created."""
+    if mode != "agent":
+        return None
+    try:
+        return take_lock(jdir)
+    except OSError as exc:
+        remove_created(created)
+        if is_enospc(exc, jdir):
+            raise JournalFull(f"no space left to lock journal {jdir}", path=str(jdir)) from exc
+        raise JournalError(f"cannot lock journal {jdir}: {exc}", path=str(jdir)) from exc
+
+
+def release_lock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def is_enospc(exc: BaseException, jdir: Path, need: int = 0) -> bool:
+    """Whether a failed write means the filesystem is full.
+
+    LMDB reports a short write as EIO, which is what a nearly full disk
+    produces, so EIO counts as full when free space is below what the
+    transaction needed (or 1 MiB).
+    """
+    text = str(exc)
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text:
+        return True
+    if "Input/output error" not in text:
+        return False
+    try:
+        st = os.statvfs(jdir)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < max(1 << 20, 2 * need)
+
+
+_CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.PanicError)
+
+
+def translate(exc: lmdb.Error, jdir: Path, need: int = 0) -> JournalError:
+    """An LMDB failure in operator terms: full disk, corruption, or another I/O error."""
+    if is_enospc(exc, jdir, need):
+        return JournalFull(f"no space left for journal {jdir}", path=str(jdir))
+    if isinstance(exc, _CORRUPT):
+        return JournalCorrupt(f"journal {jdir} is damaged: {exc}", path=str(jdir))
+    return JournalError(f"journal {jdir}: {exc}", path=str(jdir))
+
+
+def open_error(exc: BaseException, jdir: Path) -> BaseException:
+    """What a failed open raises: LMDB errors become JournalFull or JournalCorrupt."""
+    if not isinstance(exc, lmdb.Error):
+        return exc
+    if is_enospc(exc, jdir):
+        return JournalFull(f"no space left to open journal {jdir}", path=str(jdir))
+    return JournalCorrupt(f"cannot read journal {jdir}: {exc}", path=str(jdir))
+
+
+def open_env(jdir: Path, mode: Mode, map_size: int) -> lmdb.Environment:
+    """Open the environment with synced commits; refuse truncated files first."""
+    data = jdir / "data.mdb"
+    if data.exists():
+        _check_size(data, _MIN_PAGES * os.sysconf("SC_PAGE_SIZE"))
+    try:
+        env = lmdb.open(
+            str(jdir),
+            map_size=map_size,
+            max_dbs=8,
+            readonly=mode == "read",
+            sync=True,
+            metasync=True,
+            readahead=False,
+            max_readers=126,
+            create=mode != "read",
+            mode=0o600,
+        )
+    except lmdb.Error as exc:
+        if is_enospc(exc, jdir):
+            raise JournalFull(f"no space left to open journal {jdir}", path=str(jdir)) from exc
+        if "already open" in str(exc):
+            raise JournalError(f"journal {jdir} is already open in this process", path=str(jdir)) from exc
+        raise JournalCorrupt(f"cannot open journal {jdir}: {exc}", path=str(jdir)) from exc
+    if data.exists():
+        # info() and stat() read only the meta pages, which _check_size vouched for.
+        used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        try:
+            _check_size(data, used)
+        except BaseException:
+            env.close()
+            raise
+    return env
+
+
+def _check_size(data: Path, need: int) -> None:
+    size = data.stat().st_size
+    if size < need:
+        raise JournalCorrupt(
+            f"journal file {data} is truncated ({size} bytes, its page table needs {need})",
+            path=str(data),
+        )

@@ -1,0 +1,146 @@
+"""How the journal lays its data out in LMDB: database names, key shapes,
+meta records. Pure helpers plus the one-time creation and validation of the
+databases.
+
+| db       | key                     | value                              |
+|----------|-------------------------|------------------------------------|
+| log      | seq                     | encoded Entry                      |
+| latest   | path key                | seq of the newest entry naming it  |
+| longpath | ``\\0`` + blake3(path)  | the full path                      |
+| manifest | path key                | encoded FileState                  |
+| pend     | track ``\\0`` seq       | empty                              |
+| dead     | track ``\\0`` seq       | I len(reason), reason, entry       |
+| meta     | name                    | schema, root, tracks, counters ... |
+"""
+
+from __future__ import annotations
+
+import struct
+
+import blake3
+import lmdb
+
+from .errors import JournalCorrupt, NotAJournal, SchemaMismatch
+from .types import Entry, Op
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DB_NAMES",
+    "MAX_DIRECT_KEY",
+    "PAIR",
+    "COUNT",
+    "path_key",
+    "track_prefix",
+    "count_key",
+    "decode_tracks",
+    "encode_tracks",
+    "open_dbs",
+    "index_paths",
+]
+
+SCHEMA_VERSION = 1
+DB_NAMES = ("log", "latest", "longpath", "manifest", "pend", "dead", "meta")
+MAX_DIRECT_KEY = 480  # LMDB keys are limited to 511 bytes; longer paths are hashed
+MAX_TRACK = 255
+PAIR = struct.Struct(">QQ")
+COUNT = struct.Struct(">q")
+
+Dbs = dict[str, "lmdb._Database"]
+
+
+def path_key(path: bytes) -> bytes:
+    """Direct key for short paths; ``\\0`` + blake3 for long ones (no real path holds NUL).
+
+    The root itself (``b""``) is stored as ``b"/"``, which no relative path can be.
+    """
+    if len(path) <= MAX_DIRECT_KEY:
+        return path or b"/"
+    return b"\0" + blake3.blake3(path).digest()
+
+
+def track_prefix(track: str) -> bytes:
+    raw = track.encode() if isinstance(track, str) else b""
+    if not raw or len(raw) > MAX_TRACK or b"\0" in raw or b"\n" in raw:
+        raise ValueError(f"invalid track name {track!r}")
+    return raw + b"\0"
+
+
+def count_key(track: str) -> bytes:
+    return b"pcount:" + track.encode()
+
+
+def decode_tracks(raw: bytes | None) -> list[str]:
+    return [t for t in bytes(raw).decode().split("\n") if t] if raw else []
+
+
+def encode_tracks(tracks: list[str]) -> bytes:
+    return "\n".join(tracks).encode()
+
+
+def open_dbs(env: lmdb.Environment, writable: bool, where: str) -> tuple[Dbs, bool]:
+    """Open the named databases; returns them and whether the journal is new.
+
+    An environment whose main database holds other names is someone else's
+    LMDB: refuse it before anything is written. A new journal gets every
+    database and its schema record in one transaction.
+    """
+    with env.begin() as txn:
+        names = {bytes(k) for k in txn.cursor().iternext(values=False)}
+    if names:
+        return _open_existing(env, names, where), False
+    if not writable:
+        raise NotAJournal(f"{where} holds no journal yet", path=where)
+    with env.begin(write=True) as txn:
+        dbs = {n: env.open_db(n.encode(), txn=txn, create=True) for n in DB_NAMES}
+        txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=dbs["meta"])
+    return dbs, True
+
+
+def _open_existing(env: lmdb.Environment, names: set[bytes], where: str) -> Dbs:
+    """Handles are opened without a caller's transaction: LMDB keeps a handle
+    opened in a read transaction only if that transaction commits."""
+    if b"meta" not in names:
+        raise NotAJournal(f"{where} holds an LMDB database that is not a journal", path=where)
+    try:
+        meta = env.open_db(b"meta", create=False)
+    except lmdb.IncompatibleError as exc:
+        raise NotAJournal(f"{where} holds an LMDB database that is not a journal", path=where) from exc
+    with env.begin() as txn:
+        _check_schema(txn.get(b"schema", db=meta), where)
+    missing = [n for n in DB_NAMES if n.encode() not in names]
+    if missing:
+        raise JournalCorrupt(f"journal {where} lacks databases {missing}", path=where)
+    return {n: env.open_db(n.encode(), create=False) for n in DB_NAMES}
+
+
+def _check_schema(raw: bytes | None, where: str) -> None:
+    if raw is None:
+        raise JournalCorrupt(f"journal {where} has no schema record", path=where)
+    try:
+        schema = int(bytes(raw))
+    except ValueError:
+        raise JournalCorrupt(f"journal {where} has a malformed schema record {bytes(raw)!r}") from None
+    if schema != SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"journal {where} has schema {schema}, this agent reads {SCHEMA_VERSION}", path=where
+        )
+
+
+def index_paths(entries: list[Entry]) -> tuple[dict[bytes, int], dict[bytes, bytes]]:
+    """(path key -> index of the last entry in the batch naming it, hashed key -> long path).
+
+    The common batch (no MOVE, no root, no long path) is indexed without a
+    Python call per entry; the general case walks entries in order.
+    """
+    if Op.MOVE not in [e.op for e in entries]:
+        latest = dict(zip([e.path for e in entries], range(len(entries))))
+        if latest and b"" not in latest and max(map(len, latest)) <= MAX_DIRECT_KEY:
+            return latest, {}
+    latest, longpaths = {}, {}
+    for i, entry in enumerate(entries):
+        for p in (entry.path, entry.dest) if entry.op == Op.MOVE else (entry.path,):
+            pk = path_key(p)
+            latest[pk] = i
+            if pk[:1] == b"\0":
+                longpaths[pk] = p
+    return latest, longpaths

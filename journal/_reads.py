@@ -1,0 +1,321 @@
+"""Read side of the journal: every query runs in a short read transaction
+(an LMDB snapshot) and returns plain values; iterators read in chunks so no
+transaction stays open while the caller works (a long-lived snapshot would pin
+old pages and block growing the map)."""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+from . import _env, _pending
+from ._env import Gate
+from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, path_key, track_prefix
+from .codec import decode_entry, decode_seq, decode_state, encode_seq
+from .errors import JournalCorrupt
+from .types import Checkpoint, FileState, Record
+
+__all__ = ["JournalReads", "JournalStats", "TrackStats", "DeadLetter"]
+
+T = TypeVar("T")
+_CHUNK = 1000
+_REASON = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class TrackStats:
+    pending: int
+    oldest_pending_ns: int | None  # time_ns of the oldest pending entry
+    dead_letters: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    entries: int
+    last_seq: int
+    bytes: int
+    checkpoint: Checkpoint | None
+    tracks: dict[str, TrackStats] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    track: str
+    record: Record
+    reason: str
+
+
+class JournalReads:
+    """Queries shared by every mode; :class:`journal.Journal` adds the writes."""
+
+    _env: lmdb.Environment
+    _dbs: Dbs
+    _gate: Gate
+    _changed: threading.Condition
+    _last_seq: int
+    path: Path
+
+    def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``fn`` in a read transaction; adopt a map another process grew."""
+        while True:
+            try:
+                with self._gate.shared(), self._env.begin() as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.Error as exc:
+                raise _env.translate(exc, self.path) from exc
+
+    def _adopt_map_size(self) -> None:
+        with self._gate.exclusive():
+            self._env.set_mapsize(0)
+
+    def _read_last_seq(self, txn: lmdb.Transaction) -> int:
+        cur = txn.cursor(db=self._dbs["log"])
+        if cur.last():
+            return decode_seq(cur.key())
+        raw = txn.get(b"compacted", db=self._dbs["meta"])
+        return PAIR.unpack(raw)[0] if raw else 0
+
+    def _tracks(self, txn: lmdb.Transaction) -> list[str]:
+        return decode_tracks(txn.get(b"tracks", db=self._dbs["meta"]))
+
+    def tracks(self) -> list[str]:
+        return self._read(self._tracks)
+
+    def last_seq(self) -> int:
+        return self._read(self._read_last_seq)
+
+    def get(self, seq: int) -> Record | None:
+        raw = self._read(lambda txn: txn.get(encode_seq(seq), db=self._dbs["log"]))
+        return Record(seq, decode_entry(raw)) if raw is not None else None
+
+    def pending(self, track: str, limit: int | None = None, after: int = 0) -> list[Record]:
+        """Pending entries of ``track`` in seq order, starting after seq ``after``."""
+        prefix = track_prefix(track)
+
+        def scan(txn: lmdb.Transaction) -> list[Record]:
+            out: list[Record] = []
+            cur = txn.cursor(db=self._dbs["log"])
+            for first, last in _pending.ranges_from(txn, self._dbs["pend"], prefix, after + 1):
+                seq = first
+                found = cur.set_key(encode_seq(first))
+                while seq <= last and (limit is None or len(out) < limit):
+                    if not found or decode_seq(cur.key()) != seq:
+                        raise JournalCorrupt(f"pending entry {seq} missing from log")
+                    out.append(Record(seq, decode_entry(cur.value())))
+                    seq += 1
+                    found = cur.next()
+                if limit is not None and len(out) >= limit:
+                    break
+            return out
+
+        return self._read(scan)
+
+    def dead_letters(self, track: str | None = None) -> list[DeadLetter]:
+        prefix = track_prefix(track) if track is not None else b""
+
+        def scan(txn: lmdb.Transaction) -> list[DeadLetter]:
+            out = []
+            cur = txn.cursor(db=self._dbs["dead"])
+            if not cur.set_range(prefix):
+                return out
+            for key, raw in cur:
+                if not key.startswith(prefix):
+                    break
+                (rlen,) = _REASON.unpack_from(raw)
+                name, seq_key = key.split(b"\0", 1)
+                entry = decode_entry(raw[4 + rlen :])
+                reason = raw[4 : 4 + rlen].decode(errors="replace")
+                out.append(DeadLetter(name.decode(), Record(decode_seq(seq_key), entry), reason))
+            return out
+
+        return self._read(scan)
+
+    def latest_seq(self, path: bytes) -> int | None:
+        raw = self._read(lambda txn: txn.get(path_key(path), db=self._dbs["latest"]))
+        return decode_seq(raw) if raw else None
+
+    def manifest_get(self, path: bytes) -> FileState | None:
+        raw = self._read(lambda txn: txn.get(path_key(path), db=self._dbs["manifest"]))
+        return decode_state(raw) if raw is not None else None
+
+    def manifest_encoded(self, under: bytes | None = None) -> dict[bytes, bytes]:
+        """Every path's *encoded* state (``codec.decode_state`` reads one) from
+        one snapshot, or with ``under`` only that path and the paths below it
+        (a range read). Built at C speed: for scans that compare most states
+        by ``codec.state_stat_prefix`` and decode only the few that differ."""
+
+        def read(txn: lmdb.Transaction) -> dict[bytes, bytes]:
+            cur = txn.cursor(db=self._dbs["manifest"])
+            out = dict(cur) if under is None else _manifest_range(cur, under)
+            longpath = self._dbs["longpath"]
+            if cur.first():  # hashed keys of long paths start with NUL: they sort first
+                for key, raw in cur:
+                    if key[:1] != b"\0":
+                        break
+                    path = txn.get(key, db=longpath)
+                    if path is None:
+                        raise JournalCorrupt(f"manifest key {key.hex()} has no stored path")
+                    out.pop(key, None)
+                    if under is None or path == under or path.startswith(under + b"/"):
+                        out[bytes(path)] = raw
+            if b"/" in out:
+                out[b""] = out.pop(b"/")
+            return out
+
+        return self._read(read)
+
+    def manifest_items(self) -> Iterator[tuple[bytes, FileState]]:
+        """Every (path, state) of the manifest in key order, read in chunks:
+        each state is one that was current while it was read; paths written
+        during the iteration may or may not appear."""
+        after: bytes | None = None
+        while True:
+            chunk = self._read(lambda txn, a=after: self._manifest_chunk(txn, a))
+            for _key, path, state in chunk:
+                yield path, state
+            if len(chunk) < _CHUNK:
+                return
+            after = chunk[-1][0]
+
+    def _manifest_chunk(
+        self, txn: lmdb.Transaction, after: bytes | None
+    ) -> list[tuple[bytes, bytes, FileState]]:
+        cur = txn.cursor(db=self._dbs["manifest"])
+        longpath = self._dbs["longpath"]
+        if not (cur.set_range(after) if after is not None else cur.first()):
+            return []
+        out: list[tuple[bytes, bytes, FileState]] = []
+        for key, raw in cur:
+            if key == after:
+                continue
+            path = txn.get(key, db=longpath) if key[:1] == b"\0" else key
+            if path is None:
+                raise JournalCorrupt(f"manifest key {key.hex()} has no stored path")
+            out.append((key, b"" if path == b"/" else path, decode_state(raw)))
+            if len(out) >= _CHUNK:
+                break
+        return out
+
+    def manifest_count(self) -> int:
+        return self._read(lambda txn: txn.stat(self._dbs["manifest"])["entries"])
+
+    def checkpoint(self) -> Checkpoint | None:
+        raw = self._read(lambda txn: txn.get(b"checkpoint", db=self._dbs["meta"]))
+        return Checkpoint(*PAIR.unpack(raw)) if raw else None
+
+    def compacted_through(self) -> Checkpoint | None:
+        """(time_ns, seq) of the newest entry compaction removed, if any."""
+        raw = self._read(lambda txn: txn.get(b"compacted", db=self._dbs["meta"]))
+        if not raw:
+            return None
+        seq, t = PAIR.unpack(raw)
+        return Checkpoint(t, seq)
+
+    def since(self, *, seq: int | None = None, time_ns: int | None = None) -> Iterator[Record]:
+        """Entries with seq >= ``seq`` or time_ns >= ``time_ns`` (exactly one given),
+        in seq order, read in chunks."""
+        if (seq is None) == (time_ns is None):
+            raise ValueError("give exactly one of seq and time_ns")
+        start = seq or 0
+        while True:
+            chunk = self._read(lambda txn, s=start: self._log_chunk(txn, s))
+            for rec in chunk:
+                if time_ns is None or rec.entry.time_ns >= time_ns:
+                    yield rec
+            if len(chunk) < _CHUNK:
+                return
+            start = chunk[-1].seq + 1
+
+    def _log_chunk(self, txn: lmdb.Transaction, start: int) -> list[Record]:
+        cur = txn.cursor(db=self._dbs["log"])
+        if not cur.set_range(encode_seq(start)):
+            return []
+        out = []
+        for key, raw in cur:
+            out.append(Record(decode_seq(key), decode_entry(raw)))
+            if len(out) >= _CHUNK:
+                break
+        return out
+
+    def stats(self, now_ns: int | None = None) -> JournalStats:
+        """Counts for ``agent status``; O(tracks + dead letters), not O(entries)."""
+
+        def collect(txn: lmdb.Transaction) -> JournalStats:
+            tracks = {t: self._track_stats(txn, t) for t in self._tracks(txn)}
+            cp_raw = txn.get(b"checkpoint", db=self._dbs["meta"])
+            return JournalStats(
+                txn.stat(self._dbs["log"])["entries"],
+                self._read_last_seq(txn),
+                (self.path / "data.mdb").stat().st_size,
+                Checkpoint(*PAIR.unpack(cp_raw)) if cp_raw else None,
+                tracks,
+            )
+
+        return self._read(collect)
+
+    def _track_stats(self, txn: lmdb.Transaction, track: str) -> TrackStats:
+        prefix = track_prefix(track)
+        raw = txn.get(count_key(track), db=self._dbs["meta"])
+        oldest = None
+        first = _pending.first_pending(txn, self._dbs["pend"], prefix)
+        if first is not None:
+            log_raw = txn.get(encode_seq(first), db=self._dbs["log"])
+            oldest = decode_entry(log_raw).time_ns if log_raw else None
+        dead = 0
+        cur = txn.cursor(db=self._dbs["dead"])
+        if cur.set_range(prefix):
+            for key in cur.iternext(values=False):
+                if not key.startswith(prefix):
+                    break
+                dead += 1
+        return TrackStats(COUNT.unpack(raw)[0] if raw else 0, oldest, dead)
+
+    # ------------------------------------------------------------------ waiting
+    def _notify(self, last: int | None) -> None:
+        with self._changed:
+            if last is not None:
+                self._last_seq = max(self._last_seq, last)
+            self._changed.notify_all()
+
+    def wait_for_change(self, after_seq: int, timeout: float) -> int:
+        """Block until an entry after ``after_seq`` exists, or ``timeout`` passes
+        (or another thread calls :meth:`wake`). Returns the last seq.
+
+        Appends in this process wake waiters at once; appends by other
+        processes (``agent replay`` while the agent runs) are seen when the
+        timeout expires, so callers bound the timeout.
+        """
+        with self._changed:
+            if self._last_seq <= after_seq:
+                self._changed.wait(timeout)
+        last = self.last_seq()
+        with self._changed:
+            self._last_seq = max(self._last_seq, last)
+        return last
+
+    def wake(self) -> None:
+        """Wake every waiter (shutdown, requeue)."""
+        self._notify(None)
+
+
+def _manifest_range(cur: lmdb.Cursor, under: bytes) -> dict[bytes, bytes]:
+    """Manifest entries stored under their own path that are ``under`` or below it."""
+    out: dict[bytes, bytes] = {}
+    own = cur.get(under) if under else None
+    if own is not None:
+        out[under] = own
+    below = under + b"/" if under else b""
+    if cur.set_range(below):
+        for key, raw in cur:
+            if not key.startswith(below):
+                break
+            out[key] = raw
+    return out

@@ -1,0 +1,151 @@
+"""Durable append throughput of the journal against two ceilings on the same
+filesystem: a raw write+fdatasync loop (same bytes per sync) and a bare LMDB
+loop (same number of equally sized records per synced transaction).
+
+Every run uses a fresh directory and nothing is deleted until the end: mass
+deletes slow some filesystems down for minutes and would skew later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lmdb
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from journal import Entry, Journal, Op  # noqa: E402
+from journal.codec import encode_entry  # noqa: E402
+
+BATCHES = (1, 10, 100, 1000, 10000)
+Runner = Callable[[Path, int, int], float]
+
+
+def make_batch(batch_no: int, size: int) -> list[Entry]:
+    base = b"www/site/assets/img/%06d/" % batch_no
+    now = time.time_ns()
+    return [Entry(Op.CHANGE, base + b"photo-%06d.jpg" % i, time_ns=now) for i in range(size)]
+
+
+def record_size() -> int:
+    return len(encode_entry(make_batch(0, 1)[0]))
+
+
+def run_journal(d: Path, size: int, commits: int) -> float:
+    batches = [make_batch(n, size) for n in range(commits)]
+    with Journal.open(d / "j", root="/srv/www", tracks=["mirror"]) as j:
+        j.append(make_batch(999_999, 1))  # warm the file and the map
+        t0 = time.perf_counter()
+        for batch in batches:
+            j.append(batch)
+        return time.perf_counter() - t0
+
+
+def run_fdatasync(d: Path, size: int, commits: int) -> float:
+    chunk = os.urandom(record_size() * size)
+    fd = os.open(d / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, chunk)
+        os.fdatasync(fd)
+        t0 = time.perf_counter()
+        for _ in range(commits):
+            os.write(fd, chunk)
+            os.fdatasync(fd)
+        return time.perf_counter() - t0
+    finally:
+        os.close(fd)
+
+
+def run_bare_lmdb(d: Path, size: int, commits: int) -> float:
+    value = os.urandom(record_size())
+    env = lmdb.open(str(d / "lmdb"), map_size=1 << 30, sync=True, metasync=True, readahead=False)
+    try:
+        seq = 0
+        with env.begin(write=True) as txn:
+            txn.put(seq.to_bytes(8, "big"), value)
+        t0 = time.perf_counter()
+        for _ in range(commits):
+            with env.begin(write=True) as txn:
+                for _ in range(size):
+                    seq += 1
+                    txn.put(seq.to_bytes(8, "big"), value, append=True)
+        return time.perf_counter() - t0
+    finally:
+        env.close()
+
+
+def commits_for(size: int, scale: float) -> int:
+    """Enough commits for a stable rate without making big batches take minutes."""
+    return max(3, int({1: 300, 10: 200, 100: 100, 1000: 30, 10000: 6}[size] * scale))
+
+
+def measure(work: Path, runs: int, scale: float, sizes: tuple[int, ...]) -> dict[int, dict[str, float]]:
+    runners: dict[str, Runner] = {"journal": run_journal, "fdatasync": run_fdatasync, "lmdb": run_bare_lmdb}
+    table: dict[int, dict[str, float]] = {}
+    n = 0
+    for size in sizes:
+        commits = commits_for(size, scale)
+        rates: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(runs):
+            for name, runner in runners.items():  # interleaved, so drift hits all alike
+                n += 1
+                d = work / f"run{n:04d}"
+                d.mkdir()
+                rates[name].append(size * commits / runner(d, size, commits))
+        table[size] = {k: statistics.median(v) for k, v in rates.items()}
+        # Ratios of runs made back to back: shared disks drift, pairs drift together.
+        for base in ("fdatasync", "lmdb"):
+            pairs = [j / b for j, b in zip(rates["journal"], rates[base])]
+            table[size][f"j/{base}"] = statistics.median(pairs)
+    return table
+
+
+def render(table: dict[int, dict[str, float]], runs: int) -> str:
+    lines = [
+        f"durable appends, entries/s (median of {runs} runs, {record_size()}-byte records;",
+        " ratios: median over back-to-back run pairs)",
+        f"{'batch':>6} {'journal':>11} {'fdatasync':>11} {'bare-lmdb':>11} {'j/fsync':>8} {'j/lmdb':>7}",
+    ]
+    for size, r in table.items():
+        lines.append(
+            f"{size:>6} {r['journal']:>11,.0f} {r['fdatasync']:>11,.0f} {r['lmdb']:>11,.0f} "
+            f"{r['j/fdatasync']:>8.2f} {r['j/lmdb']:>7.2f}"
+        )
+    one, big = table.get(1), [table[s] for s in table if s >= 1000]
+    if one:
+        ok = one["j/fdatasync"] >= 0.7
+        lines.append(f"goal batch 1 >= 0.7x fdatasync: {'met' if ok else 'MISSED'}")
+    if big:
+        ok = all(r["j/lmdb"] >= 0.6 for r in big)
+        lines.append(f"goal batch >= 1000 >= 0.6x bare LMDB: {'met' if ok else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5, help="runs per cell; the median is shown")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the number of commits per run")
+    ap.add_argument("--batch", type=int, action="append", help="batch sizes (default: 1 10 100 1000 10000)")
+    ap.add_argument("--dir", default=str(ROOT.parent), help="parent of the scratch directory")
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="journal-bench-", dir=args.dir))
+    try:
+        print(f"scratch: {work} ({os.statvfs(work).f_bsize}-byte blocks)", flush=True)
+        table = measure(work, args.runs, args.scale, tuple(args.batch or BATCHES))
+        print(render(table, args.runs))
+    finally:
+        shutil.rmtree(work)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
