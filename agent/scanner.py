@@ -1,0 +1,418 @@
+"""Find the changes the journal missed, by comparing the tree with the manifest.
+
+The manifest holds the last shipped state of every path. The scanner walks the
+tree (one filesystem, no symlinks followed, excludes not descended), compares
+stat data with the manifest and enqueues only *real* differences: content
+(blake3 digest), type, permission bits, owner, symlink target, and paths that
+are new or gone. A file is read only when its metadata makes it a suspect, so
+a scan after a clean shutdown reads no file and enqueues nothing.
+
+How the daemon must call it (startup)::
+
+    watcher.start()                      # 1. changes from now on reach the journal
+    cp = journal.checkpoint()            # 2. recover what happened while down
+    Scanner(root, journal, excludes).scan(since_ns=cp.time_ns if cp else None)
+    replayer.start()                     # 3. ship, recovered changes included
+
+The watcher starts first so that nothing changing during the scan falls in a
+gap: the scan covers the past, the watcher the present. The checkpoint must
+not move past the scan's ``since_ns`` until :meth:`Scanner.scan` has returned
+(hold the watcher's checkpoint updates meanwhile), or a crash mid-scan would
+forget the unscanned part. The replayer starts after the scan so that the
+manifest snapshot the scan compares with is not moving, and the first plans
+already hold the recovered changes. After an inotify overflow, call
+``scan(since_ns=None)`` (whole tree, watcher and replayer keep running); for a
+directory that appeared (moved in, or created before its watch existed), call
+:meth:`Scanner.scan_subtree`.
+
+The scanner never writes the manifest (only the replayer's ``mark_done``
+does) and never moves the checkpoint. A path still pending in the journal
+differs from the manifest and is enqueued again: harmless (shipping is
+at-least-once and sends the current state), and counted in
+:attr:`ScanReport.reenqueued_pending`.
+
+Deletes: every manifest path absent on disk gets its own DELETE entry,
+children before their parents, so ``mark_done`` clears each manifest entry.
+Manifest paths below an excluded directory, a mount point, or a directory that
+could not be read are left alone: their state is unknown, not absent.
+Special files (fifo, socket, device) are neither enqueued nor deleted.
+
+Cost: one lstat per path, one read of the manifest as encoded bytes (a range
+read for :meth:`Scanner.scan_subtree`) compared by byte prefix, so only the
+states of paths that differ are decoded; and a read only of suspect files.
+
+Threading: a ``Scanner`` runs one scan at a time; it may run in its own
+thread while the watcher and the replayer use the same ``Journal``.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import blake3
+import structlog
+
+from agent.excludes import Excludes
+from agent.fsstate import same_metadata, state_from_stat
+from agent.walk import DirListing, Walk, open_dir
+from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
+from journal.codec import decode_state, state_stat_prefix
+
+__all__ = ["Scanner", "ScanProgress", "ScanReport", "Verdict", "judge", "deletions"]
+
+log = structlog.get_logger()
+
+_S_IFMT = 0o170000
+_KIND_OF_FMT = {
+    stat.S_IFREG: int(FileKind.FILE),
+    stat.S_IFDIR: int(FileKind.DIR),
+    stat.S_IFLNK: int(FileKind.SYMLINK),
+}
+_OTHER = int(FileKind.OTHER)
+_NEVER = 1 << 62  # a threshold no timestamp reaches: a full scan trusts equal stat data
+_SPECIAL = frozenset((stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK))
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK = 1 << 20
+_PENDING_SET_MAX = 200_000
+_PROGRESS_EVERY_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ScanProgress:
+    """Periodic progress of a running scan (for a progress bar or log line)."""
+
+    files_seen: int
+    dirs_seen: int
+    hashed: int
+    bytes_hashed: int
+    enqueued: int
+    elapsed_s: float
+    current: bytes  # the directory being scanned
+
+
+@dataclass(slots=True)
+class ScanReport:
+    """What one scan saw and did. ``reenqueued_pending`` is None when the
+    journal's backlog was too large to check."""
+
+    files_seen: int = 0
+    dirs_seen: int = 0
+    suspects: int = 0
+    hashed: int = 0
+    bytes_hashed: int = 0
+    enqueued_changes: int = 0
+    enqueued_deletes: int = 0
+    reenqueued_pending: int | None = 0
+    skipped: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Verdict(enum.Enum):
+    SAME = "same"  # nothing to ship
+    CHANGED = "changed"  # a real difference, no need to read the content
+    HASH = "hash"  # suspect: compare the content digest
+
+
+def judge(disk: FileState, recorded: FileState | None, threshold_ns: int | None) -> Verdict:
+    """Decide from stat data alone. ``disk`` carries the symlink target but no
+    digest; ``threshold_ns`` is checkpoint - slack, or None for a full scan
+    (then any stat difference makes a file a suspect)."""
+    if recorded is None:
+        return Verdict.CHANGED
+    if (disk.kind, disk.mode, disk.uid, disk.gid, disk.link) != (
+        recorded.kind,
+        recorded.mode,
+        recorded.uid,
+        recorded.gid,
+        recorded.link,
+    ):
+        return Verdict.CHANGED
+    if disk.kind != FileKind.FILE:
+        return Verdict.SAME
+    if disk.size != recorded.size or not recorded.digest:
+        return Verdict.CHANGED
+    if threshold_ns is None:
+        return Verdict.SAME if same_metadata(disk, recorded) else Verdict.HASH
+    if disk.ctime_ns >= threshold_ns or disk.mtime_ns >= threshold_ns or disk.inode != recorded.inode:
+        return Verdict.HASH
+    return Verdict.SAME  # older stat changes are in the journal already (checkpoint)
+
+
+def deletions(
+    unseen: dict[bytes, FileState], skipped: list[bytes], excludes: Excludes
+) -> list[tuple[bytes, FileState]]:
+    """Manifest paths absent on disk that must be deleted, children first.
+    Paths at or below a ``skipped`` directory, and excluded paths, are kept."""
+    prefixes = tuple(s + b"/" for s in skipped)
+    skipped_set = set(skipped)
+    out = []
+    for path, state in unseen.items():
+        if path in skipped_set or (prefixes and path.startswith(prefixes)):
+            continue
+        if excludes and excludes.match(path, state.kind == FileKind.DIR):
+            continue
+        out.append((path, state))
+    out.sort(reverse=True)  # b"a/x" > b"a": every child sorts after its parent
+    return out
+
+
+def _digest_at(dir_fd: int, name: bytes, st: os.stat_result) -> bytes | None:
+    """blake3 of the file ``name`` in ``dir_fd``, or None when it is no longer
+    the regular file that was stat'ed (replaced or gone). Raises OSError when
+    it exists but cannot be read."""
+    try:
+        fd = os.open(name, _OPEN_FILE, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO):
+            return None  # gone, or replaced by a symlink or a socket
+        raise
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or now.st_ino != st.st_ino:
+            return None
+        h = blake3.blake3()
+        while chunk := os.read(fd, _CHUNK):
+            h.update(chunk)
+        return h.digest()
+    finally:
+        os.close(fd)
+
+
+class Scanner:
+    """Compare the tree below ``root`` with the journal's manifest and enqueue
+    the differences. See the module docstring for how the daemon calls it."""
+
+    def __init__(
+        self,
+        root: Path,
+        journal: Journal,
+        excludes: Excludes,
+        *,
+        slack_ns: int = 2_000_000_000,
+        batch: int = 1000,
+        progress: Callable[[ScanProgress], None] | None = None,
+    ) -> None:
+        self.root = os.fsencode(os.path.realpath(root))  # a symlinked root is followed once, here
+        self.journal = journal
+        self.excludes = excludes
+        self.slack_ns = slack_ns
+        self.batch = max(1, batch)
+        self.progress = progress
+
+    def scan(self, *, since_ns: int | None) -> ScanReport:
+        """Scan the whole tree. ``since_ns`` is the checkpoint time (suspects:
+        ctime or mtime >= since_ns - slack, or a stat difference in size,
+        inode, type, mode, owner or link); None scans fully (every stat
+        difference is a suspect)."""
+        return _Run(self, b"", since_ns).run()
+
+    def scan_subtree(self, relpath: bytes, *, since_ns: int | None = None) -> ScanReport:
+        """Scan ``relpath`` (a directory, a file, or a path now gone) and
+        everything below it; deletes are looked for only below ``relpath``."""
+        return _Run(self, relpath.strip(b"/"), since_ns).run()
+
+
+class _Run:
+    """One scan: its manifest snapshot, counters and unflushed entries."""
+
+    def __init__(self, scanner: Scanner, start: bytes, since_ns: int | None) -> None:
+        self.s = scanner
+        self.start = start
+        self.threshold = None if since_ns is None else since_ns - scanner.slack_ns
+        self.report = ScanReport()
+        self.entries: list[Entry] = []
+        self.pending_paths: set[bytes] | None = None
+        self.pending_checked = False
+        self.began = time.monotonic()
+        self.last_progress = self.began
+
+    def run(self) -> ScanReport:
+        s = self.s
+        log.info("scan.start", root=s.root, start=self.start, threshold_ns=self.threshold)
+        if self.start and s.excludes and s.excludes.match(self.start, True):
+            return self._finish()
+        manifest = self._load_manifest()
+        dev = os.stat(s.root).st_dev
+        walk = Walk(s.root, s.excludes, dev, self.start)
+        if not self.start or self._scan_start(manifest, dev):
+            for listing in walk:
+                self._scan_listing(listing, manifest)
+                self._maybe_progress(listing.rel)
+        self.report.skipped += len(walk.skipped)
+        self.report.errors += walk.errors
+        unseen = {p: decode_state(raw) for p, raw in manifest.items()}
+        for path, state in deletions(unseen, walk.skipped, s.excludes):
+            self._enqueue(Entry(Op.DELETE, path, time_ns=time.time_ns(), flags=_dir_flag(state.kind)))
+            self.report.enqueued_deletes += 1
+        return self._finish()
+
+    def _load_manifest(self) -> dict[bytes, bytes]:
+        """The manifest (below ``start``) as path -> encoded state; the root
+        itself is left out. States are decoded only for the paths that differ."""
+        manifest = self.s.journal.manifest_encoded(self.start or None)
+        manifest.pop(b"", None)
+        return manifest
+
+    def _scan_start(self, manifest: dict[bytes, bytes], dev: int) -> bool:
+        """Compare ``start`` itself; True when it is a directory to walk."""
+        parent, _, name = self.start.rpartition(b"/")
+        try:
+            fd = open_dir(self.s.root, parent, strict=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return False  # not inside the root any more: what the manifest has below is gone
+            raise
+        try:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if st.st_dev != dev:
+                self.report.skipped += 1
+                manifest.clear()  # another filesystem: its contents are unknown, not absent
+                return False
+            self._scan_listing(DirListing(parent, fd, [(name, st)], int(stat.S_ISDIR(st.st_mode))), manifest)
+            return stat.S_ISDIR(st.st_mode)
+        finally:
+            os.close(fd)
+
+    def _scan_listing(self, listing: DirListing, manifest: dict[bytes, bytes]) -> None:
+        """The hot loop: skip entries whose stat equals the manifest's (a byte
+        prefix compare, nothing decoded); examine the rest."""
+        prefix = listing.rel + b"/" if listing.rel else b""
+        threshold = _NEVER if self.threshold is None else self.threshold
+        kinds, stat_prefix, pop = _KIND_OF_FMT, state_stat_prefix, manifest.pop
+        for name, st in listing.entries:
+            rel = prefix + name
+            raw = pop(rel, None)
+            if (
+                raw is not None
+                and st.st_ctime_ns < threshold
+                and st.st_mtime_ns < threshold
+                and raw.startswith(
+                    stat_prefix(
+                        kinds.get(st.st_mode & _S_IFMT, _OTHER),
+                        0 if st.st_mode & _S_IFMT == stat.S_IFDIR else st.st_size,
+                        st.st_mode & 0o7777,
+                        st.st_uid,
+                        st.st_gid,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                        st.st_ino,
+                    )
+                )
+            ):
+                continue
+            self._examine(listing.fd, name, rel, st, decode_state(raw) if raw is not None else None)
+        self.report.files_seen += len(listing.entries) - listing.dirs
+        self.report.dirs_seen += listing.dirs
+
+    def _examine(
+        self, fd: int, name: bytes, rel: bytes, st: os.stat_result, recorded: FileState | None
+    ) -> None:
+        """Judge one entry that stat data did not clear. Anything that cannot
+        be read any more is enqueued: the replayer ships whatever is there then
+        (a delete if it is gone)."""
+        fmt = st.st_mode & _S_IFMT
+        if fmt in _SPECIAL:
+            return
+        verdict = Verdict.CHANGED
+        try:
+            link = os.readlink(name, dir_fd=fd) if fmt == stat.S_IFLNK else b""
+        except OSError:
+            link = None
+        if link is not None:
+            verdict = judge(state_from_stat(st, link=link), recorded, self.threshold)
+        if verdict != Verdict.SAME:
+            self.report.suspects += 1
+        if verdict == Verdict.HASH:
+            assert recorded is not None  # HASH is only judged against a recorded state
+            digest = self._digest(fd, name, rel, st)
+            verdict = Verdict.SAME if digest == recorded.digest else Verdict.CHANGED
+        if verdict == Verdict.CHANGED:
+            flags = IS_DIR if fmt == stat.S_IFDIR else 0
+            self._enqueue(Entry(Op.CHANGE, rel, time_ns=time.time_ns(), flags=flags))
+            self.report.enqueued_changes += 1
+
+    def _digest(self, fd: int, name: bytes, rel: bytes, st: os.stat_result) -> bytes | None:
+        self.report.hashed += 1
+        self.report.bytes_hashed += st.st_size
+        try:
+            return _digest_at(fd, name, st)
+        except OSError as exc:
+            self.report.errors += 1
+            log.warning("scan.unreadable", path=rel, error=str(exc))
+            return None
+
+    def _enqueue(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if len(self.entries) >= self.s.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.entries:
+            return
+        self._count_pending(self.entries)
+        self.s.journal.append(self.entries)
+        log.debug("scan.enqueued", entries=len(self.entries))
+        self.entries = []
+
+    def _count_pending(self, entries: list[Entry]) -> None:
+        """Count enqueued paths that were already pending (before this scan
+        appended anything), when the backlog is small enough to look at."""
+        if not self.pending_checked:
+            self.pending_checked = True
+            self.pending_paths = _pending_paths(self.s.journal)
+        if self.pending_paths is None:
+            self.report.reenqueued_pending = None
+        elif self.report.reenqueued_pending is not None:
+            self.report.reenqueued_pending += sum(1 for e in entries if e.path in self.pending_paths)
+
+    def _maybe_progress(self, current: bytes, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.s.progress is None or (not force and now - self.last_progress < _PROGRESS_EVERY_S):
+            return
+        self.last_progress = now
+        r = self.report
+        enqueued = r.enqueued_changes + r.enqueued_deletes
+        self.s.progress(
+            ScanProgress(
+                r.files_seen, r.dirs_seen, r.hashed, r.bytes_hashed, enqueued, now - self.began, current
+            )
+        )
+
+    def _finish(self) -> ScanReport:
+        self._flush()
+        self.report.seconds = time.monotonic() - self.began
+        self._maybe_progress(self.start, force=True)
+        log.info("scan.done", root=self.s.root, start=self.start, **self.report.summary())
+        return self.report
+
+
+def _dir_flag(kind: FileKind) -> int:
+    return IS_DIR if kind == FileKind.DIR else 0
+
+
+def _pending_paths(journal: Journal) -> set[bytes] | None:
+    """Paths pending for any track, or None when the backlog is too large."""
+    stats = journal.stats()
+    if sum(t.pending for t in stats.tracks.values()) > _PENDING_SET_MAX:
+        return None
+    paths: set[bytes] = set()
+    for track in stats.tracks:
+        for record in journal.pending(track):
+            paths.add(record.entry.path)
+            if record.entry.op == Op.MOVE:
+                paths.add(record.entry.dest)
+    return paths

@@ -1,0 +1,164 @@
+"""Walk one filesystem below a root, one directory listing at a time.
+
+The walk never follows a symlink, never leaves the root's filesystem and never
+descends into an excluded directory. Directories are opened with
+``O_NOFOLLOW`` and checked against the (dev, inode) seen in their parent's
+listing, so a directory swapped for a symlink mid-walk cannot lead the walk
+out of the root; such a directory is reported as skipped instead.
+
+Paths are ``bytes`` relative to the root, never decoded. Paths longer than
+``PATH_MAX`` are reached by opening one component at a time.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import structlog
+
+from agent.excludes import Excludes
+
+__all__ = ["DirListing", "Walk", "join", "open_dir"]
+
+log = structlog.get_logger()
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_LONG = 3000  # absolute paths at least this long are opened component by component
+_S_IFMT = 0o170000
+_S_IFDIR = stat.S_IFDIR
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    """Relative path of ``name`` inside ``parent`` (``b""`` is the root)."""
+    return parent + b"/" + name if parent else name
+
+
+def open_dir(root: bytes, rel: bytes, *, strict: bool = False) -> int:
+    """Open the directory ``rel`` below ``root``. The last component is never
+    followed if it is a symlink; with ``strict`` (and for paths too long for
+    one call) no component is, so the result is certainly inside ``root``."""
+    if not strict and len(root) + len(rel) < _LONG:
+        return os.open(join(root, rel) if rel else root, _DIR_FLAGS)
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in rel.split(b"/") if rel else ():
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@dataclass(slots=True)
+class DirListing:
+    """One directory's entries that belong to the walk (same filesystem, not
+    excluded). ``fd`` is the open directory; it stays valid only until the
+    walk is asked for the next listing."""
+
+    rel: bytes
+    fd: int
+    entries: list[tuple[bytes, os.stat_result]]
+    dirs: int = 0  # how many of the entries are directories
+
+
+@dataclass
+class Walk:
+    """Iterate :class:`DirListing` for ``start`` (relative to ``root``) and
+    every directory below it, parents before children.
+
+    After iteration, :attr:`skipped` holds the directories and entries that
+    were not looked into (another filesystem, unreadable, replaced while
+    walking): their contents are unknown, not absent.
+    """
+
+    root: bytes
+    excludes: Excludes
+    dev: int
+    start: bytes = b""
+    skipped: list[bytes] = field(default_factory=list)
+    errors: int = 0
+
+    def __iter__(self) -> Iterator[DirListing]:
+        stack: list[tuple[bytes, int | None]] = [(self.start, None)]
+        while stack:
+            rel, ino = stack.pop()
+            fd = self._open(rel, ino)
+            if fd is None:
+                continue
+            try:
+                entries, subdirs = self._list(rel, fd)
+                yield DirListing(rel, fd, entries, len(subdirs))
+            finally:
+                os.close(fd)
+            stack.extend(reversed(subdirs))
+
+    def _open(self, rel: bytes, ino: int | None) -> int | None:
+        try:
+            fd = open_dir(self.root, rel, strict=ino is None)  # no parent listing to check against
+        except FileNotFoundError:
+            return None  # vanished since its parent was listed: its contents are gone
+        except OSError as exc:
+            self._skip(rel, "unreadable", exc)
+            return None
+        st = os.fstat(fd)
+        if st.st_dev != self.dev or (ino is not None and st.st_ino != ino):
+            os.close(fd)
+            self._skip(rel, "replaced", None)
+            return None
+        return fd
+
+    def _list(self, rel: bytes, fd: int) -> tuple[list[tuple[bytes, os.stat_result]], list]:
+        """Stat every entry of the open directory ``fd``; sort out the ones
+        the walk does not cover and the subdirectories to descend into."""
+        entries: list[tuple[bytes, os.stat_result]] = []
+        subdirs: list[tuple[bytes, int]] = []
+        dev, lstat = self.dev, os.stat
+        excludes = self.excludes if self.excludes else None  # bool() once, not per entry
+        prefix = rel + b"/" if rel else b""
+        try:
+            names = self._names(rel, fd)
+        except OSError as exc:
+            self._skip(rel, "unreadable", exc)
+            return entries, subdirs
+        for name in names:
+            try:
+                st = lstat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished: absent, like any deleted path
+            except OSError as exc:
+                self._skip(prefix + name, "unstatable", exc)
+                continue
+            is_dir = st.st_mode & _S_IFMT == _S_IFDIR
+            if excludes is not None and excludes.match_self(prefix + name, is_dir):
+                continue
+            if st.st_dev != dev:
+                self._skip(prefix + name, "other_filesystem", None)
+                continue
+            entries.append((name, st))
+            if is_dir:
+                subdirs.append((prefix + name, st.st_ino))
+        return entries, subdirs
+
+    def _names(self, rel: bytes, fd: int) -> list[bytes]:
+        """Entry names as bytes. Listing by path yields bytes directly (no
+        per-name encoding); the names are then stat'ed relative to ``fd``,
+        the directory whose identity was checked."""
+        if len(self.root) + len(rel) < _LONG:
+            return os.listdir(join(self.root, rel) if rel else self.root)
+        return [os.fsencode(n) for n in os.listdir(fd)]
+
+    def _skip(self, rel: bytes, why: str, exc: OSError | None) -> None:
+        """Remember a path whose contents stay unknown; errors are warnings, a
+        mount point or a directory replaced mid-walk is ordinary."""
+        self.skipped.append(rel)
+        if exc is not None and exc.errno != errno.ENOENT:
+            self.errors += 1
+            log.warning("scan.skip", path=rel, reason=why, error=str(exc))
+        else:
+            log.info("scan.skip", path=rel, reason=why)
