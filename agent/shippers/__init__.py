@@ -1,0 +1,29 @@
+"""Transports that bring mirrors up to date: local directory, rsync, msync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.config import LocalTarget, MsyncTarget, RsyncTarget, TargetConfig
+
+from .base import Outcome, Shipper, ShipResult
+
+__all__ = ["Outcome", "ShipResult", "Shipper", "make_shipper"]
+
+
+def make_shipper(target: TargetConfig, root: Path) -> Shipper:
+    """The shipper for one configured target (imported lazily: each transport
+    pulls in only what it needs)."""
+    if isinstance(target, LocalTarget):
+        from .local import LocalShipper
+
+        return LocalShipper(target, root)
+    if isinstance(target, RsyncTarget):
+        from .rsync import RsyncShipper
+
+        return RsyncShipper(target, root)
+    if isinstance(target, MsyncTarget):
+        from .msync import MsyncShipper
+
+        return MsyncShipper(target, root)
+    raise TypeError(f"unknown target type {type(target).__name__}")

@@ -1,0 +1,418 @@
+"""Ship plans to a mirror directory on this machine.
+
+Every mirror operation goes through directory file descriptors opened with
+``O_NOFOLLOW``: a symlink inside the mirror is an entry to replace, never a
+way out of it. Files are replaced atomically (temp file in the same
+directory, fsync, rename); mode, mtime (ns), symlink targets and, as root,
+ownership follow the source. Directory mtimes are settled last, after their
+children changed, and temp files a killed ship left behind are swept from
+every directory a later ship touches.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from agent.config import LocalTarget
+from agent.plan import Action, ActionKind, Plan
+from agent.shippers.base import Outcome, ShipResult
+
+__all__ = ["LocalShipper", "path_problem", "tracks_for", "classify_oserror", "SourceChanged"]
+
+log = structlog.get_logger()
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOT_A_DIR = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+_REPLACE_ERRNOS = (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR)
+_NAME_ERRNOS = {errno.ENAMETOOLONG: "name too long for the mirror", errno.EILSEQ: "mirror rejects the name"}
+_COPY_CHUNK = 1 << 22
+_TMP_RE = re.compile(rb"\.msync-agent\.[0-9a-f]{16}\.tmp")
+
+
+class SourceChanged(Exception):
+    """The source changed while it was being copied: ship it again later."""
+
+
+class SpecialFile(Exception):
+    """A fifo, socket or device: not something a mirror carries."""
+
+
+def path_problem(path: bytes) -> str | None:
+    """Why ``path`` is not a usable root-relative path, or None."""
+    if not path:
+        return "empty path"
+    if path.startswith(b"/") or b"\0" in path:
+        return "path is absolute or holds a NUL byte"
+    if any(part in (b"", b".", b"..") for part in path.split(b"/")):
+        return "path has an empty, '.' or '..' component"
+    return None
+
+
+def tracks_for(action: Action, tracks: Sequence[str]) -> tuple[str, ...]:
+    """The shipper's tracks this action asks for (all of them when it names none)."""
+    return tuple(t for t in tracks if not action.tracks or t in action.tracks)
+
+
+def classify_oserror(exc: OSError) -> tuple[Outcome, str]:
+    """A name the mirror filesystem cannot hold is permanent; everything else
+    (read-only, full, permission, I/O) is the target being down: retry."""
+    code = exc.errno or 0
+    name = errno.errorcode.get(code, str(code))
+    if code in _NAME_ERRNOS:
+        return Outcome.FAILED, f"{_NAME_ERRNOS[code]} ({name})"
+    return Outcome.RETRY, f"target down: {exc.strerror or exc} ({name})"
+
+
+def _split(path: bytes) -> tuple[list[bytes], bytes]:
+    *parents, name = path.split(b"/")
+    return parents, name
+
+
+def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _open_chain(root_fd: int, parts: Sequence[bytes]) -> tuple[int, list[os.stat_result]] | None:
+    """Open ``parts`` below ``root_fd`` as real directories only; None when one
+    is missing or is not a directory (a symlink counts as not a directory)."""
+    fd, stats = os.dup(root_fd), []
+    for part in parts:
+        try:
+            nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in _NOT_A_DIR:
+                return None
+            raise
+        os.close(fd)
+        fd = nfd
+        stats.append(os.fstat(fd))
+    return fd, stats
+
+
+def _remove(dir_fd: int, name: bytes) -> bool:
+    """Remove ``name`` (a whole tree for a directory) without following links."""
+    st = _lstat(name, dir_fd)
+    if st is None:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            for child in os.listdir(fd):
+                _remove(fd, os.fsencode(child))
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+    return True
+
+
+def _replace(dir_fd: int, tmp: bytes, name: bytes) -> None:
+    """Rename ``tmp`` over ``name``; a directory in the way is removed first."""
+    try:
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in _REPLACE_ERRNOS:
+            raise
+        _remove(dir_fd, name)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def _copy_bytes(src: int, dst: int) -> int:
+    copied = 0
+    try:
+        while n := os.copy_file_range(src, dst, _COPY_CHUNK):
+            copied += n
+        return copied
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) or copied:
+            raise
+    while chunk := os.read(src, _COPY_CHUNK):
+        view = memoryview(chunk)
+        while view:  # a short write (a filling disk) must not pass for a full one
+            view = view[os.write(dst, view) :]
+        copied += len(chunk)
+    return copied
+
+
+def _tmp_name() -> bytes:
+    return b".msync-agent." + secrets.token_hex(8).encode() + b".tmp"
+
+
+def _sweep_temps(sdir: int, mdir: int) -> None:
+    """Remove temp files a killed ship left in a mirror directory (ours are
+    all renamed or removed by now); a source entry of the same name stays."""
+    for name in map(os.fsencode, os.listdir(mdir)):
+        if _TMP_RE.fullmatch(name) and _lstat(name, sdir) is None:
+            _remove(mdir, name)
+
+
+class LocalShipper:
+    """A mirror directory (``target.path``) of the tree at ``root``."""
+
+    def __init__(self, target: LocalTarget, root: Path) -> None:
+        self.name = target.name
+        self.tracks: tuple[str, ...] = (target.name,)
+        self._mirror = os.fsencode(target.path)
+        self._root = os.fsencode(root)
+        self._as_root = os.geteuid() == 0
+        self._log = log.bind(target=target.name)
+
+    def close(self) -> None:
+        """Nothing is held between ships."""
+
+    def ship(self, plan: Plan) -> Sequence[ShipResult]:
+        mine = [a for a in plan.actions if tracks_for(a, self.tracks)]
+        try:
+            verdicts = self._ship_all(mine)
+        except OSError as exc:
+            outcome, reason = classify_oserror(exc)
+            self._log.warning("ship.target_down", reason=reason)
+            verdicts = [(outcome, reason)] * len(mine)
+        results = []
+        for action, (outcome, reason) in zip(mine, verdicts):
+            results += [ShipResult(t, action.path, outcome, reason) for t in tracks_for(action, self.tracks)]
+        return results
+
+    def _ship_all(self, actions: Sequence[Action]) -> list[tuple[Outcome, str]]:
+        os.makedirs(self._mirror, exist_ok=True)
+        mroot = os.open(self._mirror, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                sroot = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                return [(Outcome.RETRY, f"source root unreadable: {exc.strerror}")] * len(actions)
+            try:
+                touched: set[bytes] = set()
+                verdicts = [self._ship_one(sroot, mroot, a, touched) for a in actions]
+                self._settle_dirs(sroot, mroot, touched)
+                return verdicts
+            finally:
+                os.close(sroot)
+        finally:
+            os.close(mroot)
+
+    def _ship_one(self, sroot: int, mroot: int, action: Action, touched: set[bytes]) -> tuple[Outcome, str]:
+        problem = path_problem(action.path)
+        if problem:
+            return Outcome.FAILED, problem
+        try:
+            if action.kind is ActionKind.DELETE:
+                self._delete(mroot, action.path, touched)
+            else:
+                self._put(sroot, mroot, action.path, action.recursive, touched)
+        except SourceChanged as exc:
+            return Outcome.RETRY, f"source changed during copy: {exc}"
+        except SpecialFile:
+            return Outcome.FAILED, "special file"
+        except OSError as exc:
+            outcome, reason = classify_oserror(exc)
+            self._log.warning("ship.path_error", path=action.path, outcome=outcome.value, reason=reason)
+            return outcome, reason
+        return Outcome.OK, ""
+
+    def _delete(self, mroot: int, path: bytes, touched: set[bytes]) -> None:
+        parents, name = _split(path)
+        opened = _open_chain(mroot, parents)
+        if opened is None:
+            return  # a parent is missing or not a real directory: nothing there
+        mdir, _ = opened
+        try:
+            _remove(mdir, name)
+            touched.add(b"/".join(parents))  # also sweeps a temp file of a killed copy
+        finally:
+            os.close(mdir)
+
+    def _put(self, sroot: int, mroot: int, path: bytes, recursive: bool, touched: set[bytes]) -> None:
+        parents, name = _split(path)
+        opened = _open_chain(sroot, parents)
+        if opened is None or _lstat(name, opened[0]) is None:
+            if opened is not None:
+                os.close(opened[0])
+            self._delete(mroot, path, touched)  # gone from the source: gone from the mirror
+            return
+        sdir, sstats = opened
+        try:
+            mdir = self._mirror_parents(mroot, parents, sstats, touched)
+            try:
+                self._put_entry(sdir, mdir, name, recursive)
+                touched.add(b"/".join(parents))
+            finally:
+                os.close(mdir)
+        finally:
+            os.close(sdir)
+
+    def _mirror_parents(
+        self, mroot: int, parents: Sequence[bytes], sstats: Sequence[os.stat_result], touched: set[bytes]
+    ) -> int:
+        """Open (creating or replacing as needed) the mirror's parent directories."""
+        fd = os.dup(mroot)
+        try:
+            for i, part in enumerate(parents):
+                try:
+                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in _NOT_A_DIR:
+                        raise
+                    _remove(fd, part)  # a file or symlink where a directory belongs
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    self._set_owner_mode(nfd, sstats[i])
+                    touched.add(b"/".join(parents[:i]))
+                os.close(fd)
+                fd = nfd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _set_owner_mode(self, fd: int, st: os.stat_result) -> None:
+        if self._as_root:
+            os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+
+    def _put_entry(self, sdir: int, mdir: int, name: bytes, recursive: bool) -> None:
+        st = _lstat(name, sdir)
+        if st is None:
+            _remove(mdir, name)
+        elif stat.S_ISREG(st.st_mode):
+            self._put_file(sdir, mdir, name)
+        elif stat.S_ISDIR(st.st_mode):
+            self._put_dir(sdir, mdir, name, recursive)
+        elif stat.S_ISLNK(st.st_mode):
+            self._put_symlink(sdir, mdir, name, st)
+        else:
+            raise SpecialFile(name)
+
+    def _put_file(self, sdir: int, mdir: int, name: bytes) -> None:
+        try:
+            sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sdir)
+        except FileNotFoundError:
+            _remove(mdir, name)
+            return
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SourceChanged("became a symlink") from exc
+            raise
+        try:
+            st = os.fstat(sfd)
+            if not stat.S_ISREG(st.st_mode):
+                raise SourceChanged("no longer a regular file")
+            tmp = _tmp_name()
+            tfd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=mdir
+            )
+            try:
+                try:
+                    self._fill(sfd, tfd, st)
+                finally:
+                    os.close(tfd)
+                _replace(mdir, tmp, name)
+            except BaseException:
+                _remove(mdir, tmp)
+                raise
+        finally:
+            os.close(sfd)
+
+    def _fill(self, sfd: int, tfd: int, st: os.stat_result) -> None:
+        """Copy content and metadata into the temp file; make it durable."""
+        copied = _copy_bytes(sfd, tfd)
+        after = os.fstat(sfd)
+        if copied != st.st_size or (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        ):
+            raise SourceChanged(f"{copied} bytes copied, size now {after.st_size}")
+        self._set_owner_mode(tfd, st)
+        os.utime(tfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.fsync(tfd)
+
+    def _put_symlink(self, sdir: int, mdir: int, name: bytes, st: os.stat_result) -> None:
+        try:
+            target = os.readlink(name, dir_fd=sdir)
+        except FileNotFoundError:
+            _remove(mdir, name)
+            return
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise SourceChanged("no longer a symlink") from exc
+            raise
+        tmp = _tmp_name()
+        os.symlink(target, tmp, dir_fd=mdir)
+        try:
+            if self._as_root:
+                os.chown(tmp, st.st_uid, st.st_gid, dir_fd=mdir, follow_symlinks=False)
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=mdir, follow_symlinks=False)
+            _replace(mdir, tmp, name)
+        except BaseException:
+            _remove(mdir, tmp)
+            raise
+
+    def _put_dir(self, sdir: int, mdir: int, name: bytes, recursive: bool) -> None:
+        existing = _lstat(name, mdir)
+        if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            _remove(mdir, name)
+            existing = None
+        if existing is None:
+            os.mkdir(name, 0o700, dir_fd=mdir)
+        try:
+            sfd = os.open(name, _DIR_FLAGS, dir_fd=sdir)
+        except OSError as exc:
+            if exc.errno not in _NOT_A_DIR:
+                raise
+            raise SourceChanged("directory replaced or removed") from exc
+        try:
+            mfd = os.open(name, _DIR_FLAGS, dir_fd=mdir)
+            try:
+                if recursive:
+                    self._sync_children(sfd, mfd)
+                st = os.fstat(sfd)
+                self._set_owner_mode(mfd, st)
+                os.utime(mfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(mfd)
+        finally:
+            os.close(sfd)
+
+    def _sync_children(self, sfd: int, mfd: int) -> None:
+        """Make the mirror directory's entries those of the source directory."""
+        wanted = {os.fsencode(n) for n in os.listdir(sfd)}
+        for extra in {os.fsencode(n) for n in os.listdir(mfd)} - wanted:
+            _remove(mfd, extra)
+        for child in sorted(wanted):
+            try:
+                self._put_entry(sfd, mfd, child, True)
+            except SpecialFile:
+                self._log.info("ship.skip_special", name=child)
+
+    def _settle_dirs(self, sroot: int, mroot: int, touched: set[bytes]) -> None:
+        """Give changed mirror directories their source mtime, deepest first,
+        and make their new entries durable."""
+        for path in sorted(touched, key=lambda p: (-p.count(b"/"), p)):
+            parts = path.split(b"/") if path else []
+            src = _open_chain(sroot, parts)
+            dst = _open_chain(mroot, parts)
+            try:
+                if src is not None and dst is not None:
+                    _sweep_temps(src[0], dst[0])
+                    st = os.fstat(src[0])
+                    os.utime(dst[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+                    os.fsync(dst[0])
+            finally:
+                for opened in (src, dst):
+                    if opened is not None:
+                        os.close(opened[0])

@@ -1,0 +1,246 @@
+"""Ship plans with rsync: ``--files-from`` batches to a path, daemon or ssh.
+
+A plan becomes at most three rsync runs, in this order: deletes (from a
+skeleton of empty parent directories, so every listed name is "missing" and
+``--delete-missing-args`` removes it), plain PUTs (``--dirs``, no recursion)
+and recursive PUTs (``-r --delete``, so a moved-in directory loses extra
+files). Listed paths are known to have changed, so rsync's size+mtime quick
+check (blind to a same-size rewrite within one second) is switched off with
+``--ignore-times``. Names travel NUL-separated on stdin, never on a command line or
+through a shell; remote-side names are protected from word splitting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from agent.config import RsyncTarget
+from agent.plan import Action, ActionKind, Plan
+from agent.shippers import _exec
+from agent.shippers.base import Outcome, ShipResult
+from agent.shippers.local import path_problem, tracks_for
+from agent.shippers.rsync_codes import PathVerdict, Verdict, attribute_errors, classify_exit
+
+__all__ = ["RsyncShipper", "Batches", "split_plan", "batch_argv", "covering_ancestors", "source_kind"]
+
+log = structlog.get_logger()
+
+_BASE_FLAGS = ("-a", "--numeric-ids", "--no-D", "--force", "--delete-missing-args", "--from0")
+_MODE_FLAGS = {
+    "delete": ("--no-r", "--dirs", "--no-implied-dirs"),
+    "plain": ("--no-r", "--dirs", "--ignore-times"),
+    "recursive": ("-r", "--delete", "--ignore-times"),
+}
+_protect_cache: dict[str, tuple[str, ...]] = {}
+_SKELETON_PREFIX = "msync-agent-rsync-del-"
+_SKELETON_RE = re.compile(re.escape(_SKELETON_PREFIX) + r"(\d+)-[^/]+")
+
+
+@dataclass
+class Batches:
+    """Actions sorted by how rsync must be run for them."""
+
+    delete: list[Action] = field(default_factory=list)
+    plain: list[Action] = field(default_factory=list)
+    recursive: list[Action] = field(default_factory=list)
+    refused: list[tuple[Action, Outcome, str]] = field(default_factory=list)
+
+
+def source_kind(root: bytes, path: bytes) -> str | None:
+    """ "file", "dir", "symlink" or "special" for ``root/path`` without
+    following any symlink on the way; None when it is not in the tree."""
+    cur = root
+    parts = path.split(b"/")
+    for i, part in enumerate(parts):
+        cur = cur + b"/" + part
+        try:
+            st = os.lstat(cur)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return None
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    return "symlink" if stat.S_ISLNK(st.st_mode) else "special"
+
+
+def split_plan(actions: Sequence[Action], root: bytes) -> Batches:
+    """Sort actions into batches by the source's state now."""
+    out = Batches()
+    for action in actions:
+        problem = path_problem(action.path)
+        if problem:
+            out.refused.append((action, Outcome.FAILED, problem))
+            continue
+        if action.kind is ActionKind.DELETE:
+            out.delete.append(action)
+            continue
+        try:
+            kind = source_kind(root, action.path)
+        except OSError as exc:
+            out.refused.append((action, Outcome.RETRY, f"cannot read source: {exc.strerror}"))
+            continue
+        if kind is None:
+            out.delete.append(action)
+        elif kind == "special":
+            out.refused.append((action, Outcome.FAILED, "special file"))
+        elif action.recursive and kind == "dir":
+            out.recursive.append(action)
+        else:
+            out.plain.append(action)
+    return out
+
+
+def covering_ancestors(paths: Sequence[bytes]) -> dict[bytes, bytes | None]:
+    """For each path, the outermost other path of the list that contains it."""
+    present = set(paths)
+    out: dict[bytes, bytes | None] = {}
+    for path in paths:
+        parts = path.split(b"/")
+        prefixes = (b"/".join(parts[:n]) for n in range(1, len(parts)))
+        out[path] = next((p for p in prefixes if p in present), None)
+    return out
+
+
+def sweep_skeletons(tmpdir: str) -> None:
+    """Remove delete skeletons left by killed agents (their pid is gone)."""
+    for name in os.listdir(tmpdir):
+        m = _SKELETON_RE.fullmatch(name)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(tmpdir, name), ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+def protect_flags(rsync: str) -> tuple[str, ...]:
+    """The option that sends remote names through the protocol, by what this
+    rsync offers: --secluded-args (3.3+), --protect-args (3.0-3.2), none."""
+    if rsync in _protect_cache:
+        return _protect_cache[rsync]
+    res = _exec.run([rsync, "--help"], timeout=30)
+    if res.missing or res.timed_out:
+        return ()  # not cached: the ship will report the missing program
+    text = res.stdout + res.stderr
+    flags = next(((f,) for f in ("--secluded-args", "--protect-args") if f.encode() in text), ())
+    _protect_cache[rsync] = flags
+    return flags
+
+
+def batch_argv(target: RsyncTarget, mode: str, source: bytes, protect: Sequence[str]) -> list[bytes | str]:
+    """argv for one batch; names come on stdin (``--files-from=-``)."""
+    dest = target.dest if target.dest.endswith("/") else target.dest + "/"
+    argv: list[bytes | str] = [target.rsync, *_BASE_FLAGS, *_MODE_FLAGS[mode], *protect]
+    argv.append(f"--timeout={max(1, int(target.timeout_s))}")
+    if dest.startswith("rsync://"):
+        argv.append(f"--contimeout={max(1, int(min(target.timeout_s, 60)))}")
+    argv += [*target.options, "--files-from=-", "--", source.rstrip(b"/") + b"/", dest]
+    return argv
+
+
+_TAIL_RE = re.compile(rb"\s+")
+
+
+def _stderr_tail(stderr: bytes, limit: int = 300) -> str:
+    text = _TAIL_RE.sub(b" ", stderr.strip()[-limit:]).decode("utf-8", "backslashreplace")
+    return f": {text}" if text else ""
+
+
+class RsyncShipper:
+    """One rsync target (``target.dest``: local path, rsync:// URL or host:path)."""
+
+    def __init__(self, target: RsyncTarget, root: Path) -> None:
+        self.name = target.name
+        self.tracks: tuple[str, ...] = (target.name,)
+        self._target = target
+        self._root = os.fsencode(os.path.abspath(root))
+        self._log = log.bind(target=target.name)
+        self._swept = False
+
+    def ship(self, plan: Plan) -> Sequence[ShipResult]:
+        mine = [a for a in plan.actions if tracks_for(a, self.tracks)]
+        batches = split_plan(mine, self._root)
+        verdicts: dict[int, PathVerdict] = {}
+        for action, outcome, reason in batches.refused:
+            verdicts[id(action)] = PathVerdict(outcome, reason)
+        if batches.delete:
+            verdicts.update(self._run_deletes(batches.delete))
+        for mode, todo in (("plain", batches.plain), ("recursive", batches.recursive)):
+            if todo:
+                verdicts.update(self._run(mode, todo, self._root))
+        results = []
+        for action in mine:
+            v = verdicts[id(action)]
+            results += [
+                ShipResult(t, action.path, v.outcome, v.reason) for t in tracks_for(action, self.tracks)
+            ]
+        return results
+
+    def close(self) -> None:
+        """Nothing is held between ships."""
+
+    def _run_deletes(self, actions: list[Action]) -> dict[int, PathVerdict]:
+        """Deletes run from a skeleton holding only parent directories; a path
+        under another deleted path is settled by that (recursive) delete."""
+        cover = covering_ancestors([a.path for a in actions])
+        listed = [a for a in actions if cover[a.path] is None]
+        skeleton = ""
+        try:
+            if not self._swept:
+                self._swept = True
+                sweep_skeletons(tempfile.gettempdir())
+            skeleton = tempfile.mkdtemp(prefix=f"{_SKELETON_PREFIX}{os.getpid()}-")
+            skel = os.fsencode(skeleton)
+            for action in listed:
+                head = action.path.rpartition(b"/")[0]
+                if head:
+                    os.makedirs(skel + b"/" + head, exist_ok=True)
+            verdicts = self._run("delete", listed, skel)
+        except OSError as exc:  # no room for the skeleton: nothing was sent
+            reason = f"cannot prepare deletes in {tempfile.gettempdir()}: {exc.strerror}"
+            return {id(a): PathVerdict(Outcome.RETRY, reason) for a in actions}
+        finally:
+            if skeleton:
+                shutil.rmtree(skeleton, ignore_errors=True)
+        by_path = {a.path: verdicts[id(a)] for a in listed}
+        for action in actions:
+            ancestor = cover[action.path]
+            if ancestor is not None:
+                verdicts[id(action)] = by_path[ancestor]
+        return verdicts
+
+    def _run(self, mode: str, actions: list[Action], source: bytes) -> dict[int, PathVerdict]:
+        argv = batch_argv(self._target, mode, source, protect_flags(self._target.rsync))
+        names = b"".join(a.path + b"\0" for a in actions)
+        res = _exec.run(argv, timeout=self._target.timeout_s + 30, stdin=names)
+        rule = classify_exit(res.returncode, timed_out=res.timed_out, missing=res.missing)
+        self._log.info(
+            "rsync.batch",
+            mode=mode,
+            paths=len(actions),
+            rc=res.returncode,
+            verdict=rule.verdict.value,
+            seconds=round(res.seconds, 3),
+        )
+        if rule.verdict is Verdict.OK:
+            return {id(a): PathVerdict(Outcome.OK) for a in actions}
+        reason = f"rsync exit {res.returncode} ({rule.meaning}){_stderr_tail(res.stderr)}"
+        if rule.verdict is Verdict.PARTIAL:
+            by_path = attribute_errors([a.path for a in actions], res.stderr, reason)
+            return {id(a): by_path[a.path] for a in actions}
+        outcome = Outcome.FAILED if rule.verdict is Verdict.FAILED else Outcome.RETRY
+        return {id(a): PathVerdict(outcome, reason) for a in actions}

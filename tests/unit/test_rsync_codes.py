@@ -1,0 +1,95 @@
+"""rsync result classification: the exit-code table and per-path attribution."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.shippers.base import Outcome
+from agent.shippers.rsync_codes import EXIT_CODES, Verdict, attribute_errors, classify_exit, rsync_escape
+
+names = st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b)
+paths = st.lists(names, min_size=1, max_size=4).map(b"/".join)
+
+
+def unescape(text: bytes) -> bytes:
+    return re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), text)
+
+
+def test_table_rows() -> None:
+    """The documented codes map to the agreed verdicts."""
+    assert classify_exit(0).verdict is Verdict.OK
+    for code in (23, 24):
+        assert classify_exit(code).verdict is Verdict.PARTIAL
+    for code in (1, 2, 4):
+        assert classify_exit(code).verdict is Verdict.FAILED
+    for code in (3, 5, 10, 11, 12, 30, 35, 127, 255):
+        assert classify_exit(code).verdict is Verdict.RETRY
+
+
+@given(st.integers(min_value=-64, max_value=512), st.booleans(), st.booleans())
+def test_only_a_clean_exit_is_ok(code: int, timed_out: bool, missing: bool) -> None:
+    """Any other code, a timeout or a missing program is never OK; unknown codes retry."""
+    rule = classify_exit(code, timed_out=timed_out, missing=missing)
+    assert rule.meaning
+    if rule.verdict is Verdict.OK:
+        assert code == 0 and not timed_out and not missing
+    if timed_out or missing or (code not in EXIT_CODES):
+        assert rule.verdict is Verdict.RETRY
+
+
+@given(st.binary(max_size=60))
+def test_escape_is_printable_and_reversible(name: bytes) -> None:
+    """rsync's message escaping leaves printable ASCII and loses nothing."""
+    out = rsync_escape(name)
+    assert all(0x20 <= b < 0x7F or b == 0x09 for b in out)
+    assert unescape(out) == name
+
+
+@given(st.lists(paths, min_size=1, max_size=6, unique=True), st.data())
+def test_a_named_path_is_never_ok(batch: list[bytes], data: st.DataObject) -> None:
+    """Whatever error line names a path (full source path, module-relative,
+    temp file), that path is not reported OK; unnamed paths stay OK."""
+    bad = data.draw(st.sampled_from(batch))
+    form = data.draw(st.sampled_from(["vanished", "refused", "mkstemp"]))
+    esc = rsync_escape(bad)
+    head, _, base = bad.rpartition(b"/")
+    line = {
+        "vanished": b'file has vanished: "/srv/root/' + esc + b'"',
+        "refused": b'ERROR: daemon refused to receive file "' + esc + b'"',
+        "mkstemp": b'rsync: [receiver] mkstemp "/m/'
+        + rsync_escape((head + b"/" if head else b"") + b"." + base + b".Ab12Cd")
+        + b'" failed: Permission denied (13)',
+    }[form]
+    stderr = line + b"\nrsync error: some files/attrs were not transferred (code 23)\n"
+    verdicts = attribute_errors(batch, stderr, "rsync exit 23")
+    assert verdicts[bad].outcome is not Outcome.OK
+    assert verdicts[bad].reason
+    assert set(verdicts) == set(batch)
+
+
+def test_unrelated_paths_stay_ok() -> None:
+    """A failure of one path leaves a sibling OK; a dir's failure covers its children."""
+    stderr = b'rsync: [generator] recv_generator: mkdir "/m/d" failed: Read-only file system (30)\n'
+    verdicts = attribute_errors([b"d/x", b"e", b"dd"], stderr, "x")
+    assert verdicts[b"d/x"].outcome is Outcome.RETRY
+    assert verdicts[b"e"].outcome is Outcome.OK
+    assert verdicts[b"dd"].outcome is Outcome.OK
+
+
+def test_unattributable_line_retries_everything() -> None:
+    """An error naming none of the paths proves nothing: every path retries."""
+    stderr = b"rsync: connection unexpectedly closed (0 bytes received so far) [sender]\n"
+    verdicts = attribute_errors([b"a", b"b"], stderr, "rsync exit 23")
+    assert {v.outcome for v in verdicts.values()} == {Outcome.RETRY}
+    assert all("rsync exit 23" in v.reason for v in verdicts.values())
+
+
+def test_permanent_name_errors_fail() -> None:
+    """A name the receiver cannot hold, or the daemon refuses, is FAILED."""
+    stderr = b'ERROR: daemon refused to receive file "blo\\#012cked"\n'
+    verdicts = attribute_errors([b"blo\ncked", b"ok"], stderr, "x")
+    assert verdicts[b"blo\ncked"].outcome is Outcome.FAILED
+    assert verdicts[b"ok"].outcome is Outcome.OK
