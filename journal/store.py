@@ -50,7 +50,7 @@ from .codec import (
     encode_state,
 )
 from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, WrongRoot
-from .types import Checkpoint, Entry, FileState
+from .types import Checkpoint, Entry, FileState, Op
 
 __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSION"]
 
@@ -313,9 +313,11 @@ class Journal(JournalReads):
         return self._write(do)
 
     def requeue_dead(self, track: str | None = None) -> int:
-        """Give dead letters (of one track, or all) a fresh try: each dead entry
-        is appended again under a new seq, pending for its track only.
-        Returns how many were requeued."""
+        """Give dead letters (of one track, or all) a fresh try, pending for
+        their track only. Each comes back as CHANGE of the paths it named
+        (ship the *current* state): replaying an old DELETE or MOVE verbatim
+        after newer entries could remove newer content on the mirror.
+        Returns how many dead letters were requeued."""
         letters = self.dead_letters(track)
 
         def do(txn: lmdb.Transaction) -> tuple[int, int]:
@@ -325,14 +327,9 @@ class Journal(JournalReads):
                 prefix = track_prefix(letter.track)
                 if not txn.delete(prefix + encode_seq(letter.record.seq), db=self._dbs["dead"]):
                     continue  # requeued meanwhile by another process
-                seq += 1
-                self._put_batch(
-                    txn,
-                    seq,
-                    [encode_entry(letter.record.entry)],
-                    index_paths([letter.record.entry]),
-                    [prefix],
-                )
+                for entry in _as_changes(letter.record.entry):
+                    seq += 1
+                    self._put_batch(txn, seq, [encode_entry(entry)], index_paths([entry]), [prefix])
                 count += 1
             return count, seq
 
@@ -370,3 +367,11 @@ class Journal(JournalReads):
             removed_total += removed
             if removed < chunk:
                 return removed_total
+
+
+def _as_changes(entry: Entry) -> list[Entry]:
+    """The CHANGE entries that re-ship whatever ``entry`` touched, as it is now."""
+    paths = [entry.path, entry.dest] if entry.op == Op.MOVE else [entry.path]
+    if entry.op == Op.RESCAN:
+        return [entry]
+    return [Entry(Op.CHANGE, p, time_ns=entry.time_ns, flags=entry.flags) for p in paths]

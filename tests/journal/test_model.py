@@ -108,7 +108,8 @@ class JournalModel(RuleBasedStateMachine):
         assert self.j.requeue_dead(track) == len(order)
         for t, s in order:
             entry, _reason = self.dead[t].pop(s)
-            self._add(entry, [t])
+            for change in _requeued(entry):
+                self._add(change, [t])
 
     @rule(retention=st.integers(0, 20))
     def compact(self, retention: int) -> None:
@@ -170,3 +171,11 @@ class JournalModel(RuleBasedStateMachine):
 
 TestJournalModel = JournalModel.TestCase
 TestJournalModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+
+
+def _requeued(entry: Entry) -> list[Entry]:
+    """Model of requeue: a dead entry comes back as CHANGE of each path it named."""
+    if entry.op == Op.RESCAN:
+        return [entry]
+    paths = [entry.path, entry.dest] if entry.op == Op.MOVE else [entry.path]
+    return [Entry(Op.CHANGE, p, time_ns=entry.time_ns, flags=entry.flags) for p in paths]
