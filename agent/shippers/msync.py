@@ -170,7 +170,43 @@ class MsyncShipper:
             return Outcome.RETRY, "mtime is the current second (a same-second rewrite would be lost)"
         it.entry = mp.Entry(prep.echo, recursive=it.action.recursive and it.is_dir)
         it.token = prep.token
+        if it.entry.recursive:
+            try:
+                self._plan_tree(it, abspath)
+            except OSError as exc:
+                return Outcome.RETRY, f"cannot read the tree: {exc.strerror}"
         return None
+
+    def _plan_tree(self, it: Item, abspath: bytes) -> None:
+        """A tree msync's -r would carry wrongly (msync_parse.scanner_carries)
+        goes out as explicit entries, children first, with --delete but no -r."""
+        below = self._walk(abspath, it.entry.echo)
+        if mp.scanner_carries(it.entry.echo, below):
+            return
+        it.entry, it.mirror = mp.Entry(it.entry.echo), True
+        for rel, _ in below:
+            prep = mp.prepare(rel)
+            if isinstance(prep, str):
+                it.bad = it.bad or f"{rel!r} inside cannot be sent: {prep}"
+            else:
+                it.more.append(prep)
+
+    def _walk(self, abspath: bytes, echo: bytes) -> list[tuple[bytes, bool]]:
+        """(base-relative path, is_dir) of everything below a directory that
+        msync's excludes leave in, children before their directory."""
+        pre: list[tuple[bytes, bool]] = []
+        stack = [(abspath, echo)]
+        while stack:
+            path, rel = stack.pop()
+            with os.scandir(path) as entries:
+                for de in entries:
+                    child, is_dir = rel + b"/" + de.name, de.is_dir(follow_symlinks=False)
+                    if mp.excluded(child, self._excludes, is_dir):
+                        continue
+                    pre.append((child, is_dir))
+                    if is_dir:
+                        stack.append((de.path, child))
+        return pre[::-1]
 
     def _link_target(self, abspath: bytes) -> bytes | str | None:
         """Base-relative final target of a link (re-sent to undo makuosan's chmod
@@ -254,9 +290,12 @@ class MsyncShipper:
 
     # ------------------------------------------------------------------ one invocation
     def _run_job(self, job: Job, listed: list[bytes]) -> None:
-        prefix = mp.command_prefix(recursive=job.recursive, delete=job.recursive, host=job.host)
+        prefix = mp.command_prefix(recursive=job.recursive, delete=job.delete, host=job.host)
         items = []
         for it in job.items:
+            if any(not mp.fits(m.token, prefix) for m in it.more):
+                it.bad = it.bad or "a path inside is too long for msync"
+                it.more = [m for m in it.more if mp.fits(m.token, prefix)]
             too_long = [
                 t for t in (it.token, it.resend.token if it.resend else b"") if not mp.fits(t, prefix)
             ]
@@ -267,7 +306,7 @@ class MsyncShipper:
             else:
                 items.append(it)
         if items:
-            self._invoke(Job(job.host, job.recursive, items), listed)
+            self._invoke(Job(job.host, job.recursive, items, job.delete), listed)
 
     def _tracks_for(self, it: Item, host: bytes | None) -> list[str]:
         if host is None or not self._member_of:
@@ -275,17 +314,27 @@ class MsyncShipper:
         return [tr for tr in it.tracks if self._member_of[tr] == host]
 
     def _invoke(self, job: Job, listed: list[bytes]) -> None:
-        entries = [it.entry for it in job.items] + [mp.Entry(it.resend.echo) for it in job.items if it.resend]
-        tokens = [it.token for it in job.items] + [it.resend.token for it in job.items if it.resend]
+        sent: list[tuple[int, mp.Entry, bytes]] = []  # (item index, entry, token)
+        for i, it in enumerate(job.items):
+            sent += [(i, mp.Entry(m.echo), m.token) for m in it.more]
+            sent.append((i, it.entry, it.token))
+        sent += [
+            (i, mp.Entry(it.resend.echo), it.resend.token) for i, it in enumerate(job.items) if it.resend
+        ]
         hosts = [job.host] if job.host is not None else listed
-        verdicts = self._run(job, tokens, hosts, entries, dry=False)
-        resend_at = len(job.items)
+        verdicts = self._run(job, [t for _, _, t in sent], hosts, [e for _, e, _ in sent], dry=False)
+        own: dict[int, list[int]] = {}
+        for k, (owner, _, _) in enumerate(sent):
+            own.setdefault(owner, []).append(k)
         unacked = []
         for i, it in enumerate(job.items):
-            v_of = {h: verdicts[(h, i)] for h in hosts}
-            if it.resend:
-                v_of = {h: _worst(v, verdicts[(h, resend_at)]) for h, v in v_of.items()}
-                resend_at += 1
+            main = own[i][len(it.more)]  # the item's own path; the rest only worsen it
+            v_of = {h: verdicts[(h, main)] for h in hosts}
+            for k in own[i]:
+                if k != main:
+                    v_of = {h: _worst(v, verdicts[(h, k)]) for h, v in v_of.items()}
+            if it.bad:
+                v_of = {h: _worst(v, mp.Verdict(mp.Kind.FAILED, it.bad)) for h, v in v_of.items()}
             if any(v.kind == mp.Kind.UNACKED for v in v_of.values()):
                 unacked.append((it, v_of))
             else:
@@ -307,7 +356,7 @@ class MsyncShipper:
             excludes=self._excludes,
             level=1 if dry else 2,
             recursive=job.recursive,
-            delete=job.recursive and not dry,
+            delete=job.delete and not dry,
             dry=dry,
             host=job.host,
             tokens=tokens,

@@ -26,6 +26,11 @@ class Item:
     token: bytes = b""
     resend: mp.Prepared | None = None  # a symlink's in-base target, re-sent after the link
     is_dir: bool = False
+    # A tree msync's -r cannot carry goes out entry by entry with --delete
+    # (no -r): ``more`` is everything below the root, children first.
+    mirror: bool = False
+    more: list[mp.Prepared] = field(default_factory=list)
+    bad: str = ""  # why part of the tree could not be sent at all
     results: dict[str, ShipResult] = field(default_factory=dict)
 
 
@@ -36,6 +41,7 @@ class Job:
     host: bytes | None
     recursive: bool
     items: list[Item]
+    delete: bool = False  # --delete: -r mirrors whole subtrees, else each directory's children
 
 
 def lane_jobs(lane: list[tuple[tuple[bytes, ...] | None, Item]], batch: int) -> list[Job]:
@@ -53,14 +59,15 @@ def lane_jobs(lane: list[tuple[tuple[bytes, ...] | None, Item]], batch: int) -> 
 
 
 def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
-    """Consecutive runs of recursive / plain items, ``batch`` paths per job.
-    In a plain job, directories go last, deepest first: members create missing
-    parents themselves, and a directory sent after its children keeps its mtime."""
+    """Consecutive runs of recursive / mirror / plain items, ``batch`` paths per
+    job. In a plain job, directories go last, deepest first: members create
+    missing parents themselves, and a directory sent after its children keeps its mtime."""
     jobs: list[Job] = []
     for it in items:
-        rec = it.entry.recursive
-        if not jobs or jobs[-1].recursive != rec or size(jobs[-1]) >= batch:
-            jobs.append(Job(host, rec, []))
+        rec, delete = it.entry.recursive, it.entry.recursive or it.mirror
+        last = jobs[-1] if jobs else None
+        if last is None or (last.recursive, last.delete) != (rec, delete) or size(last) >= batch:
+            jobs.append(Job(host, rec, [], delete))
         jobs[-1].items.append(it)
     for job in jobs:
         if not job.recursive:
@@ -72,4 +79,4 @@ def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
 
 
 def size(job: Job) -> int:
-    return sum(2 if it.resend else 1 for it in job.items)
+    return sum((2 if it.resend else 1) + len(it.more) for it in job.items)

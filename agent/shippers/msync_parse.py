@@ -8,6 +8,7 @@ be tested exhaustively.
 from __future__ import annotations
 
 import enum
+import fnmatch
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ __all__ = [
     "prepare",
     "command_prefix",
     "fits",
+    "scanner_carries",
+    "excluded",
     "build_argv",
     "parse_members",
     "parse_output",
@@ -44,7 +47,7 @@ _PERMANENT_MEMBER_ERRORS = {
     "remove it on the member by hand",
 }
 _ACK = re.compile(rb"^(update|skip  |delete) ([^: ]*):(.*)\Z", re.S)
-_DRY = re.compile(rb"^\(dryrun\) (update|delete) ([^: ]*):(.*)\Z", re.S)
+_DRY = re.compile(rb"^\(dryrun\) (update|delete|skip  ) ([^: ]*):(.*)\Z", re.S)
 _TIMEOUT = b"error: receive time out: "
 _MISSING = b"error: No such file or directory "
 
@@ -119,6 +122,38 @@ def command_prefix(
 
 def fits(token: bytes, prefix: bytes) -> bool:
     return len(prefix) + 1 + len(token) <= MAX_COMMAND
+
+
+def scanner_carries(root: bytes, entries: Sequence[tuple[bytes, bool]]) -> bool:
+    """Whether makuosan's own ``-r`` scanner carries the tree under ``root``
+    exactly. It space-escapes a path before testing it for a directory, so a
+    directory whose name holds a space is sent as an entry and never entered;
+    it sends the root last unescaped, so the daemon re-splits a root holding a
+    space; and a name with a newline, a carriage return or a trailing space
+    breaks its console line. ``entries``: (base-relative path, is_dir) below root."""
+    if b" " in root:
+        return False
+    for rel, is_dir in entries:
+        name = rel.rsplit(b"/", 1)[-1]
+        if (is_dir and b" " in name) or b"\n" in name or b"\r" in name or name.endswith(b" "):
+            return False
+    return True
+
+
+def excluded(rel: bytes, patterns: Sequence[bytes], is_dir: bool = False) -> bool:
+    """makuosan's exclude match: a pattern matches any trailing run of whole
+    components (``*`` never crosses ``/``); a directory is also tried with a
+    trailing ``/``."""
+    names = [rel, rel + b"/"] if is_dir else [rel]
+    for name in names:
+        parts = name.split(b"/")
+        for i in range(len(parts)):
+            tail = b"/".join(parts[i:])
+            if any(
+                tail.count(b"/") == pat.count(b"/") and fnmatch.fnmatchcase(tail, pat) for pat in patterns
+            ):
+                return True
+    return False
 
 
 def build_argv(
@@ -238,15 +273,13 @@ def _member_failure(line: bytes) -> Verdict:
 
 
 def _parse_timeout(line: bytes, state: dict, entries: Sequence[Entry], p: Parsed) -> None:
+    """``receive time out: CMDLINE`` names one command, then ``IP(HOST)`` the
+    dropped member. The daemon pipelines several files, so paths before the
+    named one may have been acknowledged (``update``) and still be in flight;
+    only one command is named. The host therefore missed the whole invocation."""
     rest = line[len(_TIMEOUT) :]
-    word, sep, path = rest.partition(b" ")
-    if sep and word in (b"send", b"sync", b"dsync", b"check"):
-        state["pending"] = _index(entries, path)
-        return
-    host = rest[rest.rfind(b"(") + 1 : -1] if rest.endswith(b")") else b""
-    idx = state.pop("pending", None)
-    first = 0 if idx is None or any(e.recursive for e in entries) else idx
-    p.timeouts[host] = min(first, p.timeouts.get(host, first))
+    if rest.endswith(b")") and b"(" in rest:
+        p.timeouts[rest[rest.rfind(b"(") + 1 : -1]] = 0
 
 
 def _parse_line(line: bytes, hosts: Sequence[bytes], entries: Sequence[Entry], p: Parsed, st: dict) -> None:
@@ -255,7 +288,8 @@ def _parse_line(line: bytes, hosts: Sequence[bytes], entries: Sequence[Entry], p
     if m := _ACK.match(line):
         p.acks[(m.group(2), _norm(m.group(3)))] += 1
     elif m := _DRY.match(line):
-        p.dry.add((m.group(2), _norm(m.group(3))))
+        if m.group(1) != b"skip  ":
+            p.dry.add((m.group(2), _norm(m.group(3))))
     elif line.startswith(_TIMEOUT):
         _parse_timeout(line, st, entries, p)
     elif (

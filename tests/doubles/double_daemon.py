@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 
 from tests.doubles import double_fs as fs
 
-__all__ = ["Member", "Daemon", "Desync", "tokenize", "getopt", "SEND_HELP"]
+__all__ = ["Member", "Daemon", "Desync", "tokenize", "getopt", "SEND_HELP", "SYNC_HELP", "DSYNC_HELP"]
 
 SEND_HELP = (
-    b"usage: send [-n] [-r] [-t host] [-g group] [path]\n"
-    b"  -n  # dry run\n"
+    b"send [-n] [-r] [-t host] [path]\n"
+    b"  -n  # dryrun\n"
     b"  -r  # recursive\n"
-    b"  -t  # target host\n"
-    b"  -g  # group"
+    b"  -D  # with delete\n"
+    b"  -t  # target host"
 )
-_OPTSTRINGS = {b"send": b"rnt:g:", b"sync": b"rnt:g:", b"dsync": b"rnt:g:", b"check": b"rt:"}
+SYNC_HELP = b"sync [-n] [-r] [-t host] [path]\n  -n  # dryrun\n  -r  # recursive\n  -t  # target host"
+DSYNC_HELP = b"dsync [-r] [-t host] [-n] [path]\n  -r  # recursive\n  -t  # target host\n  -n  # dryrun"
+_OPTSTRINGS = {b"send": b"g:t:nr", b"sync": b"g:t:nr", b"dsync": b"t:nr", b"check": b"t:r"}
 _LISTED = ("up", "timeout", "readonly", "noname")
 
 
@@ -122,6 +124,7 @@ class Daemon:
     err: list[bytes] = field(default_factory=list)
     dropped: set[bytes] = field(default_factory=set)
     as_root: bool = field(default_factory=lambda: os.geteuid() == 0)
+    cmdline: bytes = b""
 
     # ------------------------------------------------------------------ output
     def say(self, line: bytes) -> None:
@@ -141,10 +144,11 @@ class Daemon:
             raise Desync
 
     def run_line(self, line: bytes) -> None:
+        self.cmdline = line  # a timeout names the console line being served
         tokens = tokenize(line)
         word = tokens[0] if tokens else b""
         if word not in _OPTSTRINGS:
-            self.say(b"mexec: command error '" + line + b"'")
+            self.say(b"mexec: command error '" + word + b"'")
             return
         if self.cant_send and word != b"check":
             self.say(b"error: this server can't send")
@@ -154,8 +158,13 @@ class Daemon:
             self.say(b"invalid option -- " + bad)
             return
         path = operands[-1] if operands else None
-        if path is None and b"r" not in opts:
-            self.say(SEND_HELP)
+        if path and path.endswith(b"/"):
+            path = path[:-1]  # makuosan drops one trailing slash
+        if word == b"dsync" and len(tokens) < 2:
+            self.say(DSYNC_HELP)
+            return
+        if path is None and b"r" not in opts and word != b"dsync":
+            self.say(SYNC_HELP if word == b"sync" else SEND_HELP)
             return
         members = self.select(opts.get(b"t"))
         if members is None:
@@ -166,7 +175,7 @@ class Daemon:
         elif word == b"dsync":
             self.dsync(rel, members, b"r" in opts, b"n" in opts)
         elif b"r" in opts:
-            self.send_tree(rel, members, b"n" in opts)
+            self.send_tree(rel, opts.get(b"t"), b"n" in opts)
         else:
             self.send(rel, members, word == b"sync", b"n" in opts)
 
@@ -192,7 +201,7 @@ class Daemon:
             if m.update_then_timeout and self.level >= 1:
                 self.say(b"update " + m.label + b":" + rel)  # not a completion receipt
             time.sleep(self.timeout_delay)
-            self.say(b"error: receive time out: send " + rel)
+            self.say(b"error: receive time out: " + self.cmdline)
             self.say(b"error: receive time out: " + m.ip + b"(" + m.label + b")")
             self.dropped.add(m.name)
             return False
@@ -228,7 +237,7 @@ class Daemon:
                 continue
             if not fs.needs_update(st, fs.lstat_or_none(self.dst(m, rel)), self.as_root):
                 if self.level >= 2:
-                    self.say(b"skip   " + m.label + b":" + rel)
+                    self.say((b"(dryrun) " if dry else b"") + b"skip   " + m.label + b":" + rel)
                 continue
             if dry:
                 dry_hit = True
@@ -277,30 +286,54 @@ class Daemon:
 
     def walk(self, rel: bytes) -> Iterator[bytes]:
         """Post-order walk of the sender's tree (children before their directory),
-        lazily: a name with a newline desyncs msync part way through (§3)."""
+        as ``check -r`` uses it; the base itself is not an entry."""
         st = fs.lstat_or_none(self.src(rel))
         if st is None:
             return
         if stat.S_ISDIR(st.st_mode):
             for name in sorted(os.listdir(self.src(rel))):
                 child = rel + b"/" + name if rel else name
-                if b"\n" in name:
-                    raise Desync
                 if not self.excluded(child):
                     yield from self.walk(child)
-        yield rel
+        if rel:
+            yield rel
 
-    def send_tree(self, rel: bytes, members: list[Member], dry: bool) -> None:
+    def scan(self, rel: bytes, host: bytes | None, dry: bool) -> Iterator[bytes]:
+        """The console lines makuosan's own ``-r`` scanner writes, lazily. Like
+        the real one it space-escapes each child path *before* testing whether
+        it is a directory, so a directory whose name holds a space is sent as an
+        entry and never entered; the root goes last exactly as given (unescaped,
+        so the daemon re-splits it on its spaces); the base itself is not sent."""
+        opts = (b"-n " if dry else b"") + (b" -t " + host + b" " if host else b"")
+        if not rel:
+            for name in sorted(os.listdir(self.base)):
+                yield from self._scan_child(name.replace(b" ", b"\\ "), opts)
+            return
+        yield from self._scan_child(rel, opts)
+
+    def _scan_child(self, path: bytes, opts: bytes) -> Iterator[bytes]:
+        if self.excluded(path):
+            return
+        st = fs.lstat_or_none(self.src(path))
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            for name in sorted(os.listdir(self.src(path))):
+                yield from self._scan_child((path + b"/" + name).replace(b" ", b"\\ "), opts)
+        yield b"send " + opts + path
+
+    def send_tree(self, rel: bytes, host: bytes | None, dry: bool) -> None:
+        """``-r``: every line the scanner writes is run as a console command; a
+        newline in a name splits one of them in two and desyncs msync (§3)."""
         if fs.lstat_or_none(self.src(rel)) is None:
             self.say(b"error: No such file or directory " + rel)
             return
-        for entry in self.walk(rel):
-            self.send(entry, members, False, dry)
+        for line in self.scan(rel, host, dry):
+            self.execute(line + b"\r\n")
 
     # ------------------------------------------------------------------ dsync
     def dsync(self, rel: bytes, members: list[Member], recursive: bool, dry: bool) -> None:
-        """Delete on members what the sender lacks: P itself, P's direct
-        children, or (with -r) the whole subtree (§4)."""
+        """Delete on members what the sender lacks among what each member lists:
+        P and its direct children, or (with -r) P's whole subtree (§4). Each
+        delete is reported, children before their directory, at every level."""
         for m in members:
             if not self.contact(m, rel):
                 continue
@@ -310,32 +343,29 @@ class Daemon:
                     continue
                 try:
                     m.remove(victim, self.jail)
+                except FileNotFoundError:
+                    continue
                 except OSError as exc:
                     reason = os.fsencode(exc.strerror or str(exc))
                     self.out.append(b"delete error (" + reason + b") " + m.label + b":" + victim)
                     continue
-                if self.level >= 1:
-                    self.say(b"delete " + m.label + b":" + victim)
+                self.say(b"delete " + m.label + b":" + victim)
 
     def _extras(self, m: Member, rel: bytes, recursive: bool) -> list[bytes]:
-        dst = self.dst(m, rel)
-        st = fs.lstat_or_none(dst)
+        return [p for p in self._listing(m, rel, recursive, True) if fs.lstat_or_none(self.src(p)) is None]
+
+    def _listing(self, m: Member, rel: bytes, recursive: bool, top: bool) -> list[bytes]:
+        """What a member lists for a dsync of ``rel``, in post-order."""
+        st = fs.lstat_or_none(self.dst(m, rel))
         if st is None:
             return []
-        if fs.lstat_or_none(self.src(rel)) is None:
-            return [rel]
-        if not stat.S_ISDIR(st.st_mode):
-            return []
-        extras: list[bytes] = []
-        for name in sorted(os.listdir(dst)):
-            child = rel + b"/" + name if rel else name
-            if self.excluded(child):
-                continue
-            if fs.lstat_or_none(self.src(child)) is None:
-                extras.append(child)
-            elif recursive:
-                extras.extend(self._extras(m, child, True))
-        return extras
+        out: list[bytes] = []
+        if stat.S_ISDIR(st.st_mode) and (top or recursive):
+            for name in sorted(os.listdir(self.dst(m, rel))):
+                child = rel + b"/" + name if rel else name
+                if not self.excluded(child):
+                    out += self._listing(m, child, recursive, False)
+        return [*out, rel] if rel else out
 
     # ------------------------------------------------------------------ check
     def check(self, rel: bytes, members: list[Member], recursive: bool) -> None:

@@ -64,13 +64,17 @@ def check_jail(jail: bytes, path: bytes) -> None:
 
 
 def _make_parents(parent: bytes, jail: bytes) -> None:
-    """Missing parents are created 0755 with the current mtime (§5)."""
+    """Missing parents are created 0755 with the current mtime (§5). Like
+    makuosan's mcreatedir, a parent that exists but is not a directory (a
+    file, a symlink) is removed and replaced by a directory."""
     missing = []
-    while lstat_or_none(parent) is None:
+    while (st := lstat_or_none(parent)) is None or not stat.S_ISDIR(st.st_mode):
         missing.append(parent)
         parent = os.path.dirname(parent)
     for d in reversed(missing):
         check_jail(jail, d)
+        if lstat_or_none(d) is not None:
+            os.unlink(d)
         os.mkdir(d)
         os.chmod(d, 0o755)
 

@@ -32,9 +32,19 @@ from pathlib import Path
 from tests.doubles.double_daemon import Daemon, Desync, Member
 from tests.doubles.double_fs import JailError
 
-__all__ = ["main", "parse_args", "Options", "VERSION", "USAGE", "DEFAULT_TARGET", "MAX_LINE"]
+__all__ = [
+    "main",
+    "parse_args",
+    "Options",
+    "VERSION",
+    "MEMBER_VERSION",
+    "USAGE",
+    "DEFAULT_TARGET",
+    "MAX_LINE",
+]
 
 VERSION = b"msync version 1.3.6 (CLI for makuosan)"
+MEMBER_VERSION = b"(Ver1.3.6)"  # --members shows each peer's package version
 USAGE = (
     b"usage: msync [OPTION] [FILENAME]\n"
     b"  --sync --delete --check --members -r -t HOST -n -v -l N -c TARGET -K FILE"
@@ -203,8 +213,10 @@ def run(argv: list[bytes], state: Path, cfg: dict) -> tuple[int, list[bytes], li
     level = int(o.values["l"]) if "l" in o.values else o.verbose
     d = _daemon(state, cfg, level, o.excludes)
     if "members" in o.flags:
-        listed = d.listed()
-        lines = [m.label.rjust(3) + b" " + m.ip + b" (Ver7)" for m in listed]
+        listed = sorted(d.listed(), key=lambda m: m.label)
+        names = max((len(m.label) for m in listed), default=0)
+        ips = max((len(m.ip) for m in listed), default=0)
+        lines = [m.label.ljust(names) + b" " + m.ip.ljust(ips) + b" " + MEMBER_VERSION for m in listed]
         return 0, [*lines, b"Total: %d members" % len(listed)], []
     rc = _send_all(o, d, state)
     return rc, d.out, d.err

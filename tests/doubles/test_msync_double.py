@@ -32,10 +32,10 @@ def test_version(msync_double: MsyncDouble) -> None:
 
 
 def test_members_lists_up_members_only(msync_double: MsyncDouble) -> None:
-    """§6/§7: --members prints NAME IP (Ver7) lines and a total; down members are absent."""
+    """§6/§7: --members prints NAME IP (Ver1.3.6) lines and a total; down members are absent."""
     msync_double.set_member("mk3", state="down")
     r = msync_double.run("--members")
-    assert _lines(r.stdout) == [b"mk2 10.77.0.2 (Ver7)", b"Total: 1 members"]
+    assert _lines(r.stdout) == [b"mk2 10.77.0.2 (Ver1.3.6)", b"Total: 1 members"]
 
 
 def test_send_updates_members_at_v(msync_double: MsyncDouble) -> None:
@@ -102,7 +102,7 @@ def test_leading_dash_is_an_option(msync_double: MsyncDouble) -> None:
     r = msync_double.run("--", "-dash.txt")
     assert (r.returncode, r.stdout) == (0, b"invalid option -- d\n")
     r = msync_double.run("--", "-n")
-    assert r.returncode == 0 and r.stdout.startswith(b"usage: send [-n] [-r]")
+    assert r.returncode == 0 and r.stdout.startswith(b"send [-n] [-r] [-t host] [path]\n")
     r = msync_double.run("-v", "./-dash.txt")
     assert (msync_double.member_dir("mk2") / "-dash.txt").read_bytes() == b"d"
 
@@ -342,7 +342,7 @@ def test_member_listed_without_name(msync_double: MsyncDouble) -> None:
     """§7: a member re-added by a stray ack is listed with an empty name; -t cannot reach it."""
     msync_double.set_member("mk3", state="noname")
     _write(msync_double.base / "f", b"f")
-    assert _lines(msync_double.run("--members").stdout)[1] == b"    10.77.0.3 (Ver7)"
+    assert _lines(msync_double.run("--members").stdout)[0] == b"    10.77.0.3 (Ver1.3.6)"
     assert b"update :f" in msync_double.run("-v", "f").stdout
     assert msync_double.run("-t", "mk3", "f").stdout == b"mk3 is not contained in members\n"
 
@@ -364,3 +364,52 @@ def test_cant_send_server(msync_double: MsyncDouble) -> None:
     _write(msync_double.base / "f", b"f")
     r = msync_double.run("f")
     assert (r.returncode, r.stderr) == (0, b"error: this server can't send\n")
+
+
+def test_recursive_does_not_enter_directories_with_spaces(msync_double: MsyncDouble) -> None:
+    """makuosan's -r scanner tests the space-escaped name for being a directory:
+    a directory whose name holds a space is sent as an entry, never entered."""
+    _write(msync_double.base / "top/sp dir/child", b"c")
+    _write(msync_double.base / "top/plain/a b", b"f")
+    r = msync_double.run("-l", "2", "-r", "top")
+    assert r.returncode == 0 and r.stderr == b""
+    m2 = msync_double.member_dir("mk2")
+    assert (m2 / "top/sp dir").is_dir() and not (m2 / "top/sp dir/child").exists()
+    assert (m2 / "top/plain/a b").read_bytes() == b"f"
+
+
+def test_recursive_root_with_space_is_resplit_at_the_end(msync_double: MsyncDouble) -> None:
+    """The scanner sends the -r root last as given: the daemon splits it again."""
+    _write(msync_double.base / "sp dir/child", b"c")
+    r = msync_double.run("-l", "2", "-r", "sp\\ dir")
+    assert b"update mk2:sp dir/child" in r.stdout
+    assert r.stderr == b"error: No such file or directory dir\n"
+
+
+def test_dsync_reports_every_delete_post_order_at_level_0(msync_double: MsyncDouble) -> None:
+    """dsync deletes print at every level; with -r each entry of a removed subtree
+    is reported, children first; without -r a removed child once."""
+    for m in ("mk2", "mk3"):
+        _write(msync_double.member_dir(m) / "t/gone/deep/f", b"x")
+    (msync_double.base / "t").mkdir()
+    r = msync_double.run("-r", "--delete", "-t", "mk2", "t")
+    assert _lines(r.stdout) == [b"delete mk2:t/gone/deep/f", b"delete mk2:t/gone/deep", b"delete mk2:t/gone"]
+    r = msync_double.run("--delete", "-t", "mk3", "t")
+    assert _lines(r.stdout) == [b"delete mk3:t/gone"]
+
+
+def test_dryrun_skip_lines_are_marked(msync_double: MsyncDouble) -> None:
+    """At -l 2 a dry run prints ``(dryrun) skip   HOST:P`` for up-to-date entries."""
+    _write(msync_double.base / "f", b"f", mtime=1_600_000_000)
+    msync_double.run("f")
+    r = msync_double.run("-n", "-l", "2", "-t", "mk2", "f")
+    assert r.stdout == b"(dryrun) skip   mk2:f\n"
+
+
+def test_non_directory_parent_is_replaced(msync_double: MsyncDouble) -> None:
+    """A member replaces a non-directory parent of an entry it receives (mcreatedir)."""
+    _write(msync_double.member_dir("mk2") / "p", b"file")
+    _write(msync_double.base / "p/inner", b"i")
+    r = msync_double.run("-l", "2", "-t", "mk2", "p/inner", "p")
+    assert r.returncode == 0 and r.stderr == b""
+    assert (msync_double.member_dir("mk2") / "p/inner").read_bytes() == b"i"

@@ -116,11 +116,12 @@ def test_classify_acks_and_silence() -> None:
 
 
 def test_classify_timeout_mid_batch() -> None:
-    """After receive time out, the host missed this path and every later one (§6)."""
+    """After receive time out the host may have missed any path of the invocation: the
+    daemon pipelines files, an acknowledged one may still have been in flight."""
     out = b"update mk2:a\nupdate mk3:a\nupdate mk2:b\nupdate mk3:b\nupdate mk2:c\n"
     err = b"error: receive time out: send b\nerror: receive time out: 10.77.0.3(mk3)\n"
     v = _kinds(mp.classify(0, out, err, _H, _E))
-    assert [v[("mk3", i)] for i in range(3)] == ["ok", "retry", "retry"]
+    assert [v[("mk3", i)] for i in range(3)] == ["retry", "retry", "retry"]
     assert all(v[("mk2", i)] == "ok" for i in range(3))
 
 
@@ -249,3 +250,41 @@ def test_classify_ok_exactly_when_acked(acks: list, rc: int) -> None:
     acked = {(h, i) for h, i, _ in acks}
     for key, verdict in v.items():
         assert (verdict.kind == mp.Kind.OK) == (rc == 0 and key in acked)
+
+
+@pytest.mark.parametrize(
+    ("root", "entries", "ok"),
+    [
+        (b"d", [(b"d/a b", False), (b"d/sub", True), (b"d/sub/x", False)], True),
+        (b"d", [(b"d/sp dir", True)], False),  # never entered by the scanner
+        (b"sp d", [(b"sp d/x", False)], False),  # root re-split by the daemon
+        (b"d", [(b"d/nl\nx", False)], False),
+        (b"d", [(b"d/cr\rx", False)], False),
+        (b"d", [(b"d/trail ", False)], False),
+        (b"d", [], True),
+    ],
+)
+def test_scanner_carries(root: bytes, entries: list[tuple[bytes, bool]], ok: bool) -> None:
+    assert mp.scanner_carries(root, entries) is ok
+
+
+@pytest.mark.parametrize(
+    ("rel", "pats", "is_dir", "hit"),
+    [
+        (b"a/b/x.tmp", [b"*.tmp"], False, True),
+        (b"a/b/x.tmp", [b"b/*.tmp"], False, True),
+        (b"a/b/x.tmp", [b"a/*.tmp"], False, False),  # * never crosses /
+        (b"a/cache", [b"cache/"], True, True),
+        (b"a/cache", [b"cache/"], False, False),
+        (b"a/keep", [b"*.tmp"], False, False),
+    ],
+)
+def test_excluded_like_makuosan(rel: bytes, pats: list[bytes], is_dir: bool, hit: bool) -> None:
+    assert mp.excluded(rel, pats, is_dir) is hit
+
+
+def test_dry_run_skip_lines_are_understood() -> None:
+    """At -l 2 a dry run prints ``(dryrun) skip   HOST:P``; it is neither fatal nor a pending change."""
+    entries = [mp.Entry(b"f")]
+    p = mp.parse_output(b"(dryrun) skip   mk2:f\n", b"", [b"mk2"], entries)
+    assert not p.fatal and not p.dry
