@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import itertools
 import os
 import stat
 import time
@@ -70,6 +71,7 @@ __all__ = ["Scanner", "ScanProgress", "ScanReport", "Verdict", "judge", "deletio
 log = structlog.get_logger()
 
 _S_IFMT = 0o170000
+_S_IFDIR = stat.S_IFDIR
 _KIND_OF_FMT = {
     stat.S_IFREG: int(FileKind.FILE),
     stat.S_IFDIR: int(FileKind.DIR),
@@ -236,6 +238,7 @@ class _Run:
         self.pending_checked = False
         self.began = time.monotonic()
         self.last_progress = self.began
+        self.mode_args: dict[int, tuple[int, int, bool]] = {}  # st_mode -> _mode_args()
 
     def run(self) -> ScanReport:
         s = self.s
@@ -282,40 +285,37 @@ class _Run:
                 self.report.skipped += 1
                 manifest.clear()  # another filesystem: its contents are unknown, not absent
                 return False
-            self._scan_listing(DirListing(parent, fd, [(name, st)], int(stat.S_ISDIR(st.st_mode))), manifest)
+            listing = DirListing(parent, fd, [name], [st], int(stat.S_ISDIR(st.st_mode)))
+            self._scan_listing(listing, manifest)
             return stat.S_ISDIR(st.st_mode)
         finally:
             os.close(fd)
 
     def _scan_listing(self, listing: DirListing, manifest: dict[bytes, bytes]) -> None:
         """The hot loop: skip entries whose stat equals the manifest's (a byte
-        prefix compare, nothing decoded); examine the rest."""
+        prefix compare, nothing decoded); examine the rest. Keys are built and
+        looked up at C level; in the loop every name is a local and each stat
+        field is read once: this runs per path of the tree."""
         prefix = listing.rel + b"/" if listing.rel else b""
         threshold = _NEVER if self.threshold is None else self.threshold
-        kinds, stat_prefix, pop = _KIND_OF_FMT, state_stat_prefix, manifest.pop
-        for name, st in listing.entries:
-            rel = prefix + name
-            raw = pop(rel, None)
+        names, stat_prefix, mode_args = listing.names, state_stat_prefix, self.mode_args
+        raws = map(manifest.pop, map(prefix.__add__, names), itertools.repeat(None))
+        for name, st, raw in zip(names, listing.stats, raws):
             if (
                 raw is not None
-                and st.st_ctime_ns < threshold
-                and st.st_mtime_ns < threshold
-                and raw.startswith(
-                    stat_prefix(
-                        kinds.get(st.st_mode & _S_IFMT, _OTHER),
-                        0 if st.st_mode & _S_IFMT == stat.S_IFDIR else st.st_size,
-                        st.st_mode & 0o7777,
-                        st.st_uid,
-                        st.st_gid,
-                        st.st_mtime_ns,
-                        st.st_ctime_ns,
-                        st.st_ino,
-                    )
-                )
+                and (ctime := st.st_ctime_ns) < threshold
+                and (mtime := st.st_mtime_ns) < threshold
             ):
-                continue
-            self._examine(listing.fd, name, rel, st, decode_state(raw) if raw is not None else None)
-        self.report.files_seen += len(listing.entries) - listing.dirs
+                args = mode_args.get(st.st_mode) or _mode_args(mode_args, st.st_mode)
+                kind, perm, is_dir = args
+                size = 0 if is_dir else st.st_size
+                if raw.startswith(
+                    stat_prefix(kind, size, perm, st.st_uid, st.st_gid, mtime, ctime, st.st_ino)
+                ):
+                    continue
+            decoded = decode_state(raw) if raw is not None else None
+            self._examine(listing.fd, name, prefix + name, st, decoded)
+        self.report.files_seen += len(names) - listing.dirs
         self.report.dirs_seen += listing.dirs
 
     def _examine(
@@ -398,6 +398,14 @@ class _Run:
         self._maybe_progress(self.start, force=True)
         log.info("scan.done", root=self.s.root, start=self.start, **self.report.summary())
         return self.report
+
+
+def _mode_args(cache: dict[int, tuple[int, int, bool]], st_mode: int) -> tuple[int, int, bool]:
+    """(kind, permission bits, is a directory) of an ``st_mode``, as
+    ``state_stat_prefix`` takes them; remembered, since a tree has few modes."""
+    fmt = st_mode & _S_IFMT
+    args = cache[st_mode] = (_KIND_OF_FMT.get(fmt, _OTHER), st_mode & 0o7777, fmt == _S_IFDIR)
+    return args
 
 
 def _dir_flag(kind: FileKind) -> int:

@@ -37,6 +37,7 @@ from agent.scanner import Scanner, ScanReport  # noqa: E402
 from journal import Journal, Op  # noqa: E402
 
 TRACK = "bench"
+DEFAULT_EXCLUDES = ("*.swp", "*~", ".#*")  # the example configuration's patterns
 MARK = ".bench-complete"
 
 
@@ -194,11 +195,12 @@ def converge(journal: Journal, tree: Path, mirror: Path) -> None:
     print(f"warm-up full scan: {report.seconds:.3f} s, {report.hashed} hashed, {shipped} re-shipped")
 
 
-def summarize(rows: list[dict[str, float]]) -> None:
+def summarize(rows: list[dict[str, float]], excludes: list[str]) -> None:
     keys = ("scan", "find", "rsync")
     med = {k: statistics.median(r[k] for r in rows) for k in keys}
     cpu = {k: statistics.median(r[k + "_cpu"] for r in rows) for k in keys}
     print(f"\nmedians over {len(rows)} runs (warm cache; CPU = user+sys of all its processes):")
+    print(f"  scanner excludes: {excludes or 'none'}")
     for k in keys:
         print(
             f"  {k:6s} wall {med[k]:7.3f} s  x{med[k] / med['find']:.2f} of find | "
@@ -218,9 +220,16 @@ def main() -> None:
     ap.add_argument("--dirs", type=int, default=1_000)
     ap.add_argument("--changes", type=int, default=100)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--exclude", action="append", default=[], help="exclude pattern for the scanner")
+    ap.add_argument(
+        "--exclude",
+        action="append",
+        default=None,
+        help=f"exclude pattern for the scanner, repeatable (default: {' '.join(DEFAULT_EXCLUDES)}; "
+        "--exclude '' for none)",
+    )
     ap.add_argument("--cleanup", action="store_true", help="delete the bench directory and exit")
     args = ap.parse_args()
+    args.exclude = [p for p in (DEFAULT_EXCLUDES if args.exclude is None else args.exclude) if p]
     data = Path(args.data)
     if args.cleanup:
         shutil.rmtree(data, ignore_errors=True)
@@ -245,7 +254,7 @@ def main() -> None:
                 f"suspects {r['suspects']:.0f}) | find {r['find']:.3f} s ({r['find_found']:.0f} listed) | "
                 f"rsync -n {r['rsync']:.3f} s ({r['rsync_found']:.0f} itemized)"
             )
-        summarize(rows)
+        summarize(rows, args.exclude)
 
 
 if __name__ == "__main__":

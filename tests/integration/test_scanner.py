@@ -225,6 +225,42 @@ def test_excludes_are_respected(env: Env) -> None:
     assert report.dirs_seen == 1  # docs only; cache and docs/deep are not entered
 
 
+def test_every_kind_of_pattern_excludes_exactly_what_match_says(env: Env) -> None:
+    """Basename, directory-only, anchored and ``**`` patterns together, on
+    new files and directories: the scan enqueues exactly the paths that
+    neither they nor an excluded ancestor exclude."""
+    since = env.settle()
+    new = [
+        b"n.swp",
+        b"n~",
+        b".#n",
+        b"keep.txt",
+        b"logs/a.gz",
+        b"logs/d/a.gz",
+        b"x/logs/a.gz",
+        b"tmp/f",
+        b"sub/tmp",
+        b"sub/tmpdir/f",
+        b"p/q/build/o",
+        b"build",
+        b"w/\xff.swp/f",
+    ]
+    for rel in new:
+        parent = rel.rpartition(b"/")[0]
+        if parent:
+            os.makedirs(env.path(parent), exist_ok=True)
+        env.write(rel, rel)
+    pats = ("*.swp", "*~", ".#*", "logs/*.gz", "tmp/", "**/build/", "/build")
+    _, entries = env.scan(since, excludes=pats)
+    ex = Excludes(pats)
+    on_disk = set(tree_states(env.rootb))
+    shipped = set(env.journal.manifest_encoded())  # the scan never writes the manifest
+    expected = {p for p in on_disk - shipped if not ex.match(p, os.path.isdir(env.path(p)))}
+    assert set(paths(entries, Op.CHANGE)) == expected
+    assert b"keep.txt" in expected and b"x/logs/a.gz" in expected and b"logs/d/a.gz" in expected
+    assert b"build" not in expected and b"tmp/f" not in expected and b"w/\xff.swp/f" not in expected
+
+
 HOSTILE = [b"caf\xe9\xff", b"new\nline", b"-rf", b"$(touch pwned)", b" lead", b"a\\b", b"x" * 255]
 
 

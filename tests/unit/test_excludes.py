@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.excludes import Excludes
+from agent.excludes import Excludes, _required_literal
 
 CASES = [
     # pattern, path, is_dir, expected
@@ -140,3 +142,60 @@ def test_union(a: list[str], b: list[str], path: bytes, is_dir: bool) -> None:
     """A set of patterns excludes exactly what any of its patterns excludes."""
     both = Excludes(a + b).match(path, is_dir)
     assert both == (Excludes(a).match(path, is_dir) or Excludes(b).match(path, is_dir))
+
+
+glob = st.sampled_from(
+    ["*.swp", "*~", ".#*", "a*", "*.c", "?", "[ab]", "[!a]*", "x y", "-n", "*\n*", "\xff*"]
+)
+basename_pattern = st.builds(lambda g, trail: g + trail, glob, st.sampled_from(["", "/"]))
+
+
+@settings(deadline=None)
+@given(st.lists(basename_pattern, max_size=4), name, st.booleans())
+def test_combined_basename_regex_agrees_with_fnmatch(pats: list[str], n: bytes, is_dir: bool) -> None:
+    """The single regex built from many basename patterns answers what
+    fnmatch, pattern by pattern, answers."""
+    expected = any(
+        fnmatch.fnmatchcase(n, os.fsencode(p.rstrip("/"))) and (is_dir or not p.endswith("/")) for p in pats
+    )
+    assert Excludes(pats).match_self(b"d/" + n, is_dir) is expected
+
+
+@settings(deadline=None)
+@given(st.lists(st.one_of(pattern, basename_pattern), max_size=4), st.lists(name, max_size=6), st.booleans())
+def test_prune_then_child_matcher_equals_match_self(
+    pats: list[str], names: list[bytes], is_dir: bool
+) -> None:
+    """A walker's two steps (prune a listing by name, then check the rest
+    after stat with its directory's matcher) exclude exactly what
+    match_self excludes."""
+    ex = Excludes(pats)
+    for parent in (b"", b"a", b"a/b", b"b/a/b"):
+        kept = ex.prune_names(list(names))
+        check = ex.child_matcher(parent)
+        walked = [n for n in kept if not (check is not None and check(n, is_dir))]
+        expected = [n for n in names if not ex.match_self(parent + b"/" + n if parent else n, is_dir)]
+        assert walked == expected
+
+
+def test_typed_only_for_dir_only_or_anchored_patterns() -> None:
+    """The default patterns need no per-entry check after a listing is pruned."""
+    assert not Excludes(["*.swp", "*~", ".#*"]).typed
+    assert Excludes(["*.swp", "cache/"]).typed
+    assert Excludes(["/build"]).typed
+    assert Excludes(["/build", "logs/*.gz"]).child_matcher(b"src/x") is None  # no pattern fits that depth
+    assert Excludes(["/build", "logs/*.gz"]).child_matcher(b"src") is None  # nor that parent
+    assert Excludes(["a/**/b"]).child_matcher(b"x/y/z") is not None
+    assert Excludes(["*.swp", "*~", ".#*"]).prune_names([b"a.swp", b"b", b"c~", b".#d", b"e.swpx"]) == [
+        b"b",
+        b"e.swpx",
+    ]
+
+
+@settings(deadline=None)
+@given(st.text("ab*?[]!.", min_size=1, max_size=6), st.text("ab.[]!*?", max_size=8).map(str.encode))
+def test_required_literal_is_in_every_matching_name(glob: str, n: bytes) -> None:
+    """The listing pre-check never skips a name the pattern matches."""
+    raw = os.fsencode(glob)
+    if fnmatch.fnmatchcase(n, raw):
+        assert _required_literal(raw) in n
