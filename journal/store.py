@@ -239,9 +239,8 @@ class Journal(JournalReads):
         keys = encode_seqs(first, len(values))
         txn.cursor(db=self._dbs["log"]).putmulti(zip(keys, values), append=True)
         latest, longpaths = paths
-        txn.cursor(db=self._dbs["latest"]).putmulti(
-            zip(latest.keys(), map(keys.__getitem__, latest.values()))
-        )
+        # sorted keys walk the B-tree in order: far fewer page visits per insert
+        txn.cursor(db=self._dbs["latest"]).putmulti([(k, keys[i]) for k, i in sorted(latest.items())])
         if longpaths:
             txn.cursor(db=self._dbs["longpath"]).putmulti(longpaths.items())
         known = self._tracks(txn)
