@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from agent.config import LocalTarget, MsyncTarget, RsyncTarget, TargetConfig
@@ -11,9 +12,9 @@ from .base import Outcome, Shipper, ShipResult
 __all__ = ["Outcome", "ShipResult", "Shipper", "make_shipper"]
 
 
-def make_shipper(target: TargetConfig, root: Path) -> Shipper:
+def make_shipper(target: TargetConfig, root: Path, excludes: Sequence[str] = ()) -> Shipper:
     """The shipper for one configured target (imported lazily: each transport
-    pulls in only what it needs)."""
+    pulls in only what it needs). ``excludes`` reach msync's own ``-r`` walks."""
     if isinstance(target, LocalTarget):
         from .local import LocalShipper
 
@@ -25,5 +26,5 @@ def make_shipper(target: TargetConfig, root: Path) -> Shipper:
     if isinstance(target, MsyncTarget):
         from .msync import MsyncShipper
 
-        return MsyncShipper(target, root)
+        return MsyncShipper(target, root, excludes=excludes)
     raise TypeError(f"unknown target type {type(target).__name__}")

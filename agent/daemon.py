@@ -1,0 +1,281 @@
+"""``agent run``: wire watcher, scanner and replayers around one journal.
+
+Threads: the watcher (ingest), one replayer per target, one scan worker; the
+main thread handles signals, publishes runtime counters and compacts. Signal
+handlers only set a flag. Shutdown: stop reading, let the watcher commit its
+last batch and checkpoint, give in-flight ships a bounded time (what is not
+marked done stays pending), exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from agent.config import Config, tracks_of
+from agent.errors import AgentError
+from agent.excludes import Excludes
+from agent.metrics import Metrics
+from agent.replayer import Replayer
+from agent.runtime import write_runtime
+from agent.scanner import Scanner
+from agent.shippers import make_shipper
+from agent.watcher import Watcher
+from journal import Entry, Journal, Op
+
+__all__ = ["run_agent", "Agent"]
+
+log = structlog.get_logger("agent.daemon")
+
+STOP_GRACE_S = 20.0
+COMPACT_EVERY_S = 3600.0
+RESCAN_MIN_INTERVAL_S = 5.0
+
+
+@dataclass
+class _Worker:
+    name: str
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Agent:
+    """A running agent; :func:`run_agent` is the blocking entry point."""
+
+    config: Config
+    stop: threading.Event = field(default_factory=threading.Event)
+    rescan: threading.Event = field(default_factory=threading.Event)
+    workers: list[_Worker] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.root = Path(cfg.root)
+        tracks = [t for target in cfg.targets for t in tracks_of(target)]
+        self.journal = Journal.open(cfg.journal, root=str(self.root), tracks=tracks, mode="agent")
+        self.excludes = Excludes(list(cfg.exclude))
+        self.watcher = Watcher(self.root, self.journal, self.excludes, on_rescan=self.rescan.set)
+        self.scanner = Scanner(self.root, self.journal, self.excludes)
+        self.replayers = [
+            Replayer(
+                self.journal,
+                make_shipper(target, self.root, cfg.exclude),
+                self.root,
+                settle_s=cfg.settle_ms / 1000.0,
+                max_attempts=cfg.max_attempts,
+                retry_cap_s=cfg.retry_max_s,
+            )
+            for target in cfg.targets
+        ]
+        self.started_ns = time.time_ns()
+        self.metrics: Metrics | None = None
+        if cfg.metrics_port is not None:
+            self.metrics = Metrics()
+            port = self.metrics.serve(cfg.metrics_port, cfg.metrics_address)
+            log.info("metrics.serving", address=cfg.metrics_address, port=port)
+
+    # ---------------------------------------------------------------- startup
+    def start(self) -> None:
+        """Watch first, then scan from the checkpoint, then ship (DESIGN §5-§6)."""
+        fresh = self.journal.last_seq() == 0 and self.journal.manifest_count() == 0
+        new_tracks = () if fresh else self.journal.new_tracks
+        self.watcher.hold_checkpoint()  # the scan below must finish before the checkpoint moves
+        self.watcher.start()
+        self._spawn("watcher", self.watcher.run)
+        checkpoint = self.journal.checkpoint()
+        since = checkpoint.time_ns if checkpoint and not fresh else None
+        report = self.scanner.scan(since_ns=since)
+        log.info("scan.recovery", reason="startup", since_ns=since, **_report_fields(report))
+        self._observe_scan(report)
+        if new_tracks:
+            self._seed_new_tracks(new_tracks)
+        self.watcher.release_checkpoint()
+        for replayer in self.replayers:
+            self._spawn(f"replayer:{replayer.shipper.name}", replayer.run)
+        self._spawn("scanner", self._scan_loop)
+
+    def _seed_new_tracks(self, tracks: tuple[str, ...]) -> None:
+        """A target added to an existing journal has never received anything:
+        queue every path of the tree for it alone."""
+        batch: list[Entry] = []
+        count = 0
+        for rel, is_dir in _walk(self.root, self.excludes):
+            batch.append(Entry(Op.CHANGE, rel, time_ns=time.time_ns(), flags=1 if is_dir else 0))
+            if len(batch) >= 5000:
+                self.journal.append(batch, tracks=tracks)
+                count += len(batch)
+                batch = []
+        if batch:
+            self.journal.append(batch, tracks=tracks)
+            count += len(batch)
+        log.info("tracks.seeded", tracks=list(tracks), paths=count)
+
+    def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        worker = _Worker(name)
+
+        def body() -> None:
+            try:
+                target(self.stop)
+            except BaseException as exc:  # reported by the supervising loop
+                worker.error = exc
+                log.exception("worker.crashed", worker=name)
+                self.stop.set()
+
+        worker.thread = threading.Thread(target=body, name=name, daemon=True)
+        self.workers.append(worker)
+        worker.thread.start()
+
+    # ---------------------------------------------------------------- loops
+    def _scan_loop(self, stop: threading.Event) -> None:
+        """Full rescans after overflow (coalesced: one scan covers every
+        overflow seen before it started) and the optional periodic scan."""
+        interval = self.config.rescan_interval_s
+        last_periodic = time.monotonic()
+        while not stop.is_set():
+            woke = self.rescan.wait(timeout=1.0)
+            if stop.is_set():
+                return
+            periodic = interval is not None and time.monotonic() - last_periodic >= interval
+            if not woke and not periodic:
+                continue
+            self.rescan.clear()
+            holds = self.watcher.pending_overflow_holds() if woke else 0
+            report = self.scanner.scan(since_ns=None)
+            log.info("scan.recovery", reason="overflow" if woke else "periodic", **_report_fields(report))
+            self._observe_scan(report)
+            for _ in range(holds):
+                self.watcher.release_checkpoint()
+            last_periodic = time.monotonic()
+            stop.wait(RESCAN_MIN_INTERVAL_S if woke else 0)
+
+    def _observe_scan(self, report: object) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_scan(float(getattr(report, "seconds", 0.0)))
+
+    def supervise(self) -> int:
+        """Main-thread loop until a signal or a worker failure; returns the exit code."""
+        last_compact = time.monotonic()
+        previous = (time.monotonic(), 0, 0)
+        while not self.stop.wait(1.0):
+            previous = self._publish(previous)
+            if time.monotonic() - last_compact >= COMPACT_EVERY_S:
+                removed = self.journal.compact(int(self.config.retention_s * 1e9))
+                log.info("journal.compact", removed=removed)
+                last_compact = time.monotonic()
+        return self.shutdown()
+
+    def _publish(self, previous: tuple[float, int, int]) -> tuple[float, int, int]:
+        now = time.monotonic()
+        events_in = self.watcher.entries_journaled
+        out = sum(r.shipped_ok for r in self.replayers)
+        dt = max(now - previous[0], 1e-9)
+        write_runtime(
+            Path(self.config.journal),
+            {
+                "pid": os.getpid(),
+                "started_ns": self.started_ns,
+                "updated_ns": time.time_ns(),
+                "events_in": self.watcher.events_read,
+                "entries_journaled": events_in,
+                "overflows": self.watcher.overflows,
+                "targets": {
+                    r.shipper.name: {"shipped_ok": r.shipped_ok, "retries": r.retries, "failures": r.failures}
+                    for r in self.replayers
+                },
+                "rates": {"in_per_s": (events_in - previous[1]) / dt, "out_per_s": (out - previous[2]) / dt},
+            },
+        )
+        if self.metrics is not None:
+            self.metrics.update_from_totals(
+                entries_journaled=events_in,
+                overflows=self.watcher.overflows,
+                outcomes={
+                    r.shipper.name: {"ok": r.shipped_ok, "retry": r.retries, "failed": r.failures}
+                    for r in self.replayers
+                },
+            )
+            self.metrics.update_from_stats(self.journal.stats())
+        return (now, events_in, out)
+
+    def shutdown(self) -> int:
+        self.stop.set()
+        self.journal.wake()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for worker in self.workers:
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [w.name for w in self.workers if w.thread.is_alive()]
+        failed = [w for w in self.workers if w.error is not None]
+        for worker in failed:
+            log.error("agent.failed", worker=worker.name, error=str(worker.error))
+        if stuck:
+            log.warning("agent.stop_timeout", workers=stuck, note="unfinished ships stay pending")
+            return 2 if failed else 0  # threads still use the journal: leave it to process exit
+        for replayer in self.replayers:
+            replayer.shipper.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.journal.close()
+        log.info("agent.stopped")
+        return 2 if failed else 0
+
+
+def run_agent(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 2 when a part failed."""
+    agent = Agent(config)
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        agent.stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    log.info(
+        "agent.start",
+        root=str(config.root),
+        journal=str(config.journal),
+        targets=[t.name for t in config.targets],
+        pid=os.getpid(),
+    )
+    try:
+        agent.start()
+    except AgentError:
+        agent.stop.set()
+        agent.shutdown()
+        raise
+    code = agent.supervise()
+    log.info("agent.exit", code=code, signal=received[0] if received else None)
+    return code
+
+
+def _report_fields(report: object) -> dict[str, object]:
+    fields = getattr(report, "__dataclass_fields__", {})
+    return {name: getattr(report, name) for name in fields}
+
+
+def _walk(root: Path, excludes: Excludes):
+    """(relative path, is_dir) of every entry under ``root``; no symlink
+    following, excluded directories not descended."""
+    stack = [b""]
+    base = os.fsencode(root)
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(base, rel_dir) if rel_dir else base))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            rel = os.path.join(rel_dir, entry.name) if rel_dir else entry.name
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if excludes and excludes.match(rel, is_dir):
+                continue
+            yield rel, is_dir
+            if is_dir:
+                stack.append(rel)
