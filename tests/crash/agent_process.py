@@ -1,0 +1,67 @@
+"""Start and stop a real ``agent run`` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+AGENT = Path(sys.executable).with_name("agent")
+
+
+class AgentProcess:
+    """``agent run`` as a child process; logs go to ``log_path`` (appended)."""
+
+    def __init__(self, args: Sequence[str], log_path: Path) -> None:
+        self.args = [str(AGENT), "run", *args]
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def status(journal: Path, *extra: str) -> dict:
+    out = subprocess.run(
+        [str(AGENT), "status", "--json", "--journal", str(journal), *extra],
+        capture_output=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def wait_for_log(log_path: Path, event: str, timeout: float, start_at: int = 0) -> None:
+    """Wait until the agent log (JSON lines) holds ``event`` after byte ``start_at``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if event.encode() in log_path.read_bytes()[start_at:]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{event} not logged within {timeout}s; log tail:\n{log_path.read_text()[-3000:]}")
+
+
+def log_size(log_path: Path) -> int:
+    return os.path.getsize(log_path) if log_path.exists() else 0

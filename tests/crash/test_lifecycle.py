@@ -1,0 +1,148 @@
+"""Daemon lifecycle: SIGTERM in the middle of a large ship, and the optional
+periodic safety scan."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from tests.crash.agent_process import AgentProcess, log_size, wait_for_log
+from tests.helpers.trees import assert_trees_equal, diff_trees
+
+
+def _converge(src: Path, mirror: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not diff_trees(src, mirror):
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    assert_trees_equal(src, mirror)
+
+
+def _events(log: Path, name: str, start_at: int = 0) -> list[dict]:
+    out = []
+    for line in log.read_bytes()[start_at:].splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == name:
+            out.append(rec)
+    return out
+
+
+def test_sigterm_during_a_large_ship_exits_cleanly_and_loses_nothing(tmp_path: Path) -> None:
+    """SIGTERM while thousands of files are being shipped: exit 0 within the
+    grace period; what was not marked done is shipped after restart."""
+    src, mirror = tmp_path / "src", tmp_path / "mirror"
+    src.mkdir()
+    mirror.mkdir()
+    for d in range(20):
+        (src / f"d{d}").mkdir()
+        for i in range(200):
+            (src / f"d{d}" / f"f{i}").write_bytes(os.urandom(32768))
+    agent = AgentProcess(
+        ["--root", str(src), "--journal", str(tmp_path / "journal"), "--target", f"local:{mirror}"],
+        tmp_path / "agent.log",
+    )
+    try:
+        agent.start()
+        wait_for_log(agent.log_path, '"event": "replay.start"', 60)  # the first ship is under way
+        started = time.monotonic()
+        code = agent.terminate(timeout=60)
+        assert code == 0
+        assert time.monotonic() - started < 60
+        assert _events(agent.log_path, "agent.exit")[-1]["code"] == 0
+        shipped = sum(len(files) for _, _, files in os.walk(mirror))
+        print(f"files on the mirror at exit: {shipped} of 4000")
+        (src / "d0" / "late").write_bytes(b"written while the agent was stopped\n")
+        agent.start()
+        _converge(src, mirror)
+    finally:
+        agent.kill()
+
+
+def test_periodic_safety_scan_runs_at_the_configured_interval(tmp_path: Path) -> None:
+    """With rescan_interval set, full scans repeat while the agent runs and
+    find nothing to do on a tree the watcher kept up with."""
+    src, mirror, journal = tmp_path / "src", tmp_path / "mirror", tmp_path / "journal"
+    src.mkdir()
+    mirror.mkdir()
+    (src / "a").write_bytes(b"a\n")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'root = "{src}"\njournal = "{journal}"\nrescan_interval = "1s"\n'
+        f'[[target]]\nname = "copy"\nkind = "local"\npath = "{mirror}"\n'
+    )
+    agent = AgentProcess(["--config", str(config)], tmp_path / "agent.log")
+    try:
+        mark = log_size(agent.log_path)
+        agent.start()
+        _converge(src, mirror)
+        deadline = time.monotonic() + 60
+        while len(_events(agent.log_path, "scan.recovery", mark)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        scans = [e for e in _events(agent.log_path, "scan.recovery", mark) if e["reason"] == "periodic"]
+        assert len(scans) >= 2
+        assert all(e["enqueued_deletes"] == 0 for e in scans)
+        assert agent.terminate() == 0
+    finally:
+        agent.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_endpoint_of_a_running_agent_moves(tmp_path: Path) -> None:
+    """`metrics_port` serves Prometheus text over real HTTP; journaled and
+    shipped counters grow when files change."""
+    src, mirror, journal = tmp_path / "src", tmp_path / "mirror", tmp_path / "journal"
+    src.mkdir()
+    mirror.mkdir()
+    port = _free_port()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'root = "{src}"\njournal = "{journal}"\nmetrics_port = {port}\n'
+        f'[[target]]\nname = "copy"\nkind = "local"\npath = "{mirror}"\n'
+    )
+    agent = AgentProcess(["--config", str(config)], tmp_path / "agent.log")
+    try:
+        agent.start()
+        wait_for_log(agent.log_path, '"event": "replay.start"', 60)
+        before = _scrape(port)
+        for i in range(5):
+            (src / f"f{i}").write_bytes(b"x")
+        _converge(src, mirror)
+        deadline = time.monotonic() + 30
+        key = 'msync_agent_ship_outcomes_total{outcome="ok",track="copy"}'
+        while time.monotonic() < deadline and _scrape(port).get(key, 0) < 5:
+            time.sleep(0.3)
+        after = _scrape(port)
+        assert after["msync_agent_events_journaled_total"] >= before["msync_agent_events_journaled_total"] + 5
+        assert after[key] >= before.get(key, 0) + 5
+        assert after['msync_agent_pending{track="copy"}'] == 0
+        assert agent.terminate() == 0
+    finally:
+        agent.kill()

@@ -1,0 +1,125 @@
+"""Recovery without the watcher's help: changes made while the agent was
+stopped, a clean restart that costs nothing, and inotify queue overflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.crash.agent_process import AgentProcess, log_size, wait_for_log
+from tests.helpers.trees import assert_trees_equal, diff_trees
+
+
+def _converge(src: Path, mirror: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not diff_trees(src, mirror):
+                return
+        except OSError:
+            pass  # the mirror is changing under the comparison: look again
+        time.sleep(0.2)
+    assert_trees_equal(src, mirror)
+
+
+def _scan_reports(log: Path, start_at: int) -> list[dict]:
+    out = []
+    for line in log.read_bytes()[start_at:].splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == "scan.recovery":
+            out.append(rec)
+    return out
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    src, mirror, journal = tmp_path / "src", tmp_path / "mirror", tmp_path / "journal"
+    for d in (src, mirror):
+        d.mkdir()
+    agent = AgentProcess(
+        ["--root", str(src), "--journal", str(journal), "--target", f"local:{mirror}"], tmp_path / "agent.log"
+    )
+    yield src, mirror, agent
+    agent.kill()
+
+
+def test_changes_while_stopped_are_replicated(setup) -> None:
+    """Deletes, new files and a same-size rewrite with the old mtime restored,
+    all made while the agent is down, reach the mirror after restart."""
+    src, mirror, agent = setup
+    (src / "keep.txt").write_bytes(b"AAAA\n")
+    (src / "gone.txt").write_bytes(b"bye\n")
+    (src / "tree" / "sub").mkdir(parents=True)
+    (src / "tree" / "sub" / "f").write_bytes(b"deep\n")
+    agent.start()
+    _converge(src, mirror)
+    assert agent.terminate() == 0
+
+    st = os.stat(src / "keep.txt")
+    (src / "keep.txt").write_bytes(b"BBBB\n")  # same size
+    os.utime(src / "keep.txt", ns=(st.st_atime_ns, st.st_mtime_ns))  # old mtime restored
+    (src / "gone.txt").unlink()
+    for p in sorted((src / "tree").rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    (src / "tree").rmdir()
+    (src / "new.txt").write_bytes(b"new\n")
+    mark = log_size(agent.log_path)
+    agent.start()
+    _converge(src, mirror)
+    assert (mirror / "keep.txt").read_bytes() == b"BBBB\n"
+    assert not (mirror / "tree").exists()
+    assert agent.terminate() == 0
+    startup = _scan_reports(agent.log_path, mark)[0]
+    assert startup["enqueued_changes"] >= 2 and startup["enqueued_deletes"] >= 1
+
+
+def test_clean_restart_enqueues_and_hashes_nothing(setup) -> None:
+    """After a clean stop with nothing changed, the startup scan reads no file."""
+    src, mirror, agent = setup
+    for i in range(50):
+        (src / f"f{i}").write_bytes(os.urandom(100))
+    agent.start()
+    _converge(src, mirror)
+    time.sleep(2.5)  # let every file's ctime fall behind the checkpoint slack
+    assert agent.terminate() == 0
+    mark = log_size(agent.log_path)
+    agent.start()
+    wait_for_log(agent.log_path, '"reason": "startup"', 30, mark)
+    assert agent.terminate() == 0
+    last = _scan_reports(agent.log_path, 0)[-1]
+    assert last["reason"] == "startup"
+    assert last["hashed"] == 0
+    assert last["enqueued_changes"] == 0 and last["enqueued_deletes"] == 0
+
+
+def test_overflow_triggers_rescan_and_converges(setup) -> None:
+    """SIGSTOP the agent, overflow its inotify queue, SIGCONT: a RESCAN runs
+    and the mirror converges (the sysctl is read, never changed)."""
+    src, mirror, agent = setup
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    if limit > 200_000:
+        pytest.skip(f"max_queued_events is {limit}: overflowing it would take too long here")
+    burst = src / "burst"
+    burst.mkdir()  # watched before the agent is frozen, so every create queues events
+    agent.start()
+    wait_for_log(agent.log_path, '"reason": "startup"', 30)
+    _converge(src, mirror)
+    assert agent.proc is not None
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        for i in range(limit + 1000):  # each create queues at least one event
+            (burst / f"f{i}").write_bytes(b"x")
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    wait_for_log(agent.log_path, '"event": "overflow"', 60)
+    wait_for_log(agent.log_path, '"reason": "overflow"', 120)
+    _converge(src, mirror, timeout=180)
+    assert agent.terminate() == 0
