@@ -65,3 +65,32 @@ def wait_for_log(log_path: Path, event: str, timeout: float, start_at: int = 0) 
 
 def log_size(log_path: Path) -> int:
     return os.path.getsize(log_path) if log_path.exists() else 0
+
+
+def converge(src: Path, mirror: Path, timeout: float = 120) -> None:
+    """Wait until ``mirror`` equals ``src`` (content, type, mode, link targets);
+    on timeout fail with the differences."""
+    from tests.helpers.trees import assert_trees_equal, diff_trees
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not diff_trees(src, mirror):
+                return
+        except OSError:
+            pass  # the mirror is changing under the comparison: look again
+        time.sleep(0.2)
+    assert_trees_equal(src, mirror)
+
+
+def log_events(log_path: Path, name: str, start_at: int = 0) -> list[dict]:
+    """The agent's JSON log records named ``name``, after byte ``start_at``."""
+    out = []
+    for line in log_path.read_bytes()[start_at:].splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == name:
+            out.append(rec)
+    return out

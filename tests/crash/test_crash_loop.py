@@ -12,26 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash.agent_process import AgentProcess, log_size, wait_for_log
-from tests.helpers.trees import assert_trees_equal, diff_trees
+from tests.crash.agent_process import AgentProcess, converge, log_size, wait_for_log
 
 WRITER = Path(__file__).with_name("writer.py")
 
 
 def _kills() -> int:
     return int(os.environ.get("CRASH_KILLS", "4"))
-
-
-def _converge(src: Path, mirror: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if not diff_trees(src, mirror):
-                return
-        except OSError:
-            pass  # the mirror is changing under the comparison: look again
-        time.sleep(0.2)
-    assert_trees_equal(src, mirror)
 
 
 def run_crash_loop(tmp_path: Path, seed: int, kills: int) -> None:
@@ -56,7 +43,7 @@ def run_crash_loop(tmp_path: Path, seed: int, kills: int) -> None:
         stop_file.touch()
         writer.wait(30)
         agent.start()
-        _converge(src, mirror, timeout=120)
+        converge(src, mirror, timeout=120)
         assert agent.terminate() == 0
     finally:
         stop_file.touch()

@@ -3,37 +3,12 @@ periodic safety scan."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from tests.crash.agent_process import AgentProcess, log_size, wait_for_log
-from tests.helpers.trees import assert_trees_equal, diff_trees
-
-
-def _converge(src: Path, mirror: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if not diff_trees(src, mirror):
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    assert_trees_equal(src, mirror)
-
-
-def _events(log: Path, name: str, start_at: int = 0) -> list[dict]:
-    out = []
-    for line in log.read_bytes()[start_at:].splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == name:
-            out.append(rec)
-    return out
+from journal import FileKind, FileState, Journal
+from tests.crash.agent_process import AgentProcess, converge, log_events, log_size, wait_for_log
 
 
 def test_sigterm_during_a_large_ship_exits_cleanly_and_loses_nothing(tmp_path: Path) -> None:
@@ -57,39 +32,46 @@ def test_sigterm_during_a_large_ship_exits_cleanly_and_loses_nothing(tmp_path: P
         code = agent.terminate(timeout=60)
         assert code == 0
         assert time.monotonic() - started < 60
-        assert _events(agent.log_path, "agent.exit")[-1]["code"] == 0
+        assert log_events(agent.log_path, "agent.exit")[-1]["code"] == 0
         shipped = sum(len(files) for _, _, files in os.walk(mirror))
         print(f"files on the mirror at exit: {shipped} of 4000")
         (src / "d0" / "late").write_bytes(b"written while the agent was stopped\n")
         agent.start()
-        _converge(src, mirror)
+        converge(src, mirror)
     finally:
         agent.kill()
 
 
-def test_periodic_safety_scan_runs_at_the_configured_interval(tmp_path: Path) -> None:
-    """With rescan_interval set, full scans repeat while the agent runs and
-    find nothing to do on a tree the watcher kept up with."""
+def _write_config(tmp_path: Path, extra: str) -> tuple[Path, Path, Path]:
+    """A config with one local target; returns (config, src, mirror)."""
     src, mirror, journal = tmp_path / "src", tmp_path / "mirror", tmp_path / "journal"
     src.mkdir()
     mirror.mkdir()
-    (src / "a").write_bytes(b"a\n")
     config = tmp_path / "agent.toml"
     config.write_text(
-        f'root = "{src}"\njournal = "{journal}"\nrescan_interval = "1s"\n'
+        f'root = "{src}"\njournal = "{journal}"\n{extra}\n'
         f'[[target]]\nname = "copy"\nkind = "local"\npath = "{mirror}"\n'
     )
+    return config, src, mirror
+
+
+def test_periodic_safety_scan_ships_what_the_journal_missed(tmp_path: Path) -> None:
+    """With rescan_interval set, full scans repeat while the agent runs and
+    ship a path whose shipped state (manifest) no longer matches the tree:
+    the situation of a write inotify could not see."""
+    config, src, mirror = _write_config(tmp_path, 'rescan_interval = "1s"')
+    (src / "a").write_bytes(b"source\n")
     agent = AgentProcess(["--config", str(config)], tmp_path / "agent.log")
     try:
         mark = log_size(agent.log_path)
         agent.start()
-        _converge(src, mirror)
-        deadline = time.monotonic() + 60
-        while len(_events(agent.log_path, "scan.recovery", mark)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        scans = [e for e in _events(agent.log_path, "scan.recovery", mark) if e["reason"] == "periodic"]
-        assert len(scans) >= 2
-        assert all(e["enqueued_deletes"] == 0 for e in scans)
+        converge(src, mirror)
+        (mirror / "a").write_bytes(b"stale!\n")  # the mirror holds an old version...
+        with Journal.open(tmp_path / "journal", mode="client") as journal:  # ...and so does the manifest
+            journal.manifest_put({b"a": FileState(FileKind.FILE, size=7, mode=0o644)})
+        converge(src, mirror, timeout=60)
+        scans = [e for e in log_events(agent.log_path, "scan.recovery", mark) if e["reason"] == "periodic"]
+        assert scans and any(e["enqueued_changes"] >= 1 for e in scans)
         assert agent.terminate() == 0
     finally:
         agent.kill()
@@ -118,15 +100,8 @@ def _scrape(port: int) -> dict[str, float]:
 def test_metrics_endpoint_of_a_running_agent_moves(tmp_path: Path) -> None:
     """`metrics_port` serves Prometheus text over real HTTP; journaled and
     shipped counters grow when files change."""
-    src, mirror, journal = tmp_path / "src", tmp_path / "mirror", tmp_path / "journal"
-    src.mkdir()
-    mirror.mkdir()
     port = _free_port()
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'root = "{src}"\njournal = "{journal}"\nmetrics_port = {port}\n'
-        f'[[target]]\nname = "copy"\nkind = "local"\npath = "{mirror}"\n'
-    )
+    config, src, mirror = _write_config(tmp_path, f"metrics_port = {port}")
     agent = AgentProcess(["--config", str(config)], tmp_path / "agent.log")
     try:
         agent.start()
@@ -134,7 +109,7 @@ def test_metrics_endpoint_of_a_running_agent_moves(tmp_path: Path) -> None:
         before = _scrape(port)
         for i in range(5):
             (src / f"f{i}").write_bytes(b"x")
-        _converge(src, mirror)
+        converge(src, mirror)
         deadline = time.monotonic() + 30
         key = 'msync_agent_ship_outcomes_total{outcome="ok",track="copy"}'
         while time.monotonic() < deadline and _scrape(port).get(key, 0) < 5:

@@ -3,7 +3,6 @@ stopped, a clean restart that costs nothing, and inotify queue overflow."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -11,32 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash.agent_process import AgentProcess, log_size, wait_for_log
-from tests.helpers.trees import assert_trees_equal, diff_trees
-
-
-def _converge(src: Path, mirror: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if not diff_trees(src, mirror):
-                return
-        except OSError:
-            pass  # the mirror is changing under the comparison: look again
-        time.sleep(0.2)
-    assert_trees_equal(src, mirror)
-
-
-def _scan_reports(log: Path, start_at: int) -> list[dict]:
-    out = []
-    for line in log.read_bytes()[start_at:].splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == "scan.recovery":
-            out.append(rec)
-    return out
+from tests.crash.agent_process import AgentProcess, converge, log_events, log_size, wait_for_log
 
 
 @pytest.fixture
@@ -60,7 +34,7 @@ def test_changes_while_stopped_are_replicated(setup) -> None:
     (src / "tree" / "sub").mkdir(parents=True)
     (src / "tree" / "sub" / "f").write_bytes(b"deep\n")
     agent.start()
-    _converge(src, mirror)
+    converge(src, mirror)
     assert agent.terminate() == 0
 
     st = os.stat(src / "keep.txt")
@@ -73,11 +47,11 @@ def test_changes_while_stopped_are_replicated(setup) -> None:
     (src / "new.txt").write_bytes(b"new\n")
     mark = log_size(agent.log_path)
     agent.start()
-    _converge(src, mirror)
+    converge(src, mirror)
     assert (mirror / "keep.txt").read_bytes() == b"BBBB\n"
     assert not (mirror / "tree").exists()
     assert agent.terminate() == 0
-    startup = _scan_reports(agent.log_path, mark)[0]
+    startup = log_events(agent.log_path, "scan.recovery", mark)[0]
     assert startup["enqueued_changes"] >= 2 and startup["enqueued_deletes"] >= 1
 
 
@@ -87,14 +61,14 @@ def test_clean_restart_enqueues_and_hashes_nothing(setup) -> None:
     for i in range(50):
         (src / f"f{i}").write_bytes(os.urandom(100))
     agent.start()
-    _converge(src, mirror)
+    converge(src, mirror)
     time.sleep(2.5)  # let every file's ctime fall behind the checkpoint slack
     assert agent.terminate() == 0
     mark = log_size(agent.log_path)
     agent.start()
     wait_for_log(agent.log_path, '"reason": "startup"', 30, mark)
     assert agent.terminate() == 0
-    last = _scan_reports(agent.log_path, 0)[-1]
+    last = log_events(agent.log_path, "scan.recovery")[-1]
     assert last["reason"] == "startup"
     assert last["hashed"] == 0
     assert last["enqueued_changes"] == 0 and last["enqueued_deletes"] == 0
@@ -111,7 +85,7 @@ def test_overflow_triggers_rescan_and_converges(setup) -> None:
     burst.mkdir()  # watched before the agent is frozen, so every create queues events
     agent.start()
     wait_for_log(agent.log_path, '"reason": "startup"', 30)
-    _converge(src, mirror)
+    converge(src, mirror)
     assert agent.proc is not None
     os.kill(agent.proc.pid, signal.SIGSTOP)
     try:
@@ -121,5 +95,5 @@ def test_overflow_triggers_rescan_and_converges(setup) -> None:
         os.kill(agent.proc.pid, signal.SIGCONT)
     wait_for_log(agent.log_path, '"event": "overflow"', 60)
     wait_for_log(agent.log_path, '"reason": "overflow"', 120)
-    _converge(src, mirror, timeout=180)
+    converge(src, mirror, timeout=180)
     assert agent.terminate() == 0
