@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.verify import Finding, classify_item, parse_itemized
+from agent.audit import Finding, classify_item, parse_itemized
 from journal import Journal, Op
 from tests.cli.conftest import Site, agent
 

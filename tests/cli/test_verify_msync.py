@@ -7,8 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from agent.audit import Finding, audit_msync, parse_msync_check
 from agent.config import MsyncTarget
-from agent.verify import Finding, audit_msync, parse_msync_check
 from tests.doubles.fixtures import make_double
 
 
