@@ -22,7 +22,7 @@ from inotify_simple import INotify
 from agent.errors import AgentError
 from agent.events import WATCH_MASK, Item, RawEvent, Translator, WatchTable, join, parse_events
 from agent.excludes import Excludes
-from journal import IS_DIR, Entry, Journal, Op
+from journal import IS_DIR, Entry, Journal, JournalFull, Op
 
 __all__ = ["Watcher", "RootError", "WatchLimitError", "read_limit"]
 
@@ -115,6 +115,7 @@ class Watcher:
         self.table = WatchTable()
         self.translator = Translator(self.table, excludes, int(move_wait_s * 1e9))
         self._fd: INotify | None = None
+        self._stop: threading.Event | None = None
         self._dev = 0
         self._lock = threading.Lock()
         self._holds = 0
@@ -283,6 +284,7 @@ class Watcher:
         if self._fd is None:
             raise RuntimeError("Watcher.start() must succeed before run()")
         t0 = self.clock_ns()
+        self._stop = stop
         try:
             while not stop.is_set():
                 events, complete = self._drain(self._timeout_ms())
@@ -328,7 +330,7 @@ class Watcher:
         entries, scans_failed = self._apply(items)
         checkpoint = self._checkpoint_to_write(bool(entries))
         if entries or checkpoint is not None:
-            self.journal.append(entries, checkpoint_ns=checkpoint)
+            self._append_until_room(entries, checkpoint)
             self._last_commit = time.monotonic_ns()
             if checkpoint is not None:
                 self._committed_checkpoint = checkpoint
@@ -342,6 +344,23 @@ class Watcher:
             self._overflowed(rescans)
         if scans_failed is not None:
             raise scans_failed
+
+    def _append_until_room(self, entries: list[Entry], checkpoint: int | None) -> None:
+        """Append, waiting out a full journal disk: nothing is acknowledged
+        meanwhile (the kernel queues events, or overflows into a RESCAN), and
+        the batch is journaled as soon as space returns. A stop request while
+        waiting re-raises: the checkpoint did not move, so the next start's
+        scan covers what was read but not journaled."""
+        delay = 1.0
+        while True:
+            try:
+                self.journal.append(entries, checkpoint_ns=checkpoint)
+                return
+            except JournalFull as exc:
+                log.error("journal.full", error=str(exc), entries=len(entries), retry_in_s=delay)
+                if self._stop is not None and self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, 30.0)
 
     def _checkpoint_to_write(self, have_entries: bool) -> int | None:
         with self._lock:
