@@ -7,7 +7,9 @@ member list is read with ``msync --members``; absent members stay pending and
 are caught up later with ``-t MEMBER``. Paths msync cannot carry exactly are
 FAILED with a reason, never sent approximately. Paths go out with
 ``--sync`` (create, update or delete in one command); a recursive PUT with
-``--delete -r`` so the member's subtree ends up equal, extras removed.
+``--delete -r`` so the member's subtree ends up equal, extras removed. A
+file some member skipped is content-checked (msync_check), so a lost
+same-size rewrite is FAILED, not OK.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agent.plan import Action, Plan
 from agent.shippers import _exec
 from agent.shippers import msync_parse as mp
 from agent.shippers.base import Outcome, ShipResult
+from agent.shippers.msync_check import verify_skips
 from agent.shippers.msync_jobs import Item, Job, lane_jobs
 
 __all__ = ["MsyncShipper"]
@@ -140,7 +143,6 @@ class MsyncShipper:
         why = self._local(it, prep)
         if why is not None:
             self._set(it, it.tracks, why[0], why[1])
-            return it
         return it
 
     def _local(self, it: Item, prep: mp.Prepared) -> tuple[Outcome, str] | None:
@@ -343,14 +345,9 @@ class MsyncShipper:
             self._verify_deletes(job, unacked, hosts)
 
     def _run(
-        self,
-        job: Job,
-        tokens: list[bytes],
-        hosts: list[bytes],
-        entries: list[mp.Entry],
-        *,
-        dry: bool,
+        self, job: Job, tokens: list[bytes], hosts: list[bytes], entries: list[mp.Entry], *, dry: bool
     ) -> dict[tuple[bytes, int], mp.Verdict]:
+        """Verdicts of one invocation; files a member skipped get their content checked."""
         argv = mp.build_argv(
             os.fsencode(self._t.msync),
             excludes=self._excludes,
@@ -366,8 +363,11 @@ class MsyncShipper:
         if res.missing or res.timed_out:
             why = f"msync not found: {self._t.msync}" if res.missing else "msync timed out"
             return {(h, i): mp.Verdict(mp.Kind.RETRY, why) for h in hosts for i in range(len(entries))}
-        classify = mp.classify_dry_run if dry else mp.classify
-        return classify(res.returncode, res.stdout, res.stderr, hosts, entries)
+        if dry:
+            return mp.classify_dry_run(res.returncode, res.stdout, res.stderr, hosts, entries)
+        verdicts = mp.classify(res.returncode, res.stdout, res.stderr, hosts, entries)
+        sent = (res.stdout, res.stderr, hosts, entries)
+        return verify_skips(self._exec, os.fsencode(self._t.msync), self._base, job.host, sent, verdicts)
 
     def _verify_deletes(
         self, job: Job, unacked: list[tuple[Item, dict[bytes, mp.Verdict]]], hosts: list[bytes]

@@ -35,6 +35,9 @@ __all__ = [
     "parse_output",
     "classify",
     "classify_dry_run",
+    "skipped",
+    "classify_check",
+    "STALE_REASON",
 ]
 
 MAX_COMMAND = 254  # msync: "<cmd> PATH" plus "\r\n" in a 256-byte buffer (§3)
@@ -109,11 +112,16 @@ def prepare(rel: bytes) -> Prepared | str:
 
 
 def command_prefix(
-    *, recursive: bool = False, delete: bool = False, dry: bool = False, host: bytes | None = None
+    *,
+    recursive: bool = False,
+    delete: bool = False,
+    dry: bool = False,
+    host: bytes | None = None,
+    check: bool = False,
 ) -> bytes:
     """The longest console command msync builds before the path (for the
     length rule): with ``--delete`` that is the ``dsync`` line."""
-    parts = [b"dsync" if delete else b"send" if recursive else b"sync"]
+    parts = [b"check" if check else b"dsync" if delete else b"send" if recursive else b"sync"]
     parts += [b"-r"] if recursive else []
     parts += [b"-n"] if dry else []
     parts += [b"-t", host] if host is not None else []
@@ -169,14 +177,18 @@ def build_argv(
     host: bytes | None = None,
     tokens: Sequence[bytes] = (),
     members: bool = False,
+    check: bool = False,
 ) -> list[bytes]:
     """msync argv; paths always follow ``--``. ``recursive`` with ``delete``
-    mirrors whole subtrees (extras on members removed, §4)."""
+    mirrors whole subtrees (extras on members removed, §4). ``check`` compares
+    content at ``-v``, so every member answers ``OK`` or ``NG`` (§6)."""
     argv = [msync]
     argv += [b"-c", console] if console else []
     argv += [b"-K", password_file] if password_file else []
     if members:
         return [*argv, b"--members"]
+    if check:
+        return [*argv, b"-v", b"--check", *([b"-t", host] if host is not None else []), b"--", *tokens]
     argv += [b"-l", b"%d" % level]
     argv += [b"-r"] if recursive else [b"--sync"]
     argv += [b"--delete"] if delete else []
@@ -228,6 +240,7 @@ class Verdict:
 @dataclass
 class Parsed:
     acks: Counter = field(default_factory=Counter)  # (host, echo) -> count
+    skips: set[tuple[bytes, bytes]] = field(default_factory=set)  # (host, echo) members left alone
     dry: set[tuple[bytes, bytes]] = field(default_factory=set)  # (host, echo) a dry run would touch
     member_errors: dict[tuple[bytes, int], Verdict] = field(default_factory=dict)
     path_errors: dict[int, Verdict] = field(default_factory=dict)
@@ -287,6 +300,8 @@ def _parse_line(line: bytes, hosts: Sequence[bytes], entries: Sequence[Entry], p
         return
     if m := _ACK.match(line):
         p.acks[(m.group(2), _norm(m.group(3)))] += 1
+        if m.group(1) == b"skip  ":
+            p.skips.add((m.group(2), _norm(m.group(3))))
     elif m := _DRY.match(line):
         if m.group(1) != b"skip  ":
             p.dry.add((m.group(2), _norm(m.group(3))))
@@ -378,4 +393,93 @@ def classify_dry_run(
             if v.kind == Kind.OK and (h, e.echo) in p.dry:
                 v = Verdict(Kind.RETRY, f"delete not done: {h.decode('utf-8', 'replace')} still has the path")
             out[(h, i)] = v
+    return out
+
+
+def skipped(
+    stdout: bytes, stderr: bytes, hosts: Sequence[bytes], entries: Sequence[Entry]
+) -> dict[bytes, set[tuple[bytes, int]]]:
+    """Paths members answered ``skip`` for: base-relative path -> {(host,
+    entry index)}. A skip means only that size, mode and mtime second matched
+    (§5), so the content may still differ."""
+    out: dict[bytes, set[tuple[bytes, int]]] = {}
+    for host, path in parse_output(stdout, stderr, hosts, entries).skips:
+        idx = _index(entries, path)
+        if host in hosts and idx is not None:
+            out.setdefault(path, set()).add((host, idx))
+    return out
+
+
+STALE_REASON = (
+    "member kept older content with the same size and mtime second (msync compares only size "
+    "and mtime); change the file's mtime (e.g. touch it) to re-send"
+)
+_CHECK_RANK = {Kind.OK: 0, Kind.RETRY: 1, Kind.FAILED: 2}
+# What ``msync -v --check P...`` prints (§6): (stream, pattern, verdict). A
+# pattern with two groups names (host, path), with one group the path for
+# every host. The first row whose host and path are known wins.
+_CHECK_LINES: tuple[tuple[str, re.Pattern[bytes], Verdict], ...] = (
+    ("out", re.compile(rb"^([^: ]*): NG (.*)\Z", re.S), Verdict(Kind.FAILED, STALE_REASON)),
+    ("out", re.compile(rb"^([^: ]*): OK (.*)\Z", re.S), Verdict(Kind.OK)),
+    (
+        "err",
+        re.compile(rb"^error: No such file or directory ([^: ]*):(.*)\Z", re.S),
+        Verdict(Kind.RETRY, "member has no such file although it skipped the send"),
+    ),
+    (
+        "err",
+        re.compile(rb"^error: No such file or directory (.*)\Z", re.S),
+        Verdict(Kind.RETRY, "path vanished before its content was checked"),
+    ),
+)
+
+
+def _check_line(
+    stream: str, line: bytes, hosts: Sequence[bytes], paths: Sequence[bytes]
+) -> list[tuple[tuple[bytes, int], Verdict]] | None:
+    """(host, path index) verdicts one check line gives, or None if not understood."""
+    for where, pattern, verdict in _CHECK_LINES:
+        m = pattern.match(line) if where == stream else None
+        if m is None:
+            continue
+        path = _norm(m.group(m.lastindex))
+        named = [m.group(1)] if m.lastindex == 2 else list(hosts)
+        if path in paths and all(h in hosts for h in named):
+            return [((h, paths.index(path)), verdict) for h in named]
+    return None
+
+
+def classify_check(
+    rc: int, stdout: bytes, stderr: bytes, hosts: Sequence[bytes], paths: Sequence[bytes]
+) -> dict[tuple[bytes, int], Verdict]:
+    """A verdict for every (host, path index) of one ``msync -v --check``:
+    ``NG`` is FAILED, ``OK`` is OK; anything else, a missing answer or a line
+    not understood is RETRY, never OK on doubt."""
+    if rc != 0:
+        first = (stderr or stdout).strip().split(b"\n")[0].decode("utf-8", "replace")
+        why = Verdict(Kind.RETRY, f"msync --check exited {rc}: {first}")
+        return {(h, i): why for h in hosts for i in range(len(paths))}
+    seen: dict[tuple[bytes, int], Verdict] = {}
+    fatal = b""
+    for stream, text in (("out", stdout), ("err", stderr)):
+        for line in text.split(b"\n"):
+            line = line.rstrip(b"\r")
+            if not line or line == b"alive":
+                continue
+            hits = _check_line(stream, line, [*hosts, b""], paths)
+            if hits is None:
+                fatal = fatal or line
+            for key, v in hits or ():
+                if key not in seen or _CHECK_RANK[v.kind] > _CHECK_RANK[seen[key].kind]:
+                    seen[key] = v
+    out = {}
+    for h in hosts:
+        name = h.decode("utf-8", "replace")
+        for i in range(len(paths)):
+            if fatal:
+                out[(h, i)] = Verdict(
+                    Kind.RETRY, "unexpected msync --check output: " + fatal.decode("utf-8", "replace")
+                )
+            else:
+                out[(h, i)] = seen.get((h, i), Verdict(Kind.RETRY, f"no --check answer from {name}"))
     return out

@@ -285,3 +285,12 @@ def test_shipper_against_real_makuosan(real_cluster: RealCluster) -> None:
     assert set(res) == {("real/mk3", a.path) for a in missed}
     all_ok(res)
     assert_mirrored(rc)
+
+    # 6. a same-size rewrite with its old mtime restored: members skip it and
+    # keep the old content; msync --check proves it and the shipper says so
+    write(root, b"while_down.txt", b"MISSED BY MK3\n")  # same size, same (old) mtime
+    res = ship(rc, put(b"while_down.txt"))
+    assert {r.outcome for r in res.values()} == {Outcome.FAILED}, res
+    assert all("same size" in r.reason for r in res.values()), res
+    for m in RECEIVERS:
+        assert (rc.member_dir(m) / "while_down.txt").read_bytes() == b"missed by mk3\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import sys
 import time
 import unicodedata
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ import pytest
 
 from agent.config import ConfigError, MsyncTarget
 from agent.plan import Action, ActionKind, Plan
+from agent.shippers import msync_check
 from agent.shippers.base import Outcome, Shipper
 from agent.shippers.msync import MsyncShipper
 from tests.doubles.fixtures import MsyncDouble, make_double
@@ -361,3 +363,128 @@ def test_recursive_put_with_an_unsendable_name_inside(rig: Rig) -> None:
     assert {r.outcome for r in res.values()} == {Outcome.FAILED}
     assert "newline" in res[("c/mk2", b"t")].reason
     assert mirrored(rig, b"t/ok")
+
+
+def rewrite_keeping_mtime(root: Path, rel: bytes, data: bytes) -> None:
+    """Rewrite a file and put its mtime back, as ``touch -r`` or ``cp -p`` would."""
+    full = os.path.join(os.fsencode(root), rel)
+    st = os.lstat(full)
+    with open(full, "wb") as f:
+        f.write(data)
+    os.utime(full, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def member_bytes(rig: Rig, rel: bytes) -> list[bytes]:
+    return [
+        Path(os.fsdecode(os.path.join(os.fsencode(rig.dbl.member_dir(m)), rel))).read_bytes()
+        for m in ("mk2", "mk3")
+    ]
+
+
+def test_same_size_rewrite_with_restored_mtime_is_failed(rig: Rig) -> None:
+    """Members skip a same-size rewrite whose mtime was restored (they compare size
+    and mtime second only, §5); the content check makes that FAILED with a reason for
+    both members, an unchanged skipped file stays OK, and a real change ships again."""
+    names = [b"same.txt", b"-odd name"]
+    for n in [*names, b"keep.txt"]:
+        write(rig.root, n, b"AAAA")
+    res = rig.ship(*(put(n) for n in [*names, b"keep.txt"]))
+    assert {r.outcome for r in res.values()} == {Outcome.OK}
+    for n in names:
+        rewrite_keeping_mtime(rig.root, n, b"BBBB")
+    res = rig.ship(*(put(n) for n in [*names, b"keep.txt"]))
+    for n in names:
+        assert outcomes(res, n) == {"c/mk2": Outcome.FAILED, "c/mk3": Outcome.FAILED}, res
+        assert all("kept older content" in res[(t, n)].reason for t in ("c/mk2", "c/mk3"))
+        assert "touch" in res[("c/mk2", n)].reason
+        assert member_bytes(rig, n) == [b"AAAA", b"AAAA"]  # the report tells the truth
+    assert set(outcomes(res, b"keep.txt").values()) == {Outcome.OK} and mirrored(rig, b"keep.txt")
+    check = rig.dbl.invocations()[-1]
+    assert check[:2] == [b"-v", b"--check"] and check[check.index(b"--") + 1 :] == sorted(
+        [b"./-odd\\ name", b"keep.txt", b"same.txt"]
+    )
+    for n in names:  # control: a real change (another size) is carried
+        write(rig.root, n, b"CCCCC")
+    res = rig.ship(*(put(n) for n in names))
+    assert {r.outcome for r in res.values()} == {Outcome.OK}
+    assert all(mirrored(rig, n) and member_bytes(rig, n) == [b"CCCCC"] * 2 for n in names)
+
+
+def test_content_check_of_a_catch_up_goes_with_t(rig: Rig) -> None:
+    """A catch-up send (-t) that a member skips is checked on that member alone."""
+    write(rig.root, b"f", b"AAAA")
+    assert set(outcomes(rig.ship(put(b"f")), b"f").values()) == {Outcome.OK}
+    rig.dbl.set_member("mk3", state="down")
+    rewrite_keeping_mtime(rig.root, b"f", b"BBBB")
+    res = rig.ship(put(b"f"))
+    assert outcomes(res, b"f") == {"c/mk2": Outcome.FAILED, "c/mk3": Outcome.RETRY}
+    rig.dbl.set_member("mk3", state="up")
+    res = rig.ship(put(b"f", tracks=frozenset({"c/mk3"})))
+    assert outcomes(res, b"f") == {"c/mk3": Outcome.FAILED}
+    assert rig.dbl.invocations()[-1][:4] == [b"-v", b"--check", b"-t", b"mk3"]
+
+
+def check_answering(rig: Rig, tmp_path: Path, out: bytes, err: bytes, rc: int) -> MsyncShipper:
+    """A shipper whose msync is the double, except that ``--check`` prints
+    ``out``/``err`` and exits ``rc`` (a check that goes wrong)."""
+    wrapper = tmp_path / "msync-check-answers"
+    wrapper.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "if '--check' in sys.argv:\n"
+        f"    sys.stdout.buffer.write({out!r}); sys.stderr.buffer.write({err!r}); sys.exit({rc})\n"
+        f"os.execv({str(rig.dbl.msync)!r}, [{str(rig.dbl.msync)!r}, *sys.argv[1:]])\n"
+    )
+    wrapper.chmod(0o755)
+    return rig.shipper(msync=str(wrapper))
+
+
+@pytest.mark.parametrize(
+    ("out", "err", "rc", "want"),
+    [
+        (b"", b"error: can't read socket\n", 1, {"c/mk2": Outcome.RETRY, "c/mk3": Outcome.RETRY}),
+        (
+            b"mexec: command error 'x'\nmk2: OK f\nmk3: OK f\n",
+            b"",
+            0,
+            {"c/mk2": Outcome.RETRY, "c/mk3": Outcome.RETRY},
+        ),
+        (b"", b"", 0, {"c/mk2": Outcome.RETRY, "c/mk3": Outcome.RETRY}),
+        (
+            b"mk2: OK f\n",
+            b"error: receive time out: 10.77.0.3(mk3)\n",
+            0,
+            {"c/mk2": Outcome.RETRY, "c/mk3": Outcome.RETRY},
+        ),
+        (b"mk2: OK f\n", b"", 0, {"c/mk2": Outcome.OK, "c/mk3": Outcome.RETRY}),
+        (b"mk2: OK f\nmk3: NG f\n", b"", 0, {"c/mk2": Outcome.OK, "c/mk3": Outcome.FAILED}),
+    ],
+)
+def test_content_check_without_a_clean_answer_is_retry(
+    rig: Rig, tmp_path: Path, out: bytes, err: bytes, rc: int, want: dict
+) -> None:
+    """A skipped file is OK only on a clean ``HOST: OK P``: a failed, garbled or
+    silent check keeps it pending, never OK on doubt."""
+    write(rig.root, b"f", b"AAAA")
+    assert set(outcomes(rig.ship(put(b"f")), b"f").values()) == {Outcome.OK}
+    res = rig.ship(put(b"f"), shipper=check_answering(rig, tmp_path, out, err, rc))
+    assert outcomes(res, b"f") == want, res
+    assert all(r.reason for r in res.values() if r.outcome is not Outcome.OK)
+
+
+def test_recursive_put_checks_skipped_children_in_chunks(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Children a recursive send skipped are checked too, a bounded number per
+    invocation; one stale child makes the tree FAILED, the members' copies untouched."""
+    monkeypatch.setattr(msync_check, "CHUNK", 2)
+    for n in (b"d/a", b"d/b", b"d/s/c"):
+        write(rig.root, n, b"AAAA")
+    os.utime(rig.root / "d/s", (OLD, OLD))
+    os.utime(rig.root / "d", (OLD, OLD))
+    assert set(outcomes(rig.ship(put(b"d", recursive=True)), b"d").values()) == {Outcome.OK}
+    rewrite_keeping_mtime(rig.root, b"d/s/c", b"BBBB")
+    before = len(rig.dbl.invocations())
+    res = rig.ship(put(b"d", recursive=True))
+    assert outcomes(res, b"d") == {"c/mk2": Outcome.FAILED, "c/mk3": Outcome.FAILED}
+    checks = [a for a in rig.dbl.invocations()[before:] if b"--check" in a]
+    assert sorted(p for a in checks for p in a[a.index(b"--") + 1 :]) == [b"d/a", b"d/b", b"d/s/c"]
+    assert len(checks) == 2 and member_bytes(rig, b"d/s/c") == [b"AAAA", b"AAAA"]

@@ -288,3 +288,128 @@ def test_dry_run_skip_lines_are_understood() -> None:
     entries = [mp.Entry(b"f")]
     p = mp.parse_output(b"(dryrun) skip   mk2:f\n", b"", [b"mk2"], entries)
     assert not p.fatal and not p.dry
+
+
+def test_skipped_names_only_skip_acks() -> None:
+    """``skip   HOST:P`` (and children of a recursive entry) are reported; updates are not."""
+    entries = [mp.Entry(b"a"), mp.Entry(b"d", recursive=True), mp.Entry(b"-x")]
+    out = b"update mk2:a\nskip   mk3:a\nskip   mk2:d/c\nskip   mk2:./-x\nskip   mk9:a\n"
+    assert mp.skipped(out, b"", [b"mk2", b"mk3"], entries) == {
+        b"a": {(b"mk3", 0)},
+        b"d/c": {(b"mk2", 1)},
+        b"-x": {(b"mk2", 2)},
+    }
+
+
+def test_build_argv_for_check() -> None:
+    """A check runs at -v with the send's console options and -t; paths after ``--``."""
+    argv = mp.build_argv(b"msync", console=b"unix:/s", check=True, host=b"mk3", tokens=[b"./-a\\ b"])
+    assert argv == [b"msync", b"-c", b"unix:/s", b"-v", b"--check", b"-t", b"mk3", b"--", b"./-a\\ b"]
+    assert mp.command_prefix(check=True, host=b"mk3") == b"check -t mk3"
+
+
+_H = [b"mk2", b"mk3"]
+_P = [b"a", b"b c", b"-x"]
+
+
+@pytest.mark.parametrize(
+    ("rc", "out", "err", "want"),
+    [
+        # every member answers OK
+        (0, b"mk2: OK a\nmk3: OK a\n", b"", {b"mk2": mp.Kind.OK, b"mk3": mp.Kind.OK}),
+        # NG is a FAILED member, OK beside it stays OK
+        (0, b"mk2: OK a\nmk3: NG a\n", b"", {b"mk2": mp.Kind.OK, b"mk3": mp.Kind.FAILED}),
+        # NG wins over an OK for the same member
+        (0, b"mk2: OK a\nmk2: NG a\nmk3: OK a\n", b"", {b"mk2": mp.Kind.FAILED, b"mk3": mp.Kind.OK}),
+        # silence from one member
+        (0, b"mk2: OK a\n", b"", {b"mk2": mp.Kind.OK, b"mk3": mp.Kind.RETRY}),
+        # missing on a member
+        (
+            0,
+            b"mk2: OK a\n",
+            b"error: No such file or directory mk3:a\n",
+            {b"mk2": mp.Kind.OK, b"mk3": mp.Kind.RETRY},
+        ),
+        # missing locally: every member
+        (0, b"", b"error: No such file or directory a\n", {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY}),
+        # NG on stderr is not the documented form
+        (0, b"mk2: OK a\n", b"mk3: NG a\n", {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY}),
+        # anything not understood poisons the whole check
+        (
+            0,
+            b"mk2: OK a\nmk3: OK a\nmexec: command error\n",
+            b"",
+            {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY},
+        ),
+        (0, b"mk2: OK a\nmk3: OK zz\n", b"", {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY}),
+        (0, b"mk2: OK a\nmk9: OK a\n", b"", {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY}),
+        (
+            0,
+            b"mk2: OK a\nmk3: OK a\n",
+            b"error: receive time out: 10.77.0.3(mk3)\n",
+            {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY},
+        ),
+        # msync itself failed
+        (
+            1,
+            b"mk2: OK a\nmk3: OK a\n",
+            b"error: can't read socket\n",
+            {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY},
+        ),
+    ],
+)
+def test_classify_check_table(rc: int, out: bytes, err: bytes, want: dict) -> None:
+    got = mp.classify_check(rc, out, err, _H, [b"a"])
+    assert {h: v.kind for (h, _), v in got.items()} == want
+    assert all(v.reason for v in got.values() if v.kind != mp.Kind.OK)
+    if mp.Kind.FAILED in want.values():
+        assert got[(b"mk3", 0)].reason == mp.STALE_REASON or got[(b"mk2", 0)].reason == mp.STALE_REASON
+
+
+def test_classify_check_paths_with_dot_slash_and_spaces() -> None:
+    """The daemon echoes ``./-x`` and unescaped spaces; both name the checked path."""
+    out = b"mk2: OK ./-x\nmk2: NG b c\nmk2: OK a\n"
+    got = mp.classify_check(0, out, b"", [b"mk2"], _P)
+    assert [got[(b"mk2", i)].kind for i in range(3)] == [mp.Kind.OK, mp.Kind.FAILED, mp.Kind.OK]
+
+
+_check_lines = st.sampled_from(
+    [
+        *(h + b": " + w + b" " + p for h in [*_H, b"mk9"] for w in (b"OK", b"NG") for p in [*_P, b"zz"]),
+        *(b"error: No such file or directory " + h + b":" + p for h in _H for p in _P),
+        *(b"error: No such file or directory " + p for p in _P),
+        b"alive",
+        b"",
+        b"junk",
+    ]
+)
+
+
+@given(st.lists(_check_lines, max_size=8), st.lists(_check_lines, max_size=3), st.sampled_from([0, 0, 1]))
+def test_classify_check_ok_only_on_a_clean_ok(out: list, err: list, rc: int) -> None:
+    """Every (host, path) gets a verdict; OK exactly when rc is 0, every line is
+    understood, the member said ``OK`` and nothing worse about the path; FAILED
+    only on an ``NG`` line on stdout."""
+    got = mp.classify_check(rc, b"\n".join(out), b"\n".join(err), _H, _P)
+    assert set(got) == {(h, i) for h in _H for i in range(len(_P))}
+    understood = all(
+        line in (b"", b"alive")
+        or (line.split(b": ", 1)[0] in _H and line.split(b" ", 2)[-1] in _P and b": " in line)
+        for line in out
+    ) and all(
+        line in (b"", b"alive")
+        or (line.startswith(b"error: No such file or directory ") and line.rsplit(b":", 1)[-1] in _P)
+        or (line.startswith(b"error: No such file or directory ") and line.split(b" ", 6)[-1] in _P)
+        for line in err
+    )
+    for h in _H:
+        for i, p in enumerate(_P):
+            v = got[(h, i)]
+            ok = h + b": OK " + p in out
+            ng = h + b": NG " + p in out
+            gone = b"error: No such file or directory " + h + b":" + p in err
+            gone_here = b"error: No such file or directory " + p in err
+            expect_ok = rc == 0 and understood and ok and not (ng or gone or gone_here)
+            assert (v.kind == mp.Kind.OK) == expect_ok, (h, p, v)
+            if v.kind == mp.Kind.FAILED:
+                assert ng and rc == 0 and understood
