@@ -35,6 +35,7 @@ __all__ = ["run_agent", "Agent"]
 log = structlog.get_logger("agent.daemon")
 
 STOP_GRACE_S = 20.0
+SEED_FLAG = 0x80  # on a RESCAN entry: "this track still needs the whole tree"
 COMPACT_EVERY_S = 3600.0
 RESCAN_MIN_INTERVAL_S = 5.0
 
@@ -85,7 +86,10 @@ class Agent:
     def start(self) -> None:
         """Watch first, then scan from the checkpoint, then ship (DESIGN §5-§6)."""
         fresh = self.journal.last_seq() == 0 and self.journal.manifest_count() == 0
-        new_tracks = () if fresh else self.journal.new_tracks
+        if not fresh and self.journal.new_tracks:  # mark them first: a crash mid-seed is seen again
+            rescan = Entry(Op.RESCAN, b"", time_ns=time.time_ns(), flags=SEED_FLAG)
+            self.journal.append([rescan], tracks=self.journal.new_tracks)
+        unseeded = () if fresh else self._unseeded_tracks()
         self.watcher.hold_checkpoint()  # the scan below must finish before the checkpoint moves
         self.watcher.start()
         self._spawn("watcher", self.watcher.run)
@@ -94,16 +98,28 @@ class Agent:
         report = self.scanner.scan(since_ns=since)
         log.info("scan.recovery", reason="startup", since_ns=since, **_report_fields(report))
         self._observe_scan(report)
-        if new_tracks:
-            self._seed_new_tracks(new_tracks)
+        if unseeded:
+            self._seed_new_tracks(unseeded)
         self.watcher.release_checkpoint()
         for replayer in self.replayers:
             self._spawn(f"replayer:{replayer.shipper.name}", replayer.run)
         self._spawn("scanner", self._scan_loop)
 
+    def _unseeded_tracks(self) -> tuple[str, ...]:
+        """Tracks whose first pending entry is the seed marker: added to an
+        existing journal, and the whole tree not yet queued for them."""
+        out = []
+        for track in self.journal.tracks():
+            first = self.journal.pending(track, limit=1)
+            if first and first[0].entry.op == Op.RESCAN and first[0].entry.flags & SEED_FLAG:
+                out.append(track)
+        return tuple(out)
+
     def _seed_new_tracks(self, tracks: tuple[str, ...]) -> None:
         """A target added to an existing journal has never received anything:
-        queue every path of the tree for it alone."""
+        queue every path of the tree for it alone. The marker entry stays
+        first in the track's queue until the replayer settles it, after
+        these entries are journaled; a restart before that seeds again."""
         batch: list[Entry] = []
         count = 0
         for rel, is_dir in _walk(self.root, self.excludes):

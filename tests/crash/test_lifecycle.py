@@ -7,7 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from journal import FileKind, FileState, Journal
+import pytest
+
+from agent.daemon import SEED_FLAG
+from journal import Entry, FileKind, FileState, Journal, Op
 from tests.crash.agent_process import AgentProcess, converge, log_events, log_size, wait_for_log
 
 
@@ -119,5 +122,39 @@ def test_metrics_endpoint_of_a_running_agent_moves(tmp_path: Path) -> None:
         assert after[key] >= before.get(key, 0) + 5
         assert after['msync_agent_pending{track="copy"}'] == 0
         assert agent.terminate() == 0
+    finally:
+        agent.kill()
+
+
+@pytest.mark.parametrize("died_before_seeding", [False, True])
+def test_target_added_later_receives_the_whole_tree(tmp_path: Path, died_before_seeding: bool) -> None:
+    """A mirror added to an existing journal gets every path, also when the
+    agent died after registering it but before queueing the tree for it."""
+    src, first, second = tmp_path / "src", tmp_path / "first", tmp_path / "second"
+    for d in (src, first, second):
+        d.mkdir()
+    (src / "sub").mkdir()
+    for i in range(20):
+        (src / "sub" / f"f{i}").write_bytes(b"%d\n" % i)
+    journal = tmp_path / "journal"
+    base = ["--root", str(src), "--journal", str(journal)]
+    agent = AgentProcess([*base, "--target", f"local:{first}"], tmp_path / "agent.log")
+    try:
+        agent.start()
+        converge(src, first)
+        assert agent.terminate() == 0
+        if died_before_seeding:  # the crash window: registered and marked, the tree not yet queued
+            with Journal.open(journal, root=str(src), tracks=["local", "local-2"]) as j:
+                assert j.new_tracks == ("local-2",)
+                j.append([Entry(Op.RESCAN, b"", flags=SEED_FLAG)], tracks=["local-2"])
+        both = AgentProcess(
+            [*base, "--target", f"local:{first}", "--target", f"local:{second}"], tmp_path / "agent.log"
+        )
+        agent = both
+        agent.start()
+        converge(src, second)
+        converge(src, first)
+        assert agent.terminate() == 0
+        assert log_events(agent.log_path, "tracks.seeded")[-1]["tracks"] == ["local-2"]
     finally:
         agent.kill()
