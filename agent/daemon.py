@@ -22,13 +22,15 @@ import structlog
 from agent.config import Config, tracks_of
 from agent.errors import AgentError
 from agent.excludes import Excludes
+from agent.fsstate import kind_of
 from agent.metrics import Metrics
+from agent.replay import walk
 from agent.replayer import Replayer
 from agent.runtime import write_runtime
-from agent.scanner import Scanner
+from agent.scanner import Scanner, ScanReport
 from agent.shippers import make_shipper
 from agent.watcher import Watcher
-from journal import Entry, Journal, Op
+from journal import IS_DIR, Entry, FileKind, Journal, Op
 
 __all__ = ["run_agent", "Agent"]
 
@@ -96,7 +98,7 @@ class Agent:
         checkpoint = self.journal.checkpoint()
         since = checkpoint.time_ns if checkpoint and not fresh else None
         report = self.scanner.scan(since_ns=since)
-        log.info("scan.recovery", reason="startup", since_ns=since, **_report_fields(report))
+        log.info("scan.recovery", reason="startup", since_ns=since, **report.summary())
         self._observe_scan(report)
         if unseeded:
             self._seed_new_tracks(unseeded)
@@ -122,8 +124,13 @@ class Agent:
         these entries are journaled; a restart before that seeds again."""
         batch: list[Entry] = []
         count = 0
-        for rel, is_dir in _walk(self.root, self.excludes):
-            batch.append(Entry(Op.CHANGE, rel, time_ns=time.time_ns(), flags=1 if is_dir else 0))
+        for rel, st in walk(os.fsencode(self.root), self.excludes):
+            kind = kind_of(st.st_mode)
+            if kind == FileKind.OTHER:
+                continue  # fifos, sockets, devices are not shipped (the scanner skips them too)
+            batch.append(
+                Entry(Op.CHANGE, rel, time_ns=time.time_ns(), flags=IS_DIR if kind == FileKind.DIR else 0)
+            )
             if len(batch) >= 5000:
                 self.journal.append(batch, tracks=tracks)
                 count += len(batch)
@@ -164,16 +171,16 @@ class Agent:
             self.rescan.clear()
             holds = self.watcher.pending_overflow_holds() if woke else 0
             report = self.scanner.scan(since_ns=None)
-            log.info("scan.recovery", reason="overflow" if woke else "periodic", **_report_fields(report))
+            log.info("scan.recovery", reason="overflow" if woke else "periodic", **report.summary())
             self._observe_scan(report)
             for _ in range(holds):
                 self.watcher.release_checkpoint()
             last_periodic = time.monotonic()
             stop.wait(RESCAN_MIN_INTERVAL_S if woke else 0)
 
-    def _observe_scan(self, report: object) -> None:
+    def _observe_scan(self, report: ScanReport) -> None:
         if self.metrics is not None:
-            self.metrics.observe_scan(float(getattr(report, "seconds", 0.0)))
+            self.metrics.observe_scan(report.seconds)
 
     def supervise(self) -> int:
         """Main-thread loop until a signal or a worker failure; returns the exit code."""
@@ -269,29 +276,3 @@ def run_agent(config: Config) -> int:
     code = agent.supervise()
     log.info("agent.exit", code=code, signal=received[0] if received else None)
     return code
-
-
-def _report_fields(report: object) -> dict[str, object]:
-    fields = getattr(report, "__dataclass_fields__", {})
-    return {name: getattr(report, name) for name in fields}
-
-
-def _walk(root: Path, excludes: Excludes):
-    """(relative path, is_dir) of every entry under ``root``; no symlink
-    following, excluded directories not descended."""
-    stack = [b""]
-    base = os.fsencode(root)
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(base, rel_dir) if rel_dir else base))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        for entry in entries:
-            rel = os.path.join(rel_dir, entry.name) if rel_dir else entry.name
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if excludes and excludes.match(rel, is_dir):
-                continue
-            yield rel, is_dir
-            if is_dir:
-                stack.append(rel)
