@@ -19,6 +19,7 @@ from typing import Literal
 
 import lmdb
 
+from . import _pages
 from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked, NotAJournal
 
 __all__ = [
@@ -253,14 +254,38 @@ def open_env(jdir: Path, mode: Mode, map_size: int) -> lmdb.Environment:
             raise JournalError(f"journal {jdir} is already open in this process", path=str(jdir)) from exc
         raise JournalCorrupt(f"cannot open journal {jdir}: {exc}", path=str(jdir)) from exc
     if data.exists():
-        # info() and stat() read only the meta pages, which _check_size vouched for.
-        used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
         try:
-            _check_size(data, used)
+            _check_size(data, _pages_needed(env, data))
         except BaseException:
             env.close()
             raise
     return env
+
+
+def _pages_needed(env: lmdb.Environment, data: Path, attempts: int = 3) -> int:
+    """Bytes ``data.mdb`` must hold for the newest snapshot.
+
+    ``info()`` and ``stat()`` read only the meta pages, which the first size
+    check vouched for. Usually the file reaches ``last_pgno``; when it does
+    not, the pages past its end must all be free (see ``_pages``). Another
+    process may commit while the freelist is read, so a layout that does not
+    add up is read again before it counts as damage.
+    """
+    problem = ""
+    for _ in range(attempts):
+        info = env.info()
+        full = (info["last_pgno"] + 1) * env.stat()["psize"]
+        if data.stat().st_size >= full:
+            return full
+        try:
+            fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return _pages.required_size(fd, info["last_txnid"])
+            finally:
+                os.close(fd)
+        except _pages.FileLayoutError as exc:
+            problem = str(exc)
+    raise JournalCorrupt(f"journal file {data} is damaged: {problem}", path=str(data))
 
 
 def _check_size(data: Path, need: int) -> None:

@@ -4,7 +4,7 @@ databases.
 
 | db       | key                     | value                              |
 |----------|-------------------------|------------------------------------|
-| log      | seq                     | encoded Entry                      |
+| log      | seq of its first entry  | log record: a batch's entries      |
 | latest   | path key                | seq of the newest entry naming it  |
 | longpath | ``\\0`` + blake3(path)  | the full path                      |
 | manifest | path key                | encoded FileState                  |
@@ -36,9 +36,10 @@ __all__ = [
     "encode_tracks",
     "open_dbs",
     "index_paths",
+    "entry_path_keys",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the log holds one record per batch (codec.encode_record)
 DB_NAMES = ("log", "latest", "longpath", "manifest", "pend", "dead", "meta")
 MAX_DIRECT_KEY = 480  # LMDB keys are limited to 511 bytes; longer paths are hashed
 MAX_TRACK = 255
@@ -126,21 +127,27 @@ def _check_schema(raw: bytes | None, where: str) -> None:
         )
 
 
-def index_paths(entries: list[Entry]) -> tuple[dict[bytes, int], dict[bytes, bytes]]:
-    """(path key -> index of the last entry in the batch naming it, hashed key -> long path).
+def entry_path_keys(entry: Entry) -> list[bytes]:
+    """The ``latest`` keys an entry updates: its path, and a move's destination."""
+    paths = (entry.path, entry.dest) if entry.op == Op.MOVE else (entry.path,)
+    return [path_key(p) for p in paths]
+
+
+def index_paths(entries: list[Entry], seq_keys: list[bytes]) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    """(path key -> seq key of the last entry naming it, hashed key -> long path).
 
     The common batch (no MOVE, no root, no long path) is indexed without a
     Python call per entry; the general case walks entries in order.
     """
     if Op.MOVE not in [e.op for e in entries]:
-        latest = dict(zip([e.path for e in entries], range(len(entries))))
+        latest = dict(zip([e.path for e in entries], seq_keys))
         if latest and b"" not in latest and max(map(len, latest)) <= MAX_DIRECT_KEY:
             return latest, {}
     latest, longpaths = {}, {}
-    for i, entry in enumerate(entries):
+    for entry, key in zip(entries, seq_keys):
         for p in (entry.path, entry.dest) if entry.op == Op.MOVE else (entry.path,):
             pk = path_key(p)
-            latest[pk] = i
+            latest[pk] = key
             if pk[:1] == b"\0":
                 longpaths[pk] = p
     return latest, longpaths

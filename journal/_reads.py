@@ -14,10 +14,11 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _env, _pending
+from . import _env, _log, _pending
 from ._env import Gate
-from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, path_key, track_prefix
-from .codec import decode_entry, decode_seq, decode_state, encode_seq
+from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, entry_path_keys, path_key, track_prefix
+from ._records import decode_record
+from .codec import decode_entry, decode_seq, decode_state
 from .errors import JournalCorrupt
 from .types import Checkpoint, FileState, Record
 
@@ -77,9 +78,9 @@ class JournalReads:
             self._env.set_mapsize(0)
 
     def _read_last_seq(self, txn: lmdb.Transaction) -> int:
-        cur = txn.cursor(db=self._dbs["log"])
-        if cur.last():
-            return decode_seq(cur.key())
+        last = _log.last_seq(txn, self._dbs["log"])
+        if last is not None:
+            return last
         raw = txn.get(b"compacted", db=self._dbs["meta"])
         return PAIR.unpack(raw)[0] if raw else 0
 
@@ -93,7 +94,7 @@ class JournalReads:
         return self._read(self._read_last_seq)
 
     def get(self, seq: int) -> Record | None:
-        raw = self._read(lambda txn: txn.get(encode_seq(seq), db=self._dbs["log"]))
+        raw = self._read(lambda txn: _log.entry_raw(txn, self._dbs["log"], seq))
         return Record(seq, decode_entry(raw)) if raw is not None else None
 
     def pending(self, track: str, limit: int | None = None, after: int = 0) -> list[Record]:
@@ -102,16 +103,12 @@ class JournalReads:
 
         def scan(txn: lmdb.Transaction) -> list[Record]:
             out: list[Record] = []
-            cur = txn.cursor(db=self._dbs["log"])
             for first, last in _pending.ranges_from(txn, self._dbs["pend"], prefix, after + 1):
-                seq = first
-                found = cur.set_key(encode_seq(first))
-                while seq <= last and (limit is None or len(out) < limit):
-                    if not found or decode_seq(cur.key()) != seq:
-                        raise JournalCorrupt(f"pending entry {seq} missing from log")
-                    out.append(Record(seq, decode_entry(cur.value())))
-                    seq += 1
-                    found = cur.next()
+                want = last - first + 1 if limit is None else min(last - first + 1, limit - len(out))
+                got = _log.read(txn, self._dbs["log"], first, want)
+                if len(got) != want or (got and got[0].seq != first):
+                    raise JournalCorrupt(f"pending entries {first}..{last} missing from log")
+                out.extend(got)
                 if limit is not None and len(out) >= limit:
                     break
             return out
@@ -139,8 +136,25 @@ class JournalReads:
         return self._read(scan)
 
     def latest_seq(self, path: bytes) -> int | None:
-        raw = self._read(lambda txn: txn.get(path_key(path), db=self._dbs["latest"]))
-        return decode_seq(raw) if raw else None
+        """Seq of the newest entry naming ``path`` (as path or move destination).
+
+        The ``latest`` index maps a path to the log record holding that entry;
+        the record is searched from its end, so appends write one small value
+        per path and only this (rare) query pays for finding the exact seq."""
+        pk = path_key(path)
+
+        def find(txn: lmdb.Transaction) -> int | None:
+            key = txn.get(pk, db=self._dbs["latest"])
+            if key is None:
+                return None
+            raw = txn.get(key, db=self._dbs["log"])
+            entries = decode_record(raw) if raw is not None else []
+            for i in range(len(entries) - 1, -1, -1):
+                if pk in entry_path_keys(entries[i]):
+                    return decode_seq(key) + i
+            raise JournalCorrupt(f"latest index names seq {decode_seq(key)} for {path!r}, the log disagrees")
+
+        return self._read(find)
 
     def manifest_get(self, path: bytes) -> FileState | None:
         raw = self._read(lambda txn: txn.get(path_key(path), db=self._dbs["manifest"]))
@@ -235,15 +249,7 @@ class JournalReads:
             start = chunk[-1].seq + 1
 
     def _log_chunk(self, txn: lmdb.Transaction, start: int) -> list[Record]:
-        cur = txn.cursor(db=self._dbs["log"])
-        if not cur.set_range(encode_seq(start)):
-            return []
-        out = []
-        for key, raw in cur:
-            out.append(Record(decode_seq(key), decode_entry(raw)))
-            if len(out) >= _CHUNK:
-                break
-        return out
+        return _log.read(txn, self._dbs["log"], start, _CHUNK)
 
     def stats(self, now_ns: int | None = None) -> JournalStats:
         """Counts for ``agent status``; O(tracks + dead letters), not O(entries)."""
@@ -251,9 +257,10 @@ class JournalReads:
         def collect(txn: lmdb.Transaction) -> JournalStats:
             tracks = {t: self._track_stats(txn, t) for t in self._tracks(txn)}
             cp_raw = txn.get(b"checkpoint", db=self._dbs["meta"])
+            first, last = _log.first_seq(txn, self._dbs["log"]), self._read_last_seq(txn)
             return JournalStats(
-                txn.stat(self._dbs["log"])["entries"],
-                self._read_last_seq(txn),
+                0 if first is None else last - first + 1,
+                last,
                 (self.path / "data.mdb").stat().st_size,
                 Checkpoint(*PAIR.unpack(cp_raw)) if cp_raw else None,
                 tracks,
@@ -267,7 +274,7 @@ class JournalReads:
         oldest = None
         first = _pending.first_pending(txn, self._dbs["pend"], prefix)
         if first is not None:
-            log_raw = txn.get(encode_seq(first), db=self._dbs["log"])
+            log_raw = _log.entry_raw(txn, self._dbs["log"], first)
             oldest = decode_entry(log_raw).time_ns if log_raw else None
         dead = 0
         cur = txn.cursor(db=self._dbs["dead"])

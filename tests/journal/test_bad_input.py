@@ -116,6 +116,37 @@ def test_truncated_data_file_is_corrupt(tmp_path: Path, keep: int) -> None:
     assert data.read_bytes() == cut
 
 
+def test_unwritten_free_tail_is_not_truncation(tmp_path: Path) -> None:
+    """LMDB may end the file before ``last_pgno`` when the pages past its end
+    are free (allocated and freed in one transaction, never written): such a
+    journal opens in every mode; cutting one page that is in use is damage."""
+    jdir = tmp_path / "j"
+    with Journal.open(jdir, root="/srv/a", tracks=["t"]) as j:
+        j.append(
+            [
+                Entry(Op.MOVE, b"c/m%d" % i, b"c/f%d" % (i - 1))
+                if i % 7 == 3
+                else Entry(Op.CHANGE, b"c/f%d" % i)
+                for i in range(4196)
+            ]
+        )
+        j.mark_done("t", range(1, 4137))
+        assert j.compact(retention_ns=0, now_ns=10**9) == 4136  # rewrites a cut record
+        info = j._env.info()
+    data = jdir / "data.mdb"
+    size = data.stat().st_size
+    assert size < (info["last_pgno"] + 1) * 4096, "this layout must have an unwritten tail"
+    for mode in ("agent", "client", "read"):
+        with Journal.open(jdir, mode=mode) as j:
+            assert [r.seq for r in j.pending("t")] == list(range(4137, 4197))
+    with data.open("r+b") as f:
+        f.truncate(size - 4096)
+    for mode in ("agent", "client", "read"):
+        with pytest.raises(JournalCorrupt):
+            Journal.open(jdir, mode=mode)
+    assert data.stat().st_size == size - 4096
+
+
 def _unshare_available(mnt: Path) -> str | None:
     if not shutil.which("unshare"):
         return "unshare is not installed"
