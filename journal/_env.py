@@ -20,6 +20,8 @@ from typing import Literal
 import lmdb
 
 from . import _pages
+from ._intake import LOCK_NAME as INTAKE_LOCK
+from ._intake import NAME as INTAKE_NAME
 from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked, NotAJournal
 
 __all__ = [
@@ -105,8 +107,9 @@ def _check_directory(jdir: Path, mode: Mode) -> None:
     if not jdir.is_dir():
         raise NotAJournal(f"{jdir} is not a directory", path=str(jdir))
     names = set(os.listdir(jdir))
-    if names and "data.mdb" not in names:
-        listed = ", ".join(sorted(names)[:3])
+    others = names - {"lock.mdb", LOCK_NAME, INTAKE_LOCK}  # lock files a failed creation may leave
+    if others and "data.mdb" not in names:
+        listed = ", ".join(sorted(others)[:3])
         raise NotAJournal(f"{jdir} is not empty and holds no journal ({listed} ...)", path=str(jdir))
     if mode == "read" and "data.mdb" not in names:
         raise NotAJournal(f"{jdir} holds no journal yet", path=str(jdir))
@@ -118,8 +121,10 @@ def files_to_create(jdir: Path, mode: Mode) -> list[Path]:
     """The files opening will create, so a refused or failed open can remove them.
 
     ``data.mdb`` is listed only for the agent, which holds the directory lock
-    and so knows nobody else is creating the journal at the same time."""
-    names = ["lock.mdb"] + (["data.mdb", LOCK_NAME] if mode == "agent" else [])
+    and so knows nobody else is creating the journal at the same time. The
+    intake lock is never removed: a client may hold it, and a directory that
+    holds only lock files still counts as empty."""
+    names = ["lock.mdb"] + (["data.mdb", LOCK_NAME, INTAKE_NAME] if mode == "agent" else [])
     return [jdir / n for n in names if not (jdir / n).exists()]
 
 

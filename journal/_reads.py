@@ -63,6 +63,14 @@ class JournalReads:
     path: Path
 
     def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``fn`` in a read transaction, after :meth:`_before_read`."""
+        self._before_read()
+        return self._snapshot(fn)
+
+    def _before_read(self) -> None:
+        """Hook: the writer folds acknowledged intake batches in first."""
+
+    def _snapshot(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         """Run ``fn`` in a read transaction; adopt a map another process grew."""
         while True:
             try:

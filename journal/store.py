@@ -1,10 +1,14 @@
 """The durable LMDB journal: entries, per-track progress, manifest, checkpoint.
 
-Durability: :meth:`Journal.append` commits one synced write transaction per
-batch; when it returns, the batch survives a crash or power loss. That return
-is the acknowledgement point for the watcher. Every other write is one synced
-transaction as well, so a batch, a done mark or a manifest update is either
-wholly there after a crash or not at all.
+Durability: when :meth:`Journal.append` returns, the batch survives a crash or
+power loss; that return is the acknowledgement point for the watcher. In the
+agent, a small batch is made durable in the intake (``_intake``: one write, one
+``fdatasync``) and folded into LMDB within ``fold_delay`` seconds, or at once
+when this process reads or writes the journal; a large batch, and every append
+by another mode, is one synced LMDB transaction. Every other write is one
+synced transaction as well (which first folds the intake), so a batch, a done
+mark or a manifest update is either wholly there after a crash or not at all.
+Processes that only read see a small batch once it is folded.
 
 Threading: one ``Journal`` may be shared by threads (LMDB serialises writers,
 readers use their own snapshot). Never use a ``Journal`` across ``fork()``.
@@ -16,6 +20,7 @@ concurrently through LMDB's own writer lock; *read* processes never write.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -26,28 +31,20 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _compact, _env, _log, _pending
+from . import _batches, _compact, _env, _intake, _log, _pending
 from ._env import Gate, Mode
-from ._layout import (
-    COUNT,
-    PAIR,
-    SCHEMA_VERSION,
-    Dbs,
-    count_key,
-    encode_tracks,
-    index_paths,
-    open_dbs,
-    path_key,
-    track_prefix,
-)
+from ._fold import Folder
+from ._intake import Batch, Intake
+from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, path_key, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
 from .codec import encode_seq, encode_state
 from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, WrongRoot
-from .types import Checkpoint, Entry, FileState, Op
+from .types import Checkpoint, Entry, FileState
 
 __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSION"]
 
 DEFAULT_MAP_SIZE = 1 << 30
+DEFAULT_FOLD_DELAY = 0.05  # seconds an acknowledged small batch may wait to reach LMDB
 T = TypeVar("T")
 
 
@@ -64,6 +61,10 @@ class Journal(JournalReads):
         self._changed = threading.Condition()
         self._last_seq = 0
         self.new_tracks: tuple[str, ...] = ()
+        self._intake: Intake | None = None
+        self._intake_lock: int | None = None
+        self._folder: Folder | None = None  # the agent's unfolded intake batches
+        self._appending = threading.RLock()  # one seq allocation at a time in this process
 
     # ------------------------------------------------------------------ open/close
     @classmethod
@@ -75,6 +76,7 @@ class Journal(JournalReads):
         tracks: Iterable[str] = (),
         mode: Mode = "agent",
         map_size: int = DEFAULT_MAP_SIZE,
+        fold_delay: float = DEFAULT_FOLD_DELAY,
     ) -> Journal:
         """Create or open the journal in ``path``.
 
@@ -96,8 +98,9 @@ class Journal(JournalReads):
             journal = cls._open_locked(jdir, mode, lock_fd, map_size)
             try:
                 journal._init_meta(root, track_list)
+                journal._start_intake(fold_delay)
             except BaseException:
-                journal._env.close()
+                journal._shut(fold=False)  # the lock is released below
                 raise
         except BaseException as exc:
             err = _env.open_error(exc, jdir)
@@ -121,9 +124,66 @@ class Journal(JournalReads):
         return cls(env, jdir, mode, lock_fd, dbs)
 
     def close(self) -> None:
-        self._env.close()
+        """Fold what the intake holds into LMDB (when the disk allows; else it
+        stays safe in the intake for the next open), then release everything."""
+        self._shut(fold=True)
         _env.release_lock(self._lock_fd)
         self._lock_fd = None
+
+    def _shut(self, *, fold: bool) -> None:
+        if self._folder is not None:
+            self._folder.stop()
+            if fold and self._folder.waiting():
+                try:
+                    self._fold()
+                except JournalError:
+                    pass
+            self._folder = None
+        if self._intake is not None:
+            self._intake.close()
+            self._intake = None
+        if self._intake_lock is not None:
+            os.close(self._intake_lock)
+            self._intake_lock = None
+        self._env.close()
+
+    # ------------------------------------------------------------------ intake
+    def _start_intake(self, fold_delay: float) -> None:
+        """Agent: open (or create) the intake and fold what a crash left in it.
+        Client: open it, if the agent made one, to fold it before each write."""
+        if self.mode == "read":
+            return
+        self._intake_lock = _intake.open_lock(self.path)
+        if self.mode != "agent":
+            return
+        self._intake = Intake.open(self.path, create=True)
+        assert self._intake is not None
+        self._folder = Folder(self._intake, self._fold, self._appending)
+        self._folder.recover()
+        self._fold()
+        self._folder.start(fold_delay)
+
+    def _fold(self) -> None:
+        """Fold every acknowledged intake batch into LMDB now."""
+        self._write(lambda txn: None)
+
+    def _fold_source(self) -> list[Batch]:
+        """What a write transaction folds first: the agent's own unfolded
+        batches, or (a client, holding the intake lock) the agent's intake."""
+        if self._folder is not None:
+            return self._folder.unfolded()
+        if self.mode == "client" and self._intake is None:
+            self._intake = Intake.open(self.path, create=False)  # the agent may have made it since
+        return self._intake.read_chain() if self._intake is not None else []
+
+    def _before_read(self) -> None:
+        """Agent reads see every acknowledged batch: fold first (when the disk
+        refuses, read what LMDB has; the batches stay in the intake)."""
+        if self._folder is not None and self._folder.waiting():
+            try:
+                self._fold()
+            except JournalError:
+                pass
 
     def __enter__(self) -> Journal:
         return self
@@ -172,16 +232,30 @@ class Journal(JournalReads):
         """
         if self.mode == "read":
             raise JournalError("journal opened read-only", path=str(self.path))
-        while True:
-            try:
-                with self._gate.shared(), self._env.begin(write=True) as txn:
-                    return fn(txn)
-            except lmdb.MapFullError:
-                self._grow()
-            except lmdb.MapResizedError:
-                self._adopt_map_size()
-            except lmdb.Error as exc:
-                raise _env.translate(exc, self.path, need) from exc
+        client = self.mode == "client" and self._intake_lock is not None
+        with _intake.locked(self._intake_lock) if client else contextlib.nullcontext():
+            while True:
+                batches = self._fold_source()
+                try:
+                    with self._gate.shared(), self._env.begin(write=True) as txn:
+                        last = _batches.fold(txn, self._dbs, self._read_last_seq(txn), batches)
+                        result = fn(txn)
+                except lmdb.MapFullError:
+                    self._grow()
+                    continue
+                except lmdb.MapResizedError:
+                    self._adopt_map_size()
+                    continue
+                except lmdb.Error as exc:
+                    if self._folder is not None and batches:
+                        self._folder.failed = True
+                    raise _env.translate(exc, self.path, need) from exc
+                if self._folder is not None:
+                    self._folder.failed = False
+                    self._folder.folded(batches)
+                if batches:
+                    self._notify(last)
+                return result
 
     def _grow(self) -> None:
         with self._gate.exclusive():
@@ -194,63 +268,69 @@ class Journal(JournalReads):
         tracks: Iterable[str] | None = None,
         checkpoint_ns: int | None = None,
     ) -> tuple[int, int] | None:
-        """Durably append ``entries`` in one transaction; return their (first, last) seq.
+        """Durably append ``entries`` as one batch; return their (first, last) seq.
 
         Every entry becomes pending for ``tracks`` (default: every registered
         track; naming an unregistered track raises ValueError). ``checkpoint_ns``
-        moves the checkpoint in the same transaction. Returns None when
-        ``entries`` is empty (the checkpoint still moves).
+        moves the checkpoint with the batch. Returns None when ``entries`` is
+        empty (the checkpoint still moves). When this returns, the batch is
+        durable: in LMDB, or in the intake (agent, small batches).
         """
         if isinstance(tracks, str):
             raise TypeError("tracks must be an iterable of track names, not a str")
         batch = list(entries)
         records = _log.encode_batch(batch)
-        prefixes = [track_prefix(t) for t in tracks] if tracks is not None else None
+        wanted = list(tracks) if tracks is not None else None
+        with self._appending:
+            if self._folder is not None and len(records) == 1:
+                span = self._append_to_intake(batch, records[0][1], wanted, checkpoint_ns)
+                if span is not None:
+                    return span
+            return self._append_to_lmdb(batch, records, wanted, checkpoint_ns)
 
+    def _append_to_intake(
+        self, batch: list[Entry], record: bytes, tracks: list[str] | None, checkpoint_ns: int | None
+    ) -> tuple[int, int] | None:
+        """One record in the intake: the batch is durable when this returns.
+        None when the batch is too big for it, it is full, or folding fails:
+        then the batch goes to LMDB, which folds the intake first."""
+        folder = self._folder
+        if folder is None or len(record) > _intake.MAX_BODY or folder.failed:
+            return None  # a failing fold (full disk) must reach the caller, not fill the intake
+        assert self._intake_lock is not None
+        with _intake.locked(self._intake_lock):  # against a client folding, then appending
+
+            def probe(txn: lmdb.Transaction) -> tuple[int, tuple[str, ...]]:
+                return self._read_last_seq(txn), _batches.resolve_tracks(txn, self._dbs, tracks)
+
+            stored_last, resolved = self._snapshot(probe)
+            item = Batch(folder.next_first(stored_last), len(batch), resolved, checkpoint_ns, record)
+            if not folder.intake.append(item):
+                return None
+            folder.added(item)
+        self._notify(None)  # waiters read, and reading folds
+        return item.first, item.last
+
+    def _append_to_lmdb(
+        self,
+        batch: list[Entry],
+        records: list[tuple[int, bytes]],
+        tracks: list[str] | None,
+        checkpoint_ns: int | None,
+    ) -> tuple[int, int] | None:
         def do(txn: lmdb.Transaction) -> tuple[int, int] | None:
+            resolved = _batches.resolve_tracks(txn, self._dbs, tracks)
             first = self._read_last_seq(txn) + 1
             last = first + len(batch) - 1
             if batch:
-                self._put_batch(txn, first, batch, records, prefixes)
+                _batches.put_batch(txn, self._dbs, first, batch, records, resolved)
             if checkpoint_ns is not None:
-                txn.put(b"checkpoint", PAIR.pack(checkpoint_ns, last), db=self._dbs["meta"])
+                _batches.set_checkpoint(txn, self._dbs, checkpoint_ns, last)
             return (first, last) if batch else None
 
         result = self._write(do, need=3 * sum(len(raw) for _, raw in records))
         self._notify(result[1] if result else None)
         return result
-
-    def _put_batch(
-        self,
-        txn: lmdb.Transaction,
-        first: int,
-        batch: list[Entry],
-        records: list[tuple[int, bytes]],
-        prefixes: list[bytes] | None,
-    ) -> None:
-        _log.put_batch(txn, self._dbs["log"], first, records)
-        latest, longpaths = index_paths(batch, _log.record_keys(first, len(batch)))
-        # Not sorted: sorting random keys first costs as much as inserting them
-        # in random order (measured), and keys that arrive sorted stay sorted.
-        txn.cursor(db=self._dbs["latest"]).putmulti(latest.items())
-        if longpaths:
-            txn.cursor(db=self._dbs["longpath"]).putmulti(longpaths.items())
-        known = self._tracks(txn)
-        if prefixes is None:
-            targets = known
-        else:
-            targets = [p[:-1].decode() for p in prefixes]
-            unknown = sorted(set(targets) - set(known))
-            if unknown:
-                raise ValueError(f"append for unregistered tracks {unknown}")
-        for track in dict.fromkeys(targets):
-            _pending.add_range(txn, self._dbs["pend"], track_prefix(track), first, first + len(batch) - 1)
-            self._add_count(txn, track, len(batch))
-
-    def _add_count(self, txn: lmdb.Transaction, track: str, delta: int) -> None:
-        key = count_key(track)
-        raw = txn.get(key, db=self._dbs["meta"])
-        txn.put(key, COUNT.pack((COUNT.unpack(raw)[0] if raw else 0) + delta), db=self._dbs["meta"])
 
     def mark_done(
         self, track: str, seqs: Iterable[int], states: Mapping[bytes, FileState | None] | None = None
@@ -265,7 +345,7 @@ class Journal(JournalReads):
         def do(txn: lmdb.Transaction) -> int:
             removed = len(_pending.remove_seqs(txn, self._dbs["pend"], prefix, seq_list))
             if removed:
-                self._add_count(txn, track, -removed)
+                _batches.add_count(txn, self._dbs, track, -removed)
             for path, raw in encoded:
                 self._put_manifest(txn, path, raw)
             return removed
@@ -298,7 +378,7 @@ class Journal(JournalReads):
                 txn.put(prefix + encode_seq(seq), value, db=self._dbs["dead"])
                 moved += 1
             if moved:
-                self._add_count(txn, track, -moved)
+                _batches.add_count(txn, self._dbs, track, -moved)
             return moved
 
         return self._write(do)
@@ -312,19 +392,10 @@ class Journal(JournalReads):
         letters = self.dead_letters(track)
 
         def do(txn: lmdb.Transaction) -> tuple[int, int]:
-            seq = self._read_last_seq(txn)
-            count = 0
-            for letter in letters:
-                prefix = track_prefix(letter.track)
-                if not txn.delete(prefix + encode_seq(letter.record.seq), db=self._dbs["dead"]):
-                    continue  # requeued meanwhile by another process
-                for entry in _as_changes(letter.record.entry):
-                    seq += 1
-                    self._put_batch(txn, seq, [entry], _log.encode_batch([entry]), [prefix])
-                count += 1
-            return count, seq
+            return _batches.requeue(txn, self._dbs, self._read_last_seq(txn), letters)
 
-        count, last = self._write(do)
+        with self._appending:  # allocates seqs
+            count, last = self._write(do)
         self._notify(last)
         return count
 
@@ -341,7 +412,7 @@ class Journal(JournalReads):
     def set_checkpoint(self, time_ns: int) -> Checkpoint:
         def do(txn: lmdb.Transaction) -> Checkpoint:
             cp = Checkpoint(time_ns, self._read_last_seq(txn))
-            txn.put(b"checkpoint", PAIR.pack(cp.time_ns, cp.seq), db=self._dbs["meta"])
+            _batches.set_checkpoint(txn, self._dbs, cp.time_ns, cp.seq)
             return cp
 
         return self._write(do)
@@ -358,11 +429,3 @@ class Journal(JournalReads):
             removed_total += removed
             if removed < chunk:
                 return removed_total
-
-
-def _as_changes(entry: Entry) -> list[Entry]:
-    """The CHANGE entries that re-ship whatever ``entry`` touched, as it is now."""
-    paths = [entry.path, entry.dest] if entry.op == Op.MOVE else [entry.path]
-    if entry.op == Op.RESCAN:
-        return [entry]
-    return [Entry(Op.CHANGE, p, time_ns=entry.time_ns, flags=entry.flags) for p in paths]

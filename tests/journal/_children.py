@@ -75,6 +75,19 @@ def append_many(jdir: str, mode: str, tag: str, batches: str) -> None:
             say("acked", got[0], got[1])
 
 
+def agent_console(jdir: str, fold_delay: str) -> None:
+    """An agent-mode journal driven by stdin lines: ``append TAG N [CP]``
+    appends N entries named TAG/i (moving the checkpoint to CP) and prints
+    ``acked FIRST LAST``; end of input closes the journal."""
+    with Journal.open(jdir, tracks=["t", "u"], fold_delay=float(fold_delay)) as j:
+        say("ready")
+        for line in sys.stdin:
+            _cmd, tag, n, *cp = line.split()
+            entries = [Entry(Op.CHANGE, b"%s/%d" % (tag.encode(), i), time_ns=7) for i in range(int(n))]
+            got = j.append(entries, checkpoint_ns=int(cp[0]) if cp else None)
+            say("acked", got[0], got[1])
+
+
 def read_while_writing(jdir: str, until: str) -> None:
     """Read-only snapshots while another process appends: each must be whole."""
     target = int(until)
@@ -113,7 +126,7 @@ def fill_tmpfs(mnt: str, size: str) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mnt], check=True)
     filler = os.path.join(mnt, "filler")
     with open(filler, "wb") as f:
-        f.write(b"\0" * (256 * 1024))
+        f.write(b"\0" * (1024 * 1024))  # room to fold what the intake acknowledged
     jdir = os.path.join(mnt, "j")
     acked = 0
     full = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 
@@ -30,7 +31,9 @@ class JournalModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="journal-model-")
-        self.j = Journal.open(self.dir + "/j", root="/srv", tracks=TRACKS, map_size=64 * 1024)
+        self.j = Journal.open(
+            self.dir + "/j", root="/srv", tracks=TRACKS, map_size=64 * 1024, fold_delay=3600
+        )
         self.clock = 0
         self.last = 0
         self.log: dict[int, Entry] = {}
@@ -140,8 +143,18 @@ class JournalModel(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.j.close()
-        self.j = Journal.open(self.dir + "/j", root="/srv", tracks=TRACKS)
+        self.j = Journal.open(self.dir + "/j", root="/srv", tracks=TRACKS, fold_delay=3600)
         assert self.j.new_tracks == ()
+
+    @rule(batch=st.lists(entry_st, min_size=1, max_size=6), checkpoint=st.booleans())
+    def append_then_crash(self, batch: list[Entry], checkpoint: bool) -> None:
+        """Acknowledged, then the process dies before the batch is folded into
+        LMDB (as SIGKILL would: files stay as written, nothing more runs)."""
+        self.append(batch, None, checkpoint)
+        assert self.j._folder.waiting(), "a small batch should wait in the intake"
+        self.j._shut(fold=False)
+        _release_lock(self.j)
+        self.j = Journal.open(self.dir + "/j", root="/srv", tracks=TRACKS, fold_delay=3600)
 
     @invariant()
     def matches_model(self) -> None:
@@ -171,6 +184,11 @@ class JournalModel(RuleBasedStateMachine):
 
 TestJournalModel = JournalModel.TestCase
 TestJournalModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+
+
+def _release_lock(j: Journal) -> None:
+    os.close(j._lock_fd)
+    j._lock_fd = None
 
 
 def _requeued(entry: Entry) -> list[Entry]:

@@ -1,0 +1,110 @@
+"""Writing a batch inside an LMDB write transaction: log records, the latest
+index, pending ranges and counters, the checkpoint; and folding acknowledged
+intake batches into LMDB. Functions of a transaction, no state of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import lmdb
+
+from . import _log, _pending
+from ._intake import Batch
+from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, index_paths, track_prefix
+from ._reads import DeadLetter
+from ._records import decode_record
+from .codec import encode_seq
+from .errors import JournalCorrupt
+from .types import Entry, Op
+
+__all__ = ["resolve_tracks", "put_batch", "add_count", "set_checkpoint", "fold", "requeue"]
+
+
+def resolve_tracks(txn: lmdb.Transaction, dbs: Dbs, requested: Iterable[str] | None) -> tuple[str, ...]:
+    """The tracks a batch becomes pending for: every registered one by default;
+    naming an unregistered track raises ValueError."""
+    known = decode_tracks(txn.get(b"tracks", db=dbs["meta"]))
+    if requested is None:
+        return tuple(known)
+    wanted = tuple(dict.fromkeys(requested))
+    for t in wanted:
+        track_prefix(t)  # raises ValueError on a malformed name
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise ValueError(f"append for unregistered tracks {unknown}")
+    return wanted
+
+
+def put_batch(
+    txn: lmdb.Transaction,
+    dbs: Dbs,
+    first: int,
+    entries: list[Entry],
+    records: list[tuple[int, bytes]],
+    tracks: Sequence[str],
+) -> None:
+    """Store ``entries`` (encoded as ``records``) as seqs ``first``.., index
+    their paths, and make them pending for ``tracks``."""
+    _log.put_batch(txn, dbs["log"], first, records)
+    latest, longpaths = index_paths(entries, _log.record_keys(first, len(entries)))
+    # Not sorted: sorting random keys first costs as much as inserting them
+    # in random order (measured), and keys that arrive sorted stay sorted.
+    txn.cursor(db=dbs["latest"]).putmulti(latest.items())
+    if longpaths:
+        txn.cursor(db=dbs["longpath"]).putmulti(longpaths.items())
+    for track in tracks:
+        _pending.add_range(txn, dbs["pend"], track_prefix(track), first, first + len(entries) - 1)
+        add_count(txn, dbs, track, len(entries))
+
+
+def add_count(txn: lmdb.Transaction, dbs: Dbs, track: str, delta: int) -> None:
+    key = count_key(track)
+    raw = txn.get(key, db=dbs["meta"])
+    txn.put(key, COUNT.pack((COUNT.unpack(raw)[0] if raw else 0) + delta), db=dbs["meta"])
+
+
+def set_checkpoint(txn: lmdb.Transaction, dbs: Dbs, time_ns: int, seq: int) -> None:
+    txn.put(b"checkpoint", PAIR.pack(time_ns, seq), db=dbs["meta"])
+
+
+def fold(txn: lmdb.Transaction, dbs: Dbs, last: int, batches: Iterable[Batch]) -> int:
+    """Write the intake batches newer than seq ``last`` (the log's end); returns
+    the new end. Batches already in LMDB are skipped, so folding twice, or by
+    two processes, is harmless."""
+    for batch in batches:
+        if batch.last <= last:
+            continue
+        if batch.first != last + 1:
+            raise JournalCorrupt(f"intake batch {batch.first}..{batch.last} does not follow seq {last}")
+        entries = decode_record(batch.record)
+        if len(entries) != batch.count:
+            raise JournalCorrupt(
+                f"intake batch {batch.first} holds {len(entries)} entries, not {batch.count}"
+            )
+        put_batch(txn, dbs, batch.first, entries, [(0, batch.record)], batch.tracks)
+        if batch.checkpoint_ns is not None:
+            set_checkpoint(txn, dbs, batch.checkpoint_ns, batch.last)
+        last = batch.last
+    return last
+
+
+def requeue(txn: lmdb.Transaction, dbs: Dbs, last: int, letters: Iterable[DeadLetter]) -> tuple[int, int]:
+    """Append each dead letter again as CHANGE of the paths it named, pending
+    for its own track only; returns (letters requeued, new last seq)."""
+    count = 0
+    for letter in letters:
+        if not txn.delete(track_prefix(letter.track) + encode_seq(letter.record.seq), db=dbs["dead"]):
+            continue  # requeued meanwhile by another process
+        for entry in _as_changes(letter.record.entry):
+            last += 1
+            put_batch(txn, dbs, last, [entry], _log.encode_batch([entry]), [letter.track])
+        count += 1
+    return count, last
+
+
+def _as_changes(entry: Entry) -> list[Entry]:
+    """The CHANGE entries that re-ship whatever ``entry`` touched, as it is now."""
+    if entry.op == Op.RESCAN:
+        return [entry]
+    paths = [entry.path, entry.dest] if entry.op == Op.MOVE else [entry.path]
+    return [Entry(Op.CHANGE, p, time_ns=entry.time_ns, flags=entry.flags) for p in paths]
