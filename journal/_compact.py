@@ -38,10 +38,10 @@ def _unindex(txn: lmdb.Transaction, latest: lmdb._Database, cut: _log.Cut) -> No
     old, new = encode_seq(cut.first), encode_seq(cut.first + len(cut.removed))
     kept = {pk for entry in cut.kept for pk in entry_path_keys(entry)}
     gone = {pk for entry in cut.removed for pk in entry_path_keys(entry)} - kept
-    for pk in gone:
+    for pk in sorted(gone):  # sorted: the same layout whatever the hash seed
         if txn.get(pk, db=latest) == old:
             txn.delete(pk, db=latest)
-    for pk in kept:
+    for pk in sorted(kept):
         if txn.get(pk, db=latest) == old:
             txn.put(pk, new, db=latest)
 

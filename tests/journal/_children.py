@@ -88,6 +88,16 @@ def agent_console(jdir: str, fold_delay: str) -> None:
             say("acked", got[0], got[1])
 
 
+def read_all(jdir: str) -> None:
+    """Read every entry and every manifest state (touching every page in use)."""
+    with Journal.open(jdir, mode="read") as j:
+        last = 0
+        for rec in j.since(seq=0):
+            last = rec.seq
+        list(j.manifest_items())
+        say("read", last)
+
+
 def read_while_writing(jdir: str, until: str) -> None:
     """Read-only snapshots while another process appends: each must be whole."""
     target = int(until)
