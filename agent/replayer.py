@@ -253,8 +253,10 @@ class Replayer:
                 dead_total += len(dead)
             ok = [p for t, p in puts | deletes if t == track and results.outcome[(t, p)][0] == Outcome.OK]
             track_states = _states_for(track, ok, settle, puts, states)
-            if done or track_states:
-                done_total += self.journal.mark_done(track, done, track_states)
+            # a delete removes the whole tree on the mirror: so must the manifest
+            cleared = sorted(p for t, p in deletes if t == track and results.outcome[(t, p)][0] == Outcome.OK)
+            if done or track_states or cleared:
+                done_total += self.journal.mark_done(track, done, track_states, cleared)
             self._log_track(track, results.outcome, puts | deletes, len(done), seconds)
         counts = {o: sum(1 for k in puts | deletes if results.outcome[k][0] == o) for o in Outcome}
         return StepReport(

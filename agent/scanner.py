@@ -140,6 +140,8 @@ def judge(disk: FileState, recorded: FileState | None, threshold_ns: int | None)
         recorded.link,
     ):
         return Verdict.CHANGED
+    if disk.kind == FileKind.DIR and disk.inode != recorded.inode:
+        return Verdict.CHANGED  # another directory now has this name: its mirror copy may be gone
     if disk.kind != FileKind.FILE:
         return Verdict.SAME
     if disk.size != recorded.size or not recorded.digest:

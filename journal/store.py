@@ -333,24 +333,56 @@ class Journal(JournalReads):
         return result
 
     def mark_done(
-        self, track: str, seqs: Iterable[int], states: Mapping[bytes, FileState | None] | None = None
+        self,
+        track: str,
+        seqs: Iterable[int],
+        states: Mapping[bytes, FileState | None] | None = None,
+        cleared: Iterable[bytes] = (),
     ) -> int:
-        """In one transaction: the entries ``seqs`` are done for ``track``, and the
-        manifest takes ``states`` (None removes the path). Returns how many
-        entries were pending and are now done. Idempotent."""
+        """In one transaction: the entries ``seqs`` are done for ``track``; the
+        manifest forgets every path strictly below each of ``cleared`` (trees
+        the mirror no longer holds: a directory deleted or moved away), then
+        takes ``states`` (None removes the path). Returns how many entries
+        were pending and are now done. Idempotent."""
         prefix = track_prefix(track)
         seq_list = list(seqs)
         encoded = [(p, encode_state(s) if s is not None else None) for p, s in (states or {}).items()]
+        trees = [p for p in cleared if p]  # the root is never cleared
 
         def do(txn: lmdb.Transaction) -> int:
             removed = len(_pending.remove_seqs(txn, self._dbs["pend"], prefix, seq_list))
             if removed:
                 _batches.add_count(txn, self._dbs, track, -removed)
+            if trees:
+                self._clear_below(txn, trees)
             for path, raw in encoded:
                 self._put_manifest(txn, path, raw)
             return removed
 
         return self._write(do)
+
+    def _clear_below(self, txn: lmdb.Transaction, trees: list[bytes]) -> None:
+        """Delete the manifest entries below each tree: a key range for paths
+        stored as keys, a look at every hashed long path (they sort first)."""
+        manifest, longpath = self._dbs["manifest"], self._dbs["longpath"]
+        cur = txn.cursor(db=manifest)
+        for tree in trees:
+            below = tree + b"/"
+            if cur.set_range(below):
+                while cur.key().startswith(below):
+                    if not cur.delete():
+                        break
+        unders = tuple(t + b"/" for t in trees)
+        hashed = []
+        if cur.first():
+            for key in cur.iternext(values=False):
+                if key[:1] != b"\0":
+                    break
+                hashed.append(key)
+        for key in hashed:
+            full = txn.get(key, db=longpath)
+            if full is not None and full.startswith(unders):
+                txn.delete(key, db=manifest)
 
     def _put_manifest(self, txn: lmdb.Transaction, path: bytes, raw: bytes | None) -> None:
         pk = path_key(path)

@@ -55,6 +55,26 @@ def test_changes_while_stopped_are_replicated(setup) -> None:
     assert startup["enqueued_changes"] >= 2 and startup["enqueued_deletes"] >= 1
 
 
+def test_directory_recreated_while_stopped_after_a_move(setup) -> None:
+    """A directory moved away (shipped: the mirror dropped its old place) and
+    re-created at the old place while the agent is down, with a child of the
+    old name and mode, reaches the mirror: what the manifest knew below the
+    old place left with it (a crash loop once found it missing)."""
+    src, mirror, agent = setup
+    (src / "d6" / "sub").mkdir(parents=True)
+    (src / "d6" / "sub" / "f").write_bytes(b"old\n")
+    agent.start()
+    converge(src, mirror)
+    os.rename(src / "d6", src / "d19")
+    converge(src, mirror)
+    assert agent.terminate() == 0
+    (src / "d6" / "sub").mkdir(parents=True)
+    agent.start()
+    converge(src, mirror)
+    assert (mirror / "d6" / "sub").is_dir() and (mirror / "d19" / "sub" / "f").exists()
+    assert agent.terminate() == 0
+
+
 def test_clean_restart_enqueues_and_hashes_nothing(setup) -> None:
     """After a clean stop with nothing changed, the startup scan reads no file."""
     src, mirror, agent = setup

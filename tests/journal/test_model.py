@@ -83,13 +83,20 @@ class JournalModel(RuleBasedStateMachine):
         assert self.j.set_checkpoint(self.clock) == self.checkpoint
 
     @rule(
-        track=st.sampled_from(TRACKS), data=st.data(), states=st.dictionaries(path_st, st.none() | state_st)
+        track=st.sampled_from(TRACKS),
+        data=st.data(),
+        states=st.dictionaries(path_st, st.none() | state_st),
+        cleared=st.lists(st.sampled_from([b"", b"d", b"p", b"f", b"L"]), max_size=2),
     )
-    def mark_done(self, track: str, data: st.DataObject, states: dict[bytes, FileState | None]) -> None:
+    def mark_done(
+        self, track: str, data: st.DataObject, states: dict[bytes, FileState | None], cleared: list[bytes]
+    ) -> None:
         seqs = data.draw(st.lists(st.sampled_from([*sorted(self.pend[track]), self.last + 5])))
         expected = len(set(seqs) & self.pend[track])
-        assert self.j.mark_done(track, seqs, states) == expected
+        assert self.j.mark_done(track, seqs, states, cleared) == expected
         self.pend[track] -= set(seqs)
+        unders = tuple(t + b"/" for t in cleared if t)
+        self.manifest = {p: s for p, s in self.manifest.items() if not p.startswith(unders)}
         self._apply_manifest(states)
 
     @rule(track=st.sampled_from(TRACKS), data=st.data())

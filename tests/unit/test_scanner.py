@@ -49,6 +49,15 @@ def test_metadata_difference_is_always_a_change(
         assert judge(disk, recorded, threshold) is Verdict.CHANGED
 
 
+@given(state=states, threshold=thresholds)
+def test_replaced_directory_is_a_change(state: FileState, threshold: int | None) -> None:
+    """Another directory under a known name (new inode), however old and alike,
+    is shipped: the mirror may have dropped the old one with a move."""
+    old = dataclasses.replace(state, kind=FileKind.DIR, link=b"", mtime_ns=0, ctime_ns=0, inode=1)
+    assert judge(dataclasses.replace(old, inode=2), old, threshold) is Verdict.CHANGED
+    assert judge(old, old, threshold) is Verdict.SAME
+
+
 @given(disk=states, recorded=states, threshold=thresholds)
 def test_only_files_of_equal_size_are_hashed(
     disk: FileState, recorded: FileState, threshold: int | None
