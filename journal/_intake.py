@@ -145,7 +145,8 @@ class Intake:
         if self.offset + len(raw) > SIZE:
             return False
         try:
-            os.pwrite(self._fd, raw, self.offset)
+            if os.pwrite(self._fd, raw, self.offset) != len(raw):
+                raise OSError(errno.EIO, "short write")
             os.fdatasync(self._fd)
         except OSError as exc:
             raise JournalError(
