@@ -31,11 +31,11 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _batches, _compact, _env, _intake, _log, _pending
+from . import _batches, _compact, _env, _intake, _log, _manifest, _pending
 from ._env import Gate, Mode
 from ._fold import Folder
 from ._intake import Batch, Intake
-from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, path_key, track_prefix
+from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
 from .codec import encode_seq, encode_state
 from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, WrongRoot
@@ -354,44 +354,12 @@ class Journal(JournalReads):
             if removed:
                 _batches.add_count(txn, self._dbs, track, -removed)
             if trees:
-                self._clear_below(txn, trees)
+                _manifest.clear_below(txn, self._dbs, trees)
             for path, raw in encoded:
-                self._put_manifest(txn, path, raw)
+                _manifest.put(txn, self._dbs, path, raw)
             return removed
 
         return self._write(do)
-
-    def _clear_below(self, txn: lmdb.Transaction, trees: list[bytes]) -> None:
-        """Delete the manifest entries below each tree: a key range for paths
-        stored as keys, a look at every hashed long path (they sort first)."""
-        manifest, longpath = self._dbs["manifest"], self._dbs["longpath"]
-        cur = txn.cursor(db=manifest)
-        for tree in trees:
-            below = tree + b"/"
-            if cur.set_range(below):
-                while cur.key().startswith(below):
-                    if not cur.delete():
-                        break
-        unders = tuple(t + b"/" for t in trees)
-        hashed = []
-        if cur.first():
-            for key in cur.iternext(values=False):
-                if key[:1] != b"\0":
-                    break
-                hashed.append(key)
-        for key in hashed:
-            full = txn.get(key, db=longpath)
-            if full is not None and full.startswith(unders):
-                txn.delete(key, db=manifest)
-
-    def _put_manifest(self, txn: lmdb.Transaction, path: bytes, raw: bytes | None) -> None:
-        pk = path_key(path)
-        if raw is None:
-            txn.delete(pk, db=self._dbs["manifest"])
-            return
-        txn.put(pk, raw, db=self._dbs["manifest"])
-        if pk[:1] == b"\0":
-            txn.put(pk, path, db=self._dbs["longpath"])
 
     def mark_dead(self, track: str, reasons: Mapping[int, str]) -> int:
         """Move entries from pending to the dead-letter list of ``track``; each
@@ -437,7 +405,7 @@ class Journal(JournalReads):
 
         def do(txn: lmdb.Transaction) -> None:
             for path, raw in encoded:
-                self._put_manifest(txn, path, raw)
+                _manifest.put(txn, self._dbs, path, raw)
 
         self._write(do)
 
