@@ -12,6 +12,7 @@ import pytest
 from agent.daemon import SEED_FLAG
 from journal import Entry, FileKind, FileState, Journal, Op
 from tests.crash.agent_process import AgentProcess, converge, log_events, log_size, wait_for_log
+from tests.helpers.wait import wait_until
 
 
 def test_sigterm_during_a_large_ship_exits_cleanly_and_loses_nothing(tmp_path: Path) -> None:
@@ -69,6 +70,8 @@ def test_periodic_safety_scan_ships_what_the_journal_missed(tmp_path: Path) -> N
         mark = log_size(agent.log_path)
         agent.start()
         converge(src, mirror)
+        # the ship is marked done (with its manifest state) just after the mirror matches
+        wait_until(lambda: _pending(tmp_path / "journal") == 0, timeout=30)
         (mirror / "a").write_bytes(b"stale!\n")  # the mirror holds an old version...
         with Journal.open(tmp_path / "journal", mode="client") as journal:  # ...and so does the manifest
             journal.manifest_put({b"a": FileState(FileKind.FILE, size=7, mode=0o644)})
@@ -78,6 +81,11 @@ def test_periodic_safety_scan_ships_what_the_journal_missed(tmp_path: Path) -> N
         assert agent.terminate() == 0
     finally:
         agent.kill()
+
+
+def _pending(journal: Path) -> int:
+    with Journal.open(journal, mode="read") as j:
+        return sum(t.pending for t in j.stats().tracks.values())
 
 
 def _free_port() -> int:
