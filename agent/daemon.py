@@ -30,7 +30,7 @@ from agent.runtime import write_runtime
 from agent.scanner import Scanner, ScanReport
 from agent.shippers import make_shipper
 from agent.watcher import Watcher
-from journal import IS_DIR, Entry, FileKind, Journal, Op
+from journal import IS_DIR, Entry, FileKind, Journal, JournalFull, Op
 
 __all__ = ["run_agent", "Agent"]
 
@@ -78,6 +78,7 @@ class Agent:
             for target in cfg.targets
         ]
         self.started_ns = time.time_ns()
+        self._runtime_failed = False  # the last runtime.json write failed (logged once)
         self.metrics: Metrics | None = None
         if cfg.metrics_port is not None:
             self.metrics = Metrics()
@@ -189,9 +190,13 @@ class Agent:
         while not self.stop.wait(1.0):
             previous = self._publish(previous)
             if time.monotonic() - last_compact >= COMPACT_EVERY_S:
-                removed = self.journal.compact(int(self.config.retention_s * 1e9))
-                log.info("journal.compact", removed=removed)
                 last_compact = time.monotonic()
+                try:
+                    removed = self.journal.compact(int(self.config.retention_s * 1e9))
+                except JournalFull as exc:  # a full disk is waited out, not fatal
+                    log.warning("journal.compact_failed", error=str(exc))
+                else:
+                    log.info("journal.compact", removed=removed)
         return self.shutdown()
 
     def _publish(self, previous: tuple[float, int, int]) -> tuple[float, int, int]:
@@ -199,22 +204,27 @@ class Agent:
         events_in = self.watcher.entries_journaled
         out = sum(r.shipped_ok for r in self.replayers)
         dt = max(now - previous[0], 1e-9)
-        write_runtime(
-            Path(self.config.journal),
-            {
-                "pid": os.getpid(),
-                "started_ns": self.started_ns,
-                "updated_ns": time.time_ns(),
-                "events_in": self.watcher.events_read,
-                "entries_journaled": events_in,
-                "overflows": self.watcher.overflows,
-                "targets": {
-                    r.shipper.name: {"shipped_ok": r.shipped_ok, "retries": r.retries, "failures": r.failures}
-                    for r in self.replayers
-                },
-                "rates": {"in_per_s": (events_in - previous[1]) / dt, "out_per_s": (out - previous[2]) / dt},
+        runtime = {
+            "pid": os.getpid(),
+            "started_ns": self.started_ns,
+            "updated_ns": time.time_ns(),
+            "events_in": self.watcher.events_read,
+            "entries_journaled": events_in,
+            "overflows": self.watcher.overflows,
+            "targets": {
+                r.shipper.name: {"shipped_ok": r.shipped_ok, "retries": r.retries, "failures": r.failures}
+                for r in self.replayers
             },
-        )
+            "rates": {"in_per_s": (events_in - previous[1]) / dt, "out_per_s": (out - previous[2]) / dt},
+        }
+        try:
+            write_runtime(Path(self.config.journal), runtime)
+        except OSError as exc:  # status is best effort: a full disk must not stop the agent
+            if not self._runtime_failed:
+                log.warning("runtime.write_failed", error=str(exc))
+            self._runtime_failed = True
+        else:
+            self._runtime_failed = False
         if self.metrics is not None:
             self.metrics.update_from_totals(
                 entries_journaled=events_in,

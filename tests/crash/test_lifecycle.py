@@ -83,6 +83,29 @@ def test_periodic_safety_scan_ships_what_the_journal_missed(tmp_path: Path) -> N
         agent.kill()
 
 
+def test_runtime_file_failure_does_not_stop_the_agent(tmp_path: Path) -> None:
+    """runtime.json (for ``status``) is best effort: when it cannot be written
+    (a full disk; here a directory in the way) the agent logs it once and
+    keeps shipping."""
+    config, src, mirror = _write_config(tmp_path, "")
+    agent = AgentProcess(["--config", str(config)], tmp_path / "agent.log")
+    try:
+        agent.start()
+        wait_for_log(agent.log_path, '"event": "replay.start"', 60)
+        assert agent.terminate() == 0
+        (tmp_path / "journal" / "runtime.tmp").mkdir()  # where the file is written first
+        mark = log_size(agent.log_path)
+        agent.start()
+        wait_for_log(agent.log_path, '"event": "runtime.write_failed"', 30, mark)
+        (src / "after").write_bytes(b"still shipped\n")
+        converge(src, mirror)
+        assert agent.alive()
+        assert len(log_events(agent.log_path, "runtime.write_failed", mark)) == 1
+        assert agent.terminate() == 0
+    finally:
+        agent.kill()
+
+
 def _pending(journal: Path) -> int:
     with Journal.open(journal, mode="read") as j:
         return sum(t.pending for t in j.stats().tracks.values())
