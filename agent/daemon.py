@@ -162,6 +162,7 @@ class Agent:
         overflow seen before it started) and the optional periodic scan."""
         interval = self.config.rescan_interval_s
         last_periodic = time.monotonic()
+        holds = 0  # overflow holds claimed by a scan that has not completed yet
         while not stop.is_set():
             woke = self.rescan.wait(timeout=1.0)
             if stop.is_set():
@@ -170,12 +171,20 @@ class Agent:
             if not woke and not periodic:
                 continue
             self.rescan.clear()
-            holds = self.watcher.pending_overflow_holds() if woke else 0
-            report = self.scanner.scan(since_ns=None)
+            holds += self.watcher.pending_overflow_holds() if woke else 0
+            try:
+                report = self.scanner.scan(since_ns=None)
+            except JournalFull as exc:  # waited out like the watcher does; the holds stay
+                log.error("scan.journal_full", error=str(exc), retry_in_s=RESCAN_MIN_INTERVAL_S)
+                if woke:
+                    self.rescan.set()
+                stop.wait(RESCAN_MIN_INTERVAL_S)
+                continue
             log.info("scan.recovery", reason="overflow" if woke else "periodic", **report.summary())
             self._observe_scan(report)
             for _ in range(holds):
                 self.watcher.release_checkpoint()
+            holds = 0
             last_periodic = time.monotonic()
             stop.wait(RESCAN_MIN_INTERVAL_S if woke else 0)
 

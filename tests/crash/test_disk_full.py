@@ -36,7 +36,8 @@ def _unshare_works() -> str | None:
 
 def test_journal_disk_full_then_space_returns(tmp_path: Path) -> None:
     """Changes made while the journal's disk is full reach the mirror after
-    space returns, without the agent restarting."""
+    space returns, without the agent restarting; the periodic scan, which
+    finds what the waiting watcher has not journaled yet, waits too."""
     reason = _unshare_works()
     if reason:
         pytest.skip(reason)
@@ -44,10 +45,14 @@ def test_journal_disk_full_then_space_returns(tmp_path: Path) -> None:
     for d in (src, mirror, space):
         d.mkdir()
     log = tmp_path / "agent.log"
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'root = "{src}"\njournal = "{space / "journal"}"\nrescan_interval = "1s"\n'
+        f'[[target]]\nname = "copy"\nkind = "local"\npath = "{mirror}"\n'
+    )
     argv = [
         "unshare", "-m", "--propagation", "private", sys.executable, "-c", LAUNCH,
-        str(space), "4m", str(3 * 1024 * 1024), str(AGENT),
-        "run", "--root", str(src), "--journal", str(space / "journal"), "--target", f"local:{mirror}",
+        str(space), "4m", str(3 * 1024 * 1024), str(AGENT), "run", "--config", str(config),
     ]  # fmt: skip
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -61,6 +66,7 @@ def test_journal_disk_full_then_space_returns(tmp_path: Path) -> None:
             if log_events(log, "journal.full"):
                 break
         wait_for_log(log, '"event": "journal.full"', 60)
+        wait_for_log(log, '"event": "scan.journal_full"', 60)
         assert proc.poll() is None, "the agent must wait for space, not exit"
         (src / "made-while-full").write_bytes(b"still journaled later\n")
         freed = subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "rm", "-f", str(space / "filler")])
