@@ -308,7 +308,9 @@ class Journal(JournalReads):
             if not folder.intake.append(item):
                 return None
             folder.added(item)
-        self._notify(None)  # waiters read, and reading folds
+        # No wake-up here: a waiter would read, and reading folds at once, so every
+        # small batch would cost a second commit. Waiters wake when the fold
+        # thread commits (within fold_delay), one commit for every batch since.
         return item.first, item.last
 
     def _append_to_lmdb(
