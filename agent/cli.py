@@ -184,6 +184,36 @@ def status(config: Config, as_json: bool) -> int:
     return 0
 
 
+@cli.command(epilog=EXIT_HELP)
+@click.option("--host", metavar="HOST", help="Only this member of an msync target.")
+@click.option(
+    "--timeout",
+    "timeout",
+    default="10m",
+    show_default=True,
+    metavar="DURATION",
+    help="Give up after this (0: never).",
+)
+@click.option("--since", "since", metavar="TIME|seq:N", help="Barrier at this time or seq instead of now.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_config_options(select=True)
+def wait(
+    config: Config, selected: str | None, host: str | None, timeout: str, since: str | None, as_json: bool
+) -> int:
+    """Block until every selected mirror has every change made so far.
+
+    \b
+    Exit 0 when the barrier is reached on every selected track, 1 on timeout
+    or when a path under the barrier became a dead letter, 2 on error.
+    """
+    from agent.config import parse_duration
+    from agent.wait import run_wait
+
+    return run_wait(
+        config, selected, host, parse_duration(timeout, "--timeout"), since, as_json, sys.stdout, sys.stderr
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: maps operator errors to 'error:' + 'hint:' lines and exit 2."""
     try:

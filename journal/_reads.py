@@ -123,6 +123,21 @@ class JournalReads:
 
         return self._read(scan)
 
+    def pending_count(self, track: str, through: int) -> int:
+        """How many seqs up to ``through`` are still pending on ``track``: a
+        walk over the track's pending ranges, no entry is read."""
+        prefix = track_prefix(track)
+
+        def count(txn: lmdb.Transaction) -> int:
+            total = 0
+            for first, last in _pending.ranges_from(txn, self._dbs["pend"], prefix, 1):
+                if first > through:
+                    break
+                total += min(last, through) - first + 1
+            return total
+
+        return self._read(count)
+
     def dead_letters(self, track: str | None = None) -> list[DeadLetter]:
         prefix = track_prefix(track) if track is not None else b""
 

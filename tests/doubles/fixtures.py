@@ -27,6 +27,14 @@ sys.path.insert(0, {repo!r})
 from tests.doubles.msync_double import main
 sys.exit(main())
 """
+_BOUND_SCRIPT = """#!{python} -I
+import os
+import sys
+os.environ.setdefault("MSYNC_DOUBLE_STATE", {state!r})
+sys.path.insert(0, {repo!r})
+from tests.doubles.msync_double import main
+sys.exit(main())
+"""
 
 
 @dataclass
@@ -44,6 +52,12 @@ class MsyncDouble:
     @property
     def msync(self) -> Path:
         return self.home / "bin" / "msync"
+
+    @property
+    def bound_msync(self) -> Path:
+        """An ``msync`` that finds its state without ``MSYNC_DOUBLE_STATE``: for
+        a real ``agent run``, which gives msync a scrubbed environment."""
+        return self.home / "bin" / "msync-bound"
 
     def env(self) -> dict[str, str]:
         """Extra environment the msync process needs."""
@@ -118,6 +132,10 @@ def make_double(
     script = _SCRIPT.format(python=sys.executable, repo=str(_REPO))
     dbl.msync.write_text(script)
     dbl.msync.chmod(0o755)
+    dbl.bound_msync.write_text(
+        _BOUND_SCRIPT.format(python=sys.executable, repo=str(_REPO), state=str(dbl.state))
+    )
+    dbl.bound_msync.chmod(0o755)
     cfg_members = {}
     for i, name in enumerate(members):
         mdir = home / "members" / name
