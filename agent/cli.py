@@ -214,6 +214,42 @@ def wait(
     )
 
 
+@cli.command(epilog=EXIT_HELP)
+@click.argument("words", nargs=-1, metavar="[list | retry [PATH...|--all] | drop PATH...]")
+@click.option("--all", "all_paths", is_flag=True, help="retry: every dead letter.")
+@click.option("--track", metavar="TRACK", help="Only this track (as `agent status` names it).")
+@click.option("--json", "as_json", is_flag=True, help="list: machine-readable output.")
+@_config_options(need_root=False)
+def dead(config: Config, words: tuple[str, ...], all_paths: bool, track: str | None, as_json: bool) -> int:
+    """List dead letters, requeue them, or drop them after fixing a mirror by hand.
+
+    \b
+    agent dead                 list (exit 1 when there are any)
+    agent dead retry --all     requeue every dead letter
+    agent dead retry PATH...   requeue the dead letters of these paths
+    agent dead drop PATH...    forget them (the mirror was fixed by hand)
+    """
+    import os
+
+    from agent.dead import drop_dead, list_dead, path_args, retry_dead
+
+    action, paths = (
+        (words[0], words[1:]) if words and words[0] in ("list", "retry", "drop") else ("list", words)
+    )
+    root = os.fsencode(config.root) if config.root is not None else None
+    if action == "list":
+        if paths:
+            raise click.UsageError("list takes no paths")
+        return list_dead(config, track, as_json, sys.stdout)
+    if action == "retry":
+        if bool(paths) == all_paths:
+            raise click.UsageError("retry takes PATH... or --all (one of them)")
+        return retry_dead(config, track, None if all_paths else path_args(root, paths), sys.stdout)
+    if not paths or all_paths:
+        raise click.UsageError("drop takes one or more PATHs (never --all)")
+    return drop_dead(config, track, path_args(root, paths), sys.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: maps operator errors to 'error:' + 'hint:' lines and exit 2."""
     try:

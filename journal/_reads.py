@@ -244,6 +244,10 @@ class JournalReads:
     def manifest_count(self) -> int:
         return self._read(lambda txn: txn.stat(self._dbs["manifest"])["entries"])
 
+    def stored_root(self) -> bytes | None:
+        """The root the journal was created for (absolute, as bytes)."""
+        return self._read(lambda txn: txn.get(b"root", db=self._dbs["meta"]))
+
     def checkpoint(self) -> Checkpoint | None:
         raw = self._read(lambda txn: txn.get(b"checkpoint", db=self._dbs["meta"]))
         return Checkpoint(*PAIR.unpack(raw)) if raw else None

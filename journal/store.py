@@ -25,7 +25,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -39,7 +39,7 @@ from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
 from .codec import encode_seq, encode_state
 from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, WrongRoot
-from .types import Checkpoint, Entry, FileState
+from .types import Checkpoint, Entry, FileState, Op
 
 __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSION"]
 
@@ -385,13 +385,13 @@ class Journal(JournalReads):
 
         return self._write(do)
 
-    def requeue_dead(self, track: str | None = None) -> int:
-        """Give dead letters (of one track, or all) a fresh try, pending for
-        their track only. Each comes back as CHANGE of the paths it named
-        (ship the *current* state): replaying an old DELETE or MOVE verbatim
-        after newer entries could remove newer content on the mirror.
-        Returns how many dead letters were requeued."""
-        letters = self.dead_letters(track)
+    def requeue_dead(self, track: str | None = None, paths: Collection[bytes] | None = None) -> int:
+        """Give dead letters (of one track, or all; of ``paths`` only, when
+        given) a fresh try, pending for their track only. Each comes back as
+        CHANGE of the paths it named (ship the *current* state): replaying an
+        old DELETE or MOVE verbatim after newer entries could remove newer
+        content on the mirror. Returns how many dead letters were requeued."""
+        letters = [d for d in self.dead_letters(track) if paths is None or _names_any(d, paths)]
 
         def do(txn: lmdb.Transaction) -> tuple[int, int]:
             return _batches.requeue(txn, self._dbs, self._read_last_seq(txn), letters)
@@ -400,6 +400,20 @@ class Journal(JournalReads):
             count, last = self._write(do)
         self._notify(last)
         return count
+
+    def drop_dead(self, track: str | None, paths: Collection[bytes]) -> list[DeadLetter]:
+        """Forget the dead letters (of one track, or all) naming ``paths``:
+        the operator fixed the mirror by hand. Returns the letters removed."""
+        letters = [d for d in self.dead_letters(track) if _names_any(d, paths)]
+
+        def do(txn: lmdb.Transaction) -> list[DeadLetter]:
+            return [
+                d
+                for d in letters
+                if txn.delete(track_prefix(d.track) + encode_seq(d.record.seq), db=self._dbs["dead"])
+            ]
+
+        return self._write(do)
 
     def manifest_put(self, states: Mapping[bytes, FileState | None]) -> None:
         """Write manifest states without marking entries done (baseline seeding)."""
@@ -431,3 +445,8 @@ class Journal(JournalReads):
             removed_total += removed
             if removed < chunk:
                 return removed_total
+
+
+def _names_any(letter: DeadLetter, paths: Collection[bytes]) -> bool:
+    entry = letter.record.entry
+    return entry.path in paths or (entry.op == Op.MOVE and entry.dest in paths)

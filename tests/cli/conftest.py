@@ -123,3 +123,6 @@ def hold_lock() -> Iterator[Callable[[Site], subprocess.Popen[bytes]]]:
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+from tests.cli.agent_site import sites  # noqa: E402, F401 - a fixture for the tests beside a running agent

@@ -8,16 +8,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.wait import DeadBelow, Outcome, TrackState, decide, track_state
 from journal import Entry, Journal, Op
+from tests.cli.agent_site import Site, msync_site
 from tests.cli.conftest import AGENT, agent
-from tests.crash.agent_process import AgentProcess, status
-from tests.doubles.fixtures import MsyncDouble, make_double
+from tests.crash.agent_process import status
 from tests.fixtures.rsyncd import RsyncDaemon, start_rsyncd
 from tests.helpers.wait import wait_until
 
@@ -43,44 +40,6 @@ def test_track_state_counts_only_at_or_below_the_barrier(tmp_path: Path) -> None
         assert below.left == 1 and below.dead == (DeadBelow(b"a", "refused"),)
         assert track_state(j, "t", later + 1).left == 2
         assert [d.path for d in track_state(j, "t", later + 1).dead] == [b"a", b"d"]
-
-
-class Site:
-    """A config file with one target, and the agent started on it."""
-
-    def __init__(self, tmp_path: Path, target_toml: str) -> None:
-        self.src, self.journal = tmp_path / "src", tmp_path / "journal"
-        self.src.mkdir(exist_ok=True)
-        self.config = tmp_path / "agent.toml"
-        self.config.write_text(
-            f'root = "{self.src}"\njournal = "{self.journal}"\nsettle_ms = 50\n'
-            f'max_attempts = 1\nretry_max = "1s"\n{target_toml}'
-        )
-        self.agent = AgentProcess(["--config", str(self.config)], tmp_path / "agent.log")
-
-    def start(self) -> None:
-        self.agent.start()
-        wait_until(self.running, timeout=60, message="agent not running")
-
-    def running(self) -> bool:
-        try:
-            return bool(status(self.journal)["agent"]["running"])
-        except subprocess.CalledProcessError:
-            return False  # no journal yet
-
-    def wait(self, *args: str) -> tuple[int, dict, str]:
-        res = agent("wait", "--json", "--config", str(self.config), *args)
-        err = res.stderr.decode(errors="replace")
-        assert res.returncode in (0, 1), err
-        return res.returncode, json.loads(res.stdout), err
-
-
-@pytest.fixture
-def sites() -> Iterator[list[Site]]:
-    made: list[Site] = []
-    yield made
-    for site in made:
-        site.agent.kill()
 
 
 def test_wait_covers_changes_made_just_before_it(tmp_path: Path, sites: list[Site]) -> None:
@@ -153,22 +112,10 @@ def test_wait_times_out_while_rsync_mirror_is_down_then_reaches(tmp_path: Path, 
         daemon.stop()
 
 
-def _msync_site(tmp_path: Path, sites: list[Site]) -> tuple[Site, MsyncDouble]:
-    src = tmp_path / "src"
-    dbl = make_double(tmp_path / "dbl", base=src, members=("mk2", "mk3"))
-    site = Site(
-        tmp_path,
-        '[[target]]\nname = "cluster"\nkind = "msync"\nmembers = ["mk2", "mk3"]\n'
-        f'msync = "{dbl.bound_msync}"\n',
-    )
-    sites.append(site)
-    return site, dbl
-
-
 def test_wait_fails_on_a_dead_letter_under_the_barrier_only(tmp_path: Path, sites: list[Site]) -> None:
     """A dead letter made after the barrier is not waited for; a later barrier
     that covers it fails with exit 1 and names the path and reason."""
-    site, dbl = _msync_site(tmp_path, sites)
+    site, dbl = msync_site(tmp_path, sites)
     site.start()
     dbl.set_member("mk3", state="down")
     (site.src / "good.txt").write_bytes(b"good\n")
