@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from agent import __version__
-from agent.config import Config, load_config
+from agent.config import Config, ConfigError, load_config
 from agent.errors import AgentError
 from agent.logs import configure_logging
 from journal import JournalError
@@ -55,18 +55,45 @@ def _option_decorators(select: bool) -> list[Callable[..., Any]]:
     ]
 
 
+def _root_from_journal(config: Config) -> Config:
+    """A read-only command given only ``--journal``: the journal records the
+    root it was created for, so take it from there."""
+    import dataclasses
+    import os
+
+    from journal import Journal
+
+    if not (config.journal / "data.mdb").exists():
+        raise ConfigError(
+            f"root: missing, and there is no journal at {config.journal} to take it from",
+            hint="pass --root or --config, or check --journal",
+        )
+    with Journal.open(config.journal, mode="read") as journal:
+        stored = journal.stored_root()
+    if stored is None:
+        raise ConfigError("root: missing, and the journal does not record one", hint="pass --root")
+    return dataclasses.replace(config, root=Path(os.fsdecode(stored)))
+
+
 def _config_options(
-    fn: Callable[..., Any] | None = None, *, select: bool = False, need_root: bool = True
+    fn: Callable[..., Any] | None = None,
+    *,
+    select: bool = False,
+    need_root: bool = True,
+    root_from_journal: bool = False,
 ) -> Any:
     """The configuration flags every command takes; they override the file.
 
     With ``select`` (replay, verify), a ``--target`` value without ``:`` is the
     NAME of the one target to work on rather than a spec (write ``msync:``
     for an msync spec with the default console); it reaches the command as
-    ``selected``.
+    ``selected``. With ``root_from_journal`` (read-only commands), ``--root``
+    may be left out: the journal's own record of its root is used.
     """
     if fn is None:
-        return functools.partial(_config_options, select=select, need_root=need_root)
+        return functools.partial(
+            _config_options, select=select, need_root=need_root, root_from_journal=root_from_journal
+        )
 
     @functools.wraps(fn)
     def wrapper(
@@ -86,7 +113,9 @@ def _config_options(
             kwargs["selected"] = names[0] if names else None
         overrides = {"root": root, "journal": journal, "targets": specs, "exclude": list(excludes)}
         overrides["log_level"] = log_level
-        config = load_config(config_path, overrides, need_root=need_root)
+        config = load_config(config_path, overrides, need_root=need_root and not root_from_journal)
+        if root_from_journal and config.root is None:
+            config = _root_from_journal(config)
         configure_logging(config.log_level)
         return fn(config, **kwargs)
 
@@ -151,7 +180,7 @@ def scan(config: Config, full: bool) -> int:
 )
 @click.option("--host", metavar="HOST", help="Only this member of an msync target.")
 @click.option("--dry-run", is_flag=True, help="List the paths; change nothing.")
-@_config_options(select=True)
+@_config_options(select=True, root_from_journal=True)
 def replay(config: Config, since: str, selected: str | None, host: str | None, dry_run: bool) -> int:
     """Re-ship the current state of every path touched since TIME."""
     from agent.replay import run_replay
@@ -162,7 +191,7 @@ def replay(config: Config, since: str, selected: str | None, host: str | None, d
 @cli.command(epilog=EXIT_HELP)
 @click.option("--repair", is_flag=True, help="Queue drifted paths for re-shipping.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_config_options(select=True)
+@_config_options(select=True, root_from_journal=True)
 def verify(config: Config, selected: str | None, repair: bool, as_json: bool) -> int:
     """Audit the tree against the journal and every mirror against the tree."""
     from agent.verify import run_verify
@@ -196,7 +225,7 @@ def status(config: Config, as_json: bool) -> int:
 )
 @click.option("--since", "since", metavar="TIME|seq:N", help="Barrier at this time or seq instead of now.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_config_options(select=True)
+@_config_options(select=True, root_from_journal=True)
 def wait(
     config: Config, selected: str | None, host: str | None, timeout: str, since: str | None, as_json: bool
 ) -> int:
@@ -219,7 +248,7 @@ def wait(
 @click.option("--all", "all_paths", is_flag=True, help="retry: every dead letter.")
 @click.option("--track", metavar="TRACK", help="Only this track (as `agent status` names it).")
 @click.option("--json", "as_json", is_flag=True, help="list: machine-readable output.")
-@_config_options(need_root=False)
+@_config_options(root_from_journal=True)
 def dead(config: Config, words: tuple[str, ...], all_paths: bool, track: str | None, as_json: bool) -> int:
     """List dead letters, requeue them, or drop them after fixing a mirror by hand.
 
