@@ -29,6 +29,7 @@ from agent.replayer import Replayer
 from agent.runtime import write_runtime
 from agent.scanner import Scanner, ScanReport
 from agent.shippers import make_shipper
+from agent.verify_trace import read_trace
 from agent.watcher import Watcher
 from journal import IS_DIR, Entry, FileKind, Journal, JournalFull, Op
 
@@ -100,7 +101,7 @@ class Agent:
         since = checkpoint.time_ns if checkpoint and not fresh else None
         report = self.scanner.scan(since_ns=since)
         log.info("scan.recovery", reason="startup", since_ns=since, **report.summary())
-        self._observe_scan(report)
+        self._observe_scan(report, "startup")
         if unseeded:
             self._seed_new_tracks(unseeded)
         self.watcher.release_checkpoint()
@@ -180,17 +181,18 @@ class Agent:
                     self.rescan.set()
                 stop.wait(RESCAN_MIN_INTERVAL_S)
                 continue
-            log.info("scan.recovery", reason="overflow" if woke else "periodic", **report.summary())
-            self._observe_scan(report)
+            reason = "overflow" if woke else "periodic"
+            log.info("scan.recovery", reason=reason, **report.summary())
+            self._observe_scan(report, reason)
             for _ in range(holds):
                 self.watcher.release_checkpoint()
             holds = 0
             last_periodic = time.monotonic()
             stop.wait(RESCAN_MIN_INTERVAL_S if woke else 0)
 
-    def _observe_scan(self, report: ScanReport) -> None:
+    def _observe_scan(self, report: ScanReport, reason: str) -> None:
         if self.metrics is not None:
-            self.metrics.observe_scan(report.seconds)
+            self.metrics.observe_scan(report.seconds, reason)
 
     def supervise(self) -> int:
         """Main-thread loop until a signal or a worker failure; returns the exit code."""
@@ -244,6 +246,12 @@ class Agent:
                 },
             )
             self.metrics.update_from_stats(self.journal.stats())
+            self.metrics.update_journal_disk(str(self.config.journal), self.watcher.journal_full)
+            for replayer in self.replayers:
+                absent = getattr(replayer.shipper, "absent_seconds", None)
+                if absent is not None:
+                    self.metrics.update_members(absent())
+            self.metrics.update_verify(read_trace(Path(self.config.journal)))
         return (now, events_in, out)
 
     def shutdown(self) -> int:

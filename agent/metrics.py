@@ -8,11 +8,13 @@ journal-derived gauges through :meth:`Metrics.update_from_stats`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from agent.verify_trace import VerifyTrace
 from journal import JournalStats
 
 __all__ = ["Metrics"]
@@ -50,6 +52,46 @@ class Metrics:
         self.dead_letters = Gauge(
             "msync_agent_dead_letters", "Dead-lettered entries per track", ["track"], registry=r
         )
+        self.start_time = Gauge(
+            "msync_agent_start_time_seconds", "When this agent started (unix time)", registry=r
+        )
+        self.start_time.set(time.time())
+        self.scans = Counter("msync_agent_scans", "Tree scans by reason", ["reason"], registry=r)
+        self.checkpoint_age = Gauge(
+            "msync_agent_checkpoint_age_seconds",
+            "Age of the checkpoint: every change before it is journaled",
+            registry=r,
+        )
+        self.journal_bytes = Gauge("msync_agent_journal_bytes", "Size of the journal's data file", registry=r)
+        self.journal_free = Gauge(
+            "msync_agent_journal_disk_free_bytes",
+            "Free space on the journal's filesystem (for the agent's user)",
+            registry=r,
+        )
+        self.journal_full = Gauge(
+            "msync_agent_journal_full", "1 while appends wait for space on a full journal disk", registry=r
+        )
+        self.member_absent = Gauge(
+            "msync_agent_member_absent_seconds",
+            "How long an expected msync member has been missing from msync --members (0: listed)",
+            ["track"],
+            registry=r,
+        )
+        self.verify_time = Gauge(
+            "msync_agent_verify_last_timestamp_seconds", "When agent verify last finished", registry=r
+        )
+        self.verify_clean = Gauge(
+            "msync_agent_verify_clean", "1 when the last agent verify found no drift and no error", registry=r
+        )
+        self.verify_drift = Gauge(
+            "msync_agent_verify_drift_paths", "Drifted paths the last verify found", ["target"], registry=r
+        )
+        self.verify_error = Gauge(
+            "msync_agent_verify_error",
+            "1 when the last verify could not check the target",
+            ["target"],
+            registry=r,
+        )
         self._server = None
         self._thread = None
         self._totals: dict[tuple[str, ...], int] = {}
@@ -80,8 +122,9 @@ class Metrics:
         if n:
             self.overflows.inc(n)
 
-    def observe_scan(self, seconds: float) -> None:
+    def observe_scan(self, seconds: float, reason: str = "startup") -> None:
         self.scan_duration.observe(seconds)
+        self.scans.labels(reason=reason).inc()
 
     def update_from_totals(
         self,
@@ -112,3 +155,31 @@ class Metrics:
             age = 0.0 if ts.oldest_pending_ns is None else max(0.0, (now - ts.oldest_pending_ns) / 1e9)
             self.oldest_pending.labels(track=track).set(age)
             self.dead_letters.labels(track=track).set(ts.dead_letters)
+        checkpoint = stats.checkpoint
+        if checkpoint is not None:
+            self.checkpoint_age.set(max(0.0, (now - checkpoint.time_ns) / 1e9))
+        self.journal_bytes.set(stats.bytes)
+
+    def update_journal_disk(self, journal_dir: str, full: bool) -> None:
+        """Free space where the journal lives, and whether appends wait for it."""
+        try:
+            st = os.statvfs(journal_dir)
+        except OSError:
+            return
+        self.journal_free.set(st.f_bavail * st.f_frsize)
+        self.journal_full.set(1 if full else 0)
+
+    def update_members(self, absent_s: Mapping[str, float]) -> None:
+        """``absent_s`` maps an msync member's track to seconds absent (0: listed)."""
+        for track, seconds in absent_s.items():
+            self.member_absent.labels(track=track).set(seconds)
+
+    def update_verify(self, trace: VerifyTrace | None) -> None:
+        """The last ``agent verify`` result, as recorded in the journal directory."""
+        if trace is None:
+            return
+        self.verify_time.set(trace.time_ns / 1e9)
+        self.verify_clean.set(1 if trace.result == "clean" else 0)
+        for name, t in trace.targets.items():
+            self.verify_drift.labels(target=name).set(t.drift)
+            self.verify_error.labels(target=name).set(1 if t.error else 0)

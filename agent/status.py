@@ -5,12 +5,14 @@ the journal."""
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from agent.config import Config, tracks_of
 from agent.logs import safe_path
 from agent.runtime import is_live, read_runtime
+from agent.verify_trace import read_trace
 from journal import Journal, JournalStats
 
 __all__ = ["collect_status", "render_status", "live_runtime"]
@@ -37,7 +39,16 @@ def collect_status(config: Config, now_ns: int | None = None) -> dict[str, Any]:
     targets = {track: _track_status(stats, track, dead, now) for track in tracks}
     checkpoint = stats.checkpoint
     runtime = live_runtime(config.journal, now)
+    trace = read_trace(config.journal)
     return {
+        "verify": None
+        if trace is None
+        else {
+            "result": trace.result,
+            "age_s": trace.age_s(now),
+            "local": trace.local,
+            "targets": {name: asdict(t) for name, t in trace.targets.items()},
+        },
         "targets": targets,
         "checkpoint_age_s": None if checkpoint is None else max(0.0, (now - checkpoint.time_ns) / 1e9),
         "journal": {"entries": stats.entries, "bytes": stats.bytes, "last_seq": stats.last_seq},
@@ -76,6 +87,12 @@ def render_status(doc: dict[str, Any]) -> str:
     lines.append(f"checkpoint: {'none' if cp is None else _age(cp) + ' ago'}")
     j = doc["journal"]
     lines.append(f"journal: {j['entries']} entries, {j['bytes'] / 1048576:.1f} MiB")
+    verify = doc.get("verify")
+    lines.append(
+        "last verify: never"
+        if verify is None
+        else f"last verify: {verify['result']}, {_age(verify['age_s'])} ago"
+    )
     agent = doc["agent"]
     if agent["running"]:
         rates = agent["rates"]

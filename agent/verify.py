@@ -24,6 +24,7 @@ from agent.fsstate import digest_file, kind_of
 from agent.logs import safe_path
 from agent.progress import Progress
 from agent.replay import select_tracks, walk
+from agent.verify_trace import trace_from_report, write_trace
 from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
 
 __all__ = ["local_audit", "run_verify"]
@@ -208,7 +209,17 @@ def run_verify(config: Config, target: str | None, repair: bool, as_json: bool, 
     if repair:
         doc["repaired"], doc["dead_requeued"] = _repair(config, root, local, drifts, selection)
     out.write(json.dumps(doc, indent=2) + "\n" if as_json else render_verify(doc))
+    _leave_trace(config, doc)
     return 2 if error else 1 if drift else 0
+
+
+def _leave_trace(config: Config, doc: dict[str, Any]) -> None:
+    """Record the verdict for ``status`` and the agent's metrics; best effort:
+    a verify that could not write it still reports its verdict."""
+    try:
+        write_trace(config.journal, trace_from_report(doc))
+    except OSError as exc:
+        log.warning("verify.trace_failed", error=str(exc))
 
 
 def render_verify(doc: dict[str, Any]) -> str:

@@ -121,6 +121,7 @@ class Watcher:
         self._holds = 0
         self._overflow_holds = 0
         self._committed_checkpoint: int | None = None
+        self.journal_full = False  # appends are waiting for space (read by the metrics)
         self._last_checkpoint_write = 0
         self.events_read = 0
         self.entries_journaled = 0
@@ -355,8 +356,10 @@ class Watcher:
         while True:
             try:
                 self.journal.append(entries, checkpoint_ns=checkpoint)
+                self.journal_full = False
                 return
             except JournalFull as exc:
+                self.journal_full = True
                 log.error("journal.full", error=str(exc), entries=len(entries), retry_in_s=delay)
                 if self._stop is not None and self._stop.wait(delay):
                     raise

@@ -93,6 +93,7 @@ class MsyncShipper:
         if problem is not None:
             raise ConfigError(f"target {target.name}: {problem}")
         self._lock = threading.Lock()
+        self._absent_since: dict[str, float] = {}  # track -> monotonic time first seen absent
 
     # ------------------------------------------------------------------ public
     def ship(self, plan: Plan) -> list[ShipResult]:
@@ -243,7 +244,29 @@ class MsyncShipper:
         with ThreadPoolExecutor(max_workers=max(1, len(lanes))) as pool:
             list(pool.map(lambda lane: [self._run_job(j, listed) for j in lane], lanes))
 
+    def absent_seconds(self) -> dict[str, float]:
+        """Per member track: seconds since it was first seen missing from
+        ``msync --members`` (or the list could not be read), 0 when listed
+        at the last look. Only a ship looks, so an idle target keeps its
+        last answer."""
+        now = time.monotonic()
+        with self._lock:
+            return {
+                t: now - self._absent_since[t] if t in self._absent_since else 0.0 for t in self._member_of
+            }
+
     def _members(self) -> tuple[list[bytes] | None, str]:
+        listed, why = self._read_members()
+        now = time.monotonic()
+        with self._lock:
+            for track, member in self._member_of.items():
+                if listed is not None and member in listed:
+                    self._absent_since.pop(track, None)
+                else:
+                    self._absent_since.setdefault(track, now)
+        return listed, why
+
+    def _read_members(self) -> tuple[list[bytes] | None, str]:
         res = self._exec(mp.build_argv(os.fsencode(self._t.msync), members=True))
         if res.missing:
             return None, f"msync not found: {self._t.msync}"

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import agent
 from tests.crash.agent_process import AgentProcess, status
 from tests.doubles.fixtures import MsyncDouble, make_double
 from tests.helpers.wait import wait_until
@@ -42,6 +41,9 @@ class Site:
             return False  # no journal yet
 
     def json_command(self, *args: str) -> tuple[int, dict, str]:
+        """``agent ARGS --json``: (exit status, document, stderr)."""
+        from tests.cli.conftest import agent  # conftest imports this module
+
         res = agent(*args, "--json", "--config", str(self.config))
         err = res.stderr.decode(errors="replace")
         assert res.returncode in (0, 1), err

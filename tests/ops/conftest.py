@@ -1,0 +1,3 @@
+"""The agent-site fixture of the CLI tests, for the monitoring checks."""
+
+from tests.cli.agent_site import sites  # noqa: F401
