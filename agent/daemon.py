@@ -88,7 +88,7 @@ class Agent:
 
     # ---------------------------------------------------------------- startup
     def start(self) -> None:
-        """Watch first, then scan from the checkpoint, then ship (DESIGN §5-§6)."""
+        """Watch first, then scan from the checkpoint, then ship (docs/design.md §5-§6)."""
         fresh = self.journal.last_seq() == 0 and self.journal.manifest_count() == 0
         if not fresh and self.journal.new_tracks:  # mark them first: a crash mid-seed is seen again
             rescan = Entry(Op.RESCAN, b"", time_ns=time.time_ns(), flags=SEED_FLAG)

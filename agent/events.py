@@ -1,4 +1,4 @@
-"""Pure translation of raw inotify events into journal entries (DESIGN §4).
+"""Pure translation of raw inotify events into journal entries (docs/design.md §4).
 
 No I/O here: the watcher reads the fd and performs the requested side effects
 (add watches, scan new directories, remove watches). Everything that decides
@@ -263,7 +263,7 @@ class Translator:
 
     def _advance_checkpoint(self, t0: int) -> None:
         """Every change before ``t0`` was read by drains up to this one; it is
-        safe only once none of their entries is still held (DESIGN §5)."""
+        safe only once none of their entries is still held (docs/design.md §5)."""
         oldest = self._queue[0].t0 if self._queue else None
         if oldest is None:
             self.safe_checkpoint_ns = t0

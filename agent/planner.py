@@ -14,7 +14,7 @@ first. Coalescing keeps exactly that, per path:
 - a DELETE or move-away of a directory absorbs earlier entries below it;
   later entries below it stay (the tree was re-created);
 - RESCAN (the scanner journals what it finds) and a DELETE of the root
-  itself (never mirrored, DESIGN §4) produce no action: their seqs are
+  itself (never mirrored, docs/design.md §4) produce no action: their seqs are
   settled at once (a settle key that no action names).
 
 Settling. Each (track, path) maps to a :class:`Settle`: the seqs an OK

@@ -1,7 +1,7 @@
 """The replayer: pending journal entries of one target -> plan -> shipper ->
 done marks, backoff or dead letters.
 
-One replayer per target, one thread each (DESIGN §7). It never reads
+One replayer per target, one thread each (docs/design.md §7). It never reads
 inotify; it meets the watcher only in the journal. Every pending entry stays
 pending until the shipper proved its paths OK, so a crash (of the agent or of
 the shipper) at any moment loses nothing: the entries are shipped again,

@@ -1,4 +1,4 @@
-"""The watcher: inotify fd -> :mod:`agent.events` -> ``Journal.append`` (DESIGN §2, §4, §5).
+"""The watcher: inotify fd -> :mod:`agent.events` -> ``Journal.append`` (docs/design.md §2, §4, §5).
 
 One thread owns the fd, the watch table and the translator. A drain is only
 "received" once ``Journal.append`` has returned; counters move after that.
@@ -296,7 +296,7 @@ class Watcher:
                     log.error("watch.root_gone", root=str(self.root), how=out.root_gone)
                     raise RootError(f"root {self.root} was {out.root_gone} while being watched")
                 if complete:
-                    t0 = self.clock_ns()  # taken before the next drain (DESIGN §5)
+                    t0 = self.clock_ns()  # taken before the next drain (docs/design.md §5)
         finally:
             self.close()
 

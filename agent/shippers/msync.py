@@ -1,6 +1,6 @@
-"""msync shipper: brings makuosan members up to date with ``msync`` (msync.md §10).
+"""msync shipper: brings makuosan members up to date with ``msync`` (docs/msync.md §10).
 
-Progress is per member (DESIGN §7): a (member, path) is OK only when that
+Progress is per member (docs/design.md §7): a (member, path) is OK only when that
 member acknowledged it in msync's output, because msync exits 0 whatever the
 members report and silently skips members that are down. Before each plan the
 member list is read with ``msync --members``; absent members stay pending and

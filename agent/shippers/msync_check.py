@@ -1,4 +1,4 @@
-"""Content check of files members skipped (msync.md §5, §6).
+"""Content check of files members skipped (docs/msync.md §5, §6).
 
 A member skips a file when size, mode and mtime second match, never looking
 at content, so a same-size rewrite that kept (or restored) an already shipped

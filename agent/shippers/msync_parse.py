@@ -1,5 +1,5 @@
 """Pure parts of the msync shipper: path preparation, argv building and
-output classification (msync.md §3, §6, §10).
+output classification (docs/msync.md §3, §6, §10).
 
 Nothing here touches the file system or starts a process, so every rule can
 be tested exhaustively.

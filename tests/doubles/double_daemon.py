@@ -1,6 +1,6 @@
 """The makuosan side of the msync double: one console line at a time.
 
-Reproduces msync.md §2 to §6: tokenising on spaces with ``\\ `` joins, getopt
+Reproduces docs/msync.md §2 to §6: tokenising on spaces with ``\\ `` joins, getopt
 permutation over at most 8 tokens, the last non-option token as the path,
 ``\\r`` truncation, ``\\n`` splitting a line into two commands, the statcmp
 update rule, per-member output lines and timeouts.

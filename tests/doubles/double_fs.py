@@ -1,5 +1,5 @@
 """Member-side effects of the msync double: makuosan's statcmp and what a
-receiver does with a send, a delete or a check (msync.md §5).
+receiver does with a send, a delete or a check (docs/msync.md §5).
 
 Every write is confined to a *jail* directory (the test's tmp dir): the
 double reproduces ``..`` escapes and symlink chmods, but never lets them

@@ -16,7 +16,7 @@ directory named by ``$MSYNC_DOUBLE_STATE``:
 - logs written by the double: ``invocations.log`` (argv per run),
   ``console.log`` (each command line the daemon got), ``chmod_outside.log``
   (symlink chmods that would have left the jail). Behaviour follows
-/work/shared/msync.md, quirks included: the client side here (§2, §3, §6:
+docs/msync.md, quirks included: the client side here (§2, §3, §6:
 option parsing, console targets, password, the 254-byte command line,
 desync on newlines), the daemon side in ``double_daemon.py``.
 """

@@ -1,4 +1,4 @@
-"""The msync double reproduces msync.md, quirks included; each test cites its section."""
+"""The msync double reproduces docs/msync.md, quirks included; each test cites its section."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _lines(b: bytes) -> list[bytes]:
 
 
 def test_version(msync_double: MsyncDouble) -> None:
-    """msync.md intro: ``msync -V`` prints the version."""
+    """docs/msync.md intro: ``msync -V`` prints the version."""
     r = msync_double.run("-V")
     assert (r.returncode, r.stdout) == (0, b"msync version 1.3.6 (CLI for makuosan)\n")
 

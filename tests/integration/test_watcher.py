@@ -1,4 +1,4 @@
-"""The watcher with real inotify and a real journal: every row of DESIGN §4."""
+"""The watcher with real inotify and a real journal: every row of docs/design.md §4."""
 
 from __future__ import annotations
 

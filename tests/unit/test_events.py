@@ -59,7 +59,7 @@ def dedupe(keys: list[tuple[Op, bytes, bytes, int]]) -> list[tuple[Op, bytes, by
 
 # ---------------------------------------------------------------- table rows
 def test_simple_rows() -> None:
-    """Each kernel event maps to the entry DESIGN §4 gives it."""
+    """Each kernel event maps to the entry docs/design.md §4 gives it."""
     t = make()
     out = t.feed(
         [

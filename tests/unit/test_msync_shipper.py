@@ -225,7 +225,7 @@ def test_root_below_base(tmp_path: Path) -> None:
 
 
 def test_target_unreachable(rig: Rig, tmp_path: Path) -> None:
-    """Missing msync, daemon down or wrong password: RETRY everything, nothing lost (DESIGN §9)."""
+    """Missing msync, daemon down or wrong password: RETRY everything, nothing lost (docs/design.md §9)."""
     write(rig.root, b"f", b"f")
     res = rig.ship(put(b"f"), shipper=rig.shipper(msync=str(tmp_path / "no-msync")))
     assert {r.outcome for r in res.values()} == {Outcome.RETRY}

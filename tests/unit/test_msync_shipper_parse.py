@@ -1,4 +1,4 @@
-"""Pure parts of the msync shipper: path rules, argv, output classification (msync.md §3, §6)."""
+"""Pure parts of the msync shipper: path rules, argv, output classification (docs/msync.md §3, §6)."""
 
 from __future__ import annotations
 
