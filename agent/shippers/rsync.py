@@ -30,7 +30,15 @@ from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.local import path_problem, tracks_for
 from agent.shippers.rsync_codes import PathVerdict, Verdict, attribute_errors, classify_exit
 
-__all__ = ["RsyncShipper", "Batches", "split_plan", "batch_argv", "covering_ancestors", "source_kind"]
+__all__ = [
+    "RsyncShipper",
+    "Batches",
+    "split_plan",
+    "batch_argv",
+    "listed_name",
+    "covering_ancestors",
+    "source_kind",
+]
 
 log = structlog.get_logger()
 
@@ -152,6 +160,13 @@ def batch_argv(target: RsyncTarget, mode: str, source: bytes, protect: Sequence[
     return argv
 
 
+def listed_name(path: bytes) -> bytes:
+    """One ``--files-from`` record. rsync skips records starting with ``#`` or
+    ``;`` as comments (even NUL-separated); a leading ``./`` keeps every name
+    a name and, with the implied ``--relative``, adds no path component."""
+    return b"./" + path + b"\0"
+
+
 _TAIL_RE = re.compile(rb"\s+")
 
 
@@ -225,7 +240,7 @@ class RsyncShipper:
 
     def _run(self, mode: str, actions: list[Action], source: bytes) -> dict[int, PathVerdict]:
         argv = batch_argv(self._target, mode, source, protect_flags(self._target.rsync))
-        names = b"".join(a.path + b"\0" for a in actions)
+        names = b"".join(listed_name(a.path) for a in actions)
         res = _exec.run(argv, timeout=self._target.timeout_s + 30, stdin=names)
         rule = classify_exit(res.returncode, timed_out=res.timed_out, missing=res.missing)
         self._log.info(
