@@ -1,8 +1,10 @@
 """Ship plans with rsync: ``--files-from`` batches to a path, daemon or ssh.
 
-A plan becomes at most three rsync runs, in this order: deletes (from a
-skeleton of empty parent directories, so every listed name is "missing" and
-``--delete-missing-args`` removes it), plain PUTs (``--dirs``, no recursion)
+A plan becomes at most four rsync runs, in this order: a dry run of the
+deletes and the deletes of what it found (from a skeleton of empty parent
+directories, so every listed name is "missing" and ``--delete-missing-args``
+removes it; the dry run keeps absent paths out, since rsync would create
+their parents), plain PUTs (``--dirs``, no recursion)
 and recursive PUTs (``-r --delete``, so a moved-in directory loses extra
 files). Listed paths are known to have changed, so rsync's size+mtime quick
 check (blind to a same-size rewrite within one second) is switched off with
@@ -28,7 +30,15 @@ from agent.plan import Action, ActionKind, Plan
 from agent.shippers import _exec
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.local import path_problem, tracks_for
-from agent.shippers.rsync_codes import PathVerdict, Verdict, attribute_errors, classify_exit
+from agent.shippers.rsync_codes import (
+    PROBE_FORMAT,
+    CodeRule,
+    PathVerdict,
+    Verdict,
+    attribute_errors,
+    classify_exit,
+    deleted_names,
+)
 
 __all__ = [
     "RsyncShipper",
@@ -45,6 +55,14 @@ log = structlog.get_logger()
 _BASE_FLAGS = ("-a", "--numeric-ids", "--no-D", "--force", "--delete-missing-args", "--from0")
 _MODE_FLAGS = {
     "delete": ("--no-r", "--dirs", "--no-implied-dirs"),
+    "probe": (
+        "--no-r",
+        "--dirs",
+        "--no-implied-dirs",
+        "--dry-run",
+        "--no-motd",
+        f"--out-format={PROBE_FORMAT}",
+    ),
     "plain": ("--no-r", "--dirs", "--ignore-times"),
     "recursive": ("-r", "--delete", "--ignore-times"),
 }
@@ -224,7 +242,9 @@ class RsyncShipper:
                 head = action.path.rpartition(b"/")[0]
                 if head:
                     os.makedirs(skel + b"/" + head, exist_ok=True)
-            verdicts = self._run("delete", listed, skel)
+            verdicts, present = self._probe(listed, skel)
+            if present:
+                verdicts.update(self._run("delete", present, skel))
         except OSError as exc:  # no room for the skeleton: nothing was sent
             reason = f"cannot prepare deletes in {tempfile.gettempdir()}: {exc.strerror}"
             return {id(a): PathVerdict(Outcome.RETRY, reason) for a in actions}
@@ -238,7 +258,22 @@ class RsyncShipper:
                 verdicts[id(action)] = by_path[ancestor]
         return verdicts
 
-    def _run(self, mode: str, actions: list[Action], source: bytes) -> dict[int, PathVerdict]:
+    def _probe(self, actions: list[Action], skel: bytes) -> tuple[dict[int, PathVerdict], list[Action]]:
+        """A dry run of the deletes tells which listed paths the mirror holds
+        below real directories; only those are deleted for real, because the
+        real run creates the missing parents of every listed name (and fails
+        below a file). Absent paths are done; a failed probe settles nothing
+        it cannot prove: unreachable is RETRY, anything unclear deletes all."""
+        res, rule = self._exec("probe", actions, skel)
+        if rule.verdict is Verdict.RETRY or rule.verdict is Verdict.FAILED:
+            return self._verdicts(actions, res, rule), []
+        found = deleted_names([a.path for a in actions], res.stdout) if rule.verdict is Verdict.OK else None
+        if found is None:
+            return {}, actions
+        present = [a for a in actions if a.path in found]
+        return {id(a): PathVerdict(Outcome.OK) for a in actions if a.path not in found}, present
+
+    def _exec(self, mode: str, actions: list[Action], source: bytes) -> tuple[_exec.ExecResult, CodeRule]:
         argv = batch_argv(self._target, mode, source, protect_flags(self._target.rsync))
         names = b"".join(listed_name(a.path) for a in actions)
         res = _exec.run(argv, timeout=self._target.timeout_s + 30, stdin=names)
@@ -251,6 +286,15 @@ class RsyncShipper:
             verdict=rule.verdict.value,
             seconds=round(res.seconds, 3),
         )
+        return res, rule
+
+    def _run(self, mode: str, actions: list[Action], source: bytes) -> dict[int, PathVerdict]:
+        res, rule = self._exec(mode, actions, source)
+        return self._verdicts(actions, res, rule)
+
+    def _verdicts(
+        self, actions: list[Action], res: _exec.ExecResult, rule: CodeRule
+    ) -> dict[int, PathVerdict]:
         if rule.verdict is Verdict.OK:
             return {id(a): PathVerdict(Outcome.OK) for a in actions}
         reason = f"rsync exit {res.returncode} ({rule.meaning}){_stderr_tail(res.stderr)}"
