@@ -67,6 +67,7 @@ _MODE_FLAGS = {
     "recursive": ("-r", "--delete", "--ignore-times"),
 }
 _protect_cache: dict[str, tuple[str, ...]] = {}
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SKELETON_PREFIX = "msync-agent-rsync-del-"
 _SKELETON_RE = re.compile(re.escape(_SKELETON_PREFIX) + r"(\d+)-[^/]+")
 
@@ -79,6 +80,9 @@ class Batches:
     plain: list[Action] = field(default_factory=list)
     recursive: list[Action] = field(default_factory=list)
     refused: list[tuple[Action, Outcome, str]] = field(default_factory=list)
+    # A recursive PUT's specials below it, deleted on the mirror by the delete
+    # batch (rsync -r --no-D skips them and keeps what the mirror has there).
+    specials: dict[int, list[Action]] = field(default_factory=dict)
 
 
 def source_kind(root: bytes, path: bytes) -> str | None:
@@ -117,14 +121,52 @@ def split_plan(actions: Sequence[Action], root: bytes) -> Batches:
         except OSError as exc:
             out.refused.append((action, Outcome.RETRY, f"cannot read source: {exc.strerror}"))
             continue
-        if kind is None:
+        if kind is None or kind == "special":  # specials are not replicated: absent on the mirror
             out.delete.append(action)
-        elif kind == "special":
-            out.refused.append((action, Outcome.FAILED, "special file"))
         elif action.recursive and kind == "dir":
             out.recursive.append(action)
+            below = [
+                Action(ActionKind.DELETE, p, False, action.tracks) for p in specials_below(root, action.path)
+            ]
+            if below:
+                out.specials[id(action)] = below
+                out.delete += below
         else:
             out.plain.append(action)
+    return out
+
+
+def specials_below(root: bytes, path: bytes) -> list[bytes]:
+    """Root-relative paths of the fifos, sockets and devices below the
+    directory ``root/path``, found without following a symlink or leaving
+    its filesystem; a directory that cannot be read is passed over."""
+    out: list[bytes] = []
+    try:
+        top = os.open(root + b"/" + path, _DIR_FLAGS)
+    except OSError:
+        return out
+    dev = os.fstat(top).st_dev
+    stack = [(top, path)]
+    while stack:
+        fd, rel = stack.pop()
+        try:
+            with os.scandir(fd) as entries:
+                for de in entries:
+                    st = de.stat(follow_symlinks=False)
+                    child = rel + b"/" + os.fsencode(de.name)
+                    if stat.S_ISDIR(st.st_mode) and st.st_dev == dev:
+                        try:
+                            stack.append((os.open(de.name, _DIR_FLAGS, dir_fd=fd), child))
+                        except OSError:
+                            continue
+                    elif not (
+                        stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode)
+                    ):
+                        out.append(child)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
     return out
 
 
@@ -215,6 +257,10 @@ class RsyncShipper:
         for mode, todo in (("plain", batches.plain), ("recursive", batches.recursive)):
             if todo:
                 verdicts.update(self._run(mode, todo, self._root))
+        for owner, below in batches.specials.items():
+            failed = [verdicts[id(a)] for a in below if verdicts[id(a)].outcome is not Outcome.OK]
+            if failed and verdicts[owner].outcome is Outcome.OK:
+                verdicts[owner] = PathVerdict(failed[0].outcome, f"special file inside: {failed[0].reason}")
         results = []
         for action in mine:
             v = verdicts[id(action)]

@@ -146,3 +146,24 @@ def test_permanent_delete_error_ends_as_dead_letter(tmp_path: Path, kind: str) -
             shipper.close()
             journal.close()
         assert not (m.path / "gone").exists()
+
+
+@pytest.mark.parametrize("kind", ["path", "daemon"])
+def test_file_replaced_by_fifo_is_done_and_gone(tmp_path: Path, kind: str) -> None:
+    """Through the replayer: a file that became a fifo leaves the mirror, and
+    nothing stays pending or dead."""
+    with _mirror(tmp_path, kind) as m:
+        (m.path / "f").write_bytes(b"old")
+        os.mkfifo(m.src / "f")
+        journal = Journal.open(tmp_path / "journal", root=str(m.src), tracks=[TRACK])
+        shipper = RsyncShipper(RsyncTarget(TRACK, m.dest, timeout_s=60), m.src)
+        replayer = Replayer(journal, shipper, m.src, settle_s=0.0, clock=_Clock(), rng=random.Random(1))
+        try:
+            journal.append([Entry(Op.CHANGE, b"f", b"", 0, 0)])
+            report = replayer.step()
+            assert report.settled == 1, report
+            assert journal.pending(TRACK) == [] and journal.dead_letters() == []
+        finally:
+            shipper.close()
+            journal.close()
+        assert not os.path.lexists(m.path / "f")
