@@ -220,7 +220,8 @@ class MsyncShipper:
 
     def _link_target(self, abspath: bytes) -> bytes | str | None:
         """Base-relative final target of a link (re-sent to undo makuosan's chmod
-        0777 of it), None when dangling, or why the link cannot be sent."""
+        0777 of it), None when dangling or not a file or directory, or why the
+        link cannot be sent."""
         target = os.readlink(abspath)
         lexical = os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(abspath)), target))
         real = os.path.realpath(abspath)
@@ -231,8 +232,12 @@ class MsyncShipper:
             )
         if real == self._base:
             return "symlink points at the base itself; sending it would chmod the base 0777 on every member"
-        if not os.path.lexists(real):
+        try:
+            mode = os.lstat(real).st_mode
+        except FileNotFoundError:
             return None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return None  # a fifo, socket or device is never sent
         return os.path.relpath(real, self._base)
 
     # ------------------------------------------------------------------ shipping

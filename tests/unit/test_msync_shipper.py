@@ -333,6 +333,19 @@ def test_fifo_in_a_tree_is_never_listed(rig: Rig) -> None:
         assert not os.path.lexists(rig.dbl.member_dir(m) / "d" / "p")
 
 
+def test_link_to_a_fifo_never_sends_the_fifo(rig: Rig) -> None:
+    """A symlink's target is re-sent after the link, but not when it is a fifo."""
+    os.mkfifo(rig.root / "p")
+    os.utime(rig.root / "p", (OLD, OLD), follow_symlinks=False)
+    os.symlink("p", rig.root / "ln")
+    os.utime(rig.root / "ln", (OLD, OLD), follow_symlinks=False)
+    res = rig.ship(put(b"ln"))
+    assert {r.outcome for r in res.values()} == {Outcome.OK}
+    for m in ("mk2", "mk3"):
+        assert os.readlink(rig.dbl.member_dir(m) / "ln") == "p"
+        assert not os.path.lexists(rig.dbl.member_dir(m) / "p")
+
+
 def test_catch_up_plan_keeps_order_across_member_sets(rig: Rig) -> None:
     """A plan mixing catch-up actions (one member) and new ones (all) ships in plan order."""
     for n in (b"a", b"b", b"c"):
