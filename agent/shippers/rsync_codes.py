@@ -102,9 +102,10 @@ class PathVerdict:
 
 _SUMMARY_PREFIXES = (b"rsync error:", b"rsync warning:", b"*** Skipping any contents")
 _MAX_LINES = 1000
-# errno texts that retrying will not heal: the mirror forbids the change
-# (EPERM, EACCES) or cannot hold the name (ENAMETOOLONG, EILSEQ).
-_PERMANENT_ERRNOS = {b"1", b"13", b"36", b"84"}
+# errnos that retrying will not heal: the mirror forbids the change (EPERM,
+# EACCES), has a non-directory where a path goes through (ENOTDIR), or cannot
+# hold the name (ENAMETOOLONG, EILSEQ). They end as dead letters, not retries.
+_PERMANENT_ERRNOS = {b"1", b"13", b"20", b"36", b"84"}
 _ERRNO_RE = re.compile(rb"\((\d+)\)\Z")  # rsync ends an OS error line with "(errno)"
 _PERMANENT_MARKERS = (b"daemon refused to receive",)
 _OPENERS = (b'"', b"/", b"(")

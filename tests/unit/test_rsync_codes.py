@@ -109,8 +109,10 @@ def test_mirror_refusals_fail_but_a_number_in_a_name_does_not() -> None:
         b"rsync: [generator] delete_file: unlink(locked/f) failed: Operation not permitted (1)\n"
         b'rsync: [receiver] mkstemp "/d/.photo (13).jpg.Xa1" failed: No space left on device (28)\n'
         b'rsync: [receiver] mkstemp "/e/.x.Yb2" failed: Permission denied (13)\n'
+        b'rsync: [generator] recv_generator: mkdir "/m/f24/d0" failed: Not a directory (20)\n'
     )
-    v = attribute_errors([b"locked/f", b"d/photo (13).jpg", b"e/x", b"ok"], stderr, "x")
+    v = attribute_errors([b"locked/f", b"d/photo (13).jpg", b"e/x", b"f24/d0/x", b"ok"], stderr, "x")
+    assert v[b"f24/d0/x"].outcome is Outcome.FAILED
     assert v[b"locked/f"].outcome is Outcome.FAILED
     assert v[b"d/photo (13).jpg"].outcome is Outcome.RETRY
     assert v[b"e/x"].outcome is Outcome.FAILED
