@@ -1,4 +1,4 @@
-"""Pure classification of rsync results: exit codes and per-path errors.
+"""Pure classification of rsync results: exit codes, per-path errors and the delete probe.
 
 rsync reports one exit status per invocation. Codes 23 and 24 mean "some
 paths failed"; which ones is read from the error lines on stderr, where
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.shippers.base import Outcome
@@ -200,6 +200,17 @@ def deleted_names(paths: Sequence[bytes], stdout: bytes) -> set[bytes] | None:
         name = name[:-1] if name.endswith(b"/") else name
         if name in wanted:
             found.add(wanted[name])
-        elif not any(name.startswith(esc + b"/") for esc in wanted):
+        elif not _below_any(name, wanted):
             return None
     return found
+
+
+def _below_any(name: bytes, wanted: Mapping[bytes, bytes]) -> bool:
+    """Is some ancestor of ``name`` listed (one lookup per ``/``, since a
+    deleted tree prints a line per entry)?"""
+    i = name.find(b"/")
+    while i > 0:
+        if name[:i] in wanted:
+            return True
+        i = name.find(b"/", i + 1)
+    return False
