@@ -152,22 +152,26 @@ def specials_below(root: bytes, path: bytes) -> list[bytes]:
         try:
             with os.scandir(fd) as entries:
                 for de in entries:
-                    st = de.stat(follow_symlinks=False)
-                    child = rel + b"/" + os.fsencode(de.name)
-                    if stat.S_ISDIR(st.st_mode) and st.st_dev == dev:
-                        try:
-                            stack.append((os.open(de.name, _DIR_FLAGS, dir_fd=fd), child))
-                        except OSError:
-                            continue
-                    elif not (
-                        stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode)
-                    ):
-                        out.append(child)
+                    try:
+                        mode, same_fs = _entry_mode(de, dev)
+                        if stat.S_ISDIR(mode) and same_fs:
+                            stack.append(
+                                (os.open(de.name, _DIR_FLAGS, dir_fd=fd), rel + b"/" + os.fsencode(de.name))
+                            )
+                    except OSError:
+                        continue  # vanished or replaced meanwhile: the watcher reports it
+                    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+                        out.append(rel + b"/" + os.fsencode(de.name))
         except OSError:
-            pass
+            pass  # unreadable directory: rsync reports what it cannot send
         finally:
             os.close(fd)
     return out
+
+
+def _entry_mode(de: os.DirEntry[str], dev: int) -> tuple[int, bool]:
+    st = de.stat(follow_symlinks=False)
+    return st.st_mode, st.st_dev == dev
 
 
 def covering_ancestors(paths: Sequence[bytes]) -> dict[bytes, bytes | None]:
