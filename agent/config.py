@@ -24,6 +24,7 @@ __all__ = [
     "ConfigError",
     "DEFAULT_CONFIG",
     "tracks_of",
+    "rsync_local_path",
     "load_config",
     "parse_duration",
     "parse_target_spec",
@@ -359,6 +360,7 @@ def load_config(path: Path | None, overrides: Mapping[str, object], *, need_root
         options["log_level"] = _log_level(str(overrides["log_level"]), "--log-level")
     if root is not None:
         _check_paths(root, journal)
+        _check_targets(root, targets)
     return Config(root=root, journal=journal, targets=targets, source=file, **options)  # type: ignore[arg-type]
 
 
@@ -408,3 +410,48 @@ def _check_paths(root: Path, journal: Path) -> None:
         )
     if real_journal in real_root.parents:
         raise ConfigError(f"root: {root} is inside the journal directory {journal}")
+
+
+def rsync_local_path(dest: str) -> str | None:
+    """The path of an rsync destination on this machine, or None for a remote
+    one: ``rsync://...``, and ``host:path`` / ``host::module`` (a colon
+    before any slash), as rsync itself tells them apart."""
+    if dest.startswith("rsync://"):
+        return None
+    colon, slash = dest.find(":"), dest.find("/")
+    if colon >= 0 and (slash < 0 or colon < slash):
+        return None
+    return dest
+
+
+def _mirror_path(target: TargetConfig) -> str | None:
+    if isinstance(target, LocalTarget):
+        return os.fspath(target.path)
+    if isinstance(target, RsyncTarget):
+        return rsync_local_path(target.dest)
+    return None
+
+
+def _check_targets(root: Path, targets: Sequence[TargetConfig]) -> None:
+    """A mirror on this machine must neither be the root, nor lie inside it,
+    nor contain it, symlinks resolved (for a path not created yet, through its
+    existing ancestors): the agent would copy the tree into itself forever or
+    overwrite the source."""
+    real_root = Path(os.path.realpath(root))
+    for target in targets:
+        path = _mirror_path(target)
+        if path is None:
+            continue
+        real = Path(os.path.realpath(os.path.abspath(os.path.expanduser(path))))
+        if real == real_root:
+            how = "is the watched root"
+        elif real_root in real.parents:
+            how = "lies inside the watched root"
+        elif real in real_root.parents:
+            how = "contains the watched root"
+        else:
+            continue
+        raise ConfigError(
+            f"target {target.name!r}: {path} {how} {root} (resolved: {real})",
+            hint="put the mirror outside the root, in a directory that does not contain the root",
+        )

@@ -6,7 +6,8 @@ way out of it. Files are replaced atomically (temp file in the same
 directory, then rename); mode, mtime (ns), symlink targets and, as root,
 ownership follow the source. Directory mtimes are settled last, after their
 children changed, and temp files a killed ship left behind are swept from a
-directory the first time this process ships into it.
+directory the first time this process ships into it. Fifos, sockets and
+devices are not replicated: the mirror holds nothing where the source has one.
 
 Durability is group-committed: one ``syncfs`` of the mirror's filesystem
 after the whole plan, before any path is reported OK, instead of an fsync
@@ -55,10 +56,6 @@ def _syncfs(fd: int) -> None:
 
 class SourceChanged(Exception):
     """The source changed while it was being copied: ship it again later."""
-
-
-class SpecialFile(Exception):
-    """A fifo, socket or device: not something a mirror carries."""
 
 
 def path_problem(path: bytes) -> str | None:
@@ -233,8 +230,6 @@ class LocalShipper:
                 self._put(sroot, mroot, action.path, action.recursive, touched)
         except SourceChanged as exc:
             return Outcome.RETRY, f"source changed during copy: {exc}"
-        except SpecialFile:
-            return Outcome.FAILED, "special file"
         except OSError as exc:
             outcome, reason = classify_oserror(exc)
             self._log.warning("ship.path_error", path=action.path, outcome=outcome.value, reason=reason)
@@ -311,8 +306,9 @@ class LocalShipper:
             self._put_dir(sdir, mdir, name, recursive)
         elif stat.S_ISLNK(st.st_mode):
             self._put_symlink(sdir, mdir, name, st)
-        else:
-            raise SpecialFile(name)
+        else:  # fifo, socket, device: not replicated, so absent on the mirror
+            _remove(mdir, name)
+            self._log.debug("ship.skip_special", name=name)
 
     def _put_file(self, sdir: int, mdir: int, name: bytes) -> None:
         try:
@@ -410,10 +406,7 @@ class LocalShipper:
         for extra in {os.fsencode(n) for n in os.listdir(mfd)} - wanted:
             _remove(mfd, extra)
         for child in sorted(wanted):
-            try:
-                self._put_entry(sfd, mfd, child, True)
-            except SpecialFile:
-                self._log.info("ship.skip_special", name=child)
+            self._put_entry(sfd, mfd, child, True)
 
     def _settle_dirs(self, sroot: int, mroot: int, touched: set[bytes]) -> None:
         """Give changed mirror directories their source mtime, deepest first

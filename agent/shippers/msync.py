@@ -156,6 +156,8 @@ class MsyncShipper:
             return None
         except OSError as exc:
             return Outcome.RETRY, f"cannot stat the source: {exc.strerror}"
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            return Outcome.OK, ""  # fifo, socket, device: not replicated, never listed to msync
         if stat.S_ISLNK(st.st_mode):
             try:
                 target = self._link_target(abspath)
@@ -183,8 +185,8 @@ class MsyncShipper:
     def _plan_tree(self, it: Item, abspath: bytes) -> None:
         """A tree msync's -r would carry wrongly (msync_parse.scanner_carries)
         goes out as explicit entries, children first, with --delete but no -r."""
-        below = self._walk(abspath, it.entry.echo)
-        if mp.scanner_carries(it.entry.echo, below):
+        below, specials = self._walk(abspath, it.entry.echo)
+        if not specials and mp.scanner_carries(it.entry.echo, below):
             return
         it.entry, it.mirror = mp.Entry(it.entry.echo), True
         for rel, _ in below:
@@ -194,10 +196,13 @@ class MsyncShipper:
             else:
                 it.more.append(prep)
 
-    def _walk(self, abspath: bytes, echo: bytes) -> list[tuple[bytes, bool]]:
+    def _walk(self, abspath: bytes, echo: bytes) -> tuple[list[tuple[bytes, bool]], bool]:
         """(base-relative path, is_dir) of everything below a directory that
-        msync's excludes leave in, children before their directory."""
+        msync's excludes leave in, children before their directory, but no
+        fifo, socket or device (makuosan's -r would send those); and whether
+        there was any."""
         pre: list[tuple[bytes, bool]] = []
+        specials = False
         stack = [(abspath, echo)]
         while stack:
             path, rel = stack.pop()
@@ -206,14 +211,18 @@ class MsyncShipper:
                     child, is_dir = rel + b"/" + de.name, de.is_dir(follow_symlinks=False)
                     if mp.excluded(child, self._excludes, is_dir):
                         continue
+                    if not (is_dir or de.is_file(follow_symlinks=False) or de.is_symlink()):
+                        specials = True
+                        continue
                     pre.append((child, is_dir))
                     if is_dir:
                         stack.append((de.path, child))
-        return pre[::-1]
+        return pre[::-1], specials
 
     def _link_target(self, abspath: bytes) -> bytes | str | None:
         """Base-relative final target of a link (re-sent to undo makuosan's chmod
-        0777 of it), None when dangling, or why the link cannot be sent."""
+        0777 of it), None when dangling or not a file or directory, or why the
+        link cannot be sent."""
         target = os.readlink(abspath)
         lexical = os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(abspath)), target))
         real = os.path.realpath(abspath)
@@ -224,8 +233,12 @@ class MsyncShipper:
             )
         if real == self._base:
             return "symlink points at the base itself; sending it would chmod the base 0777 on every member"
-        if not os.path.lexists(real):
+        try:
+            mode = os.lstat(real).st_mode
+        except FileNotFoundError:
             return None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return None  # a fifo, socket or device is never sent
         return os.path.relpath(real, self._base)
 
     # ------------------------------------------------------------------ shipping

@@ -1,8 +1,10 @@
 """Ship plans with rsync: ``--files-from`` batches to a path, daemon or ssh.
 
-A plan becomes at most three rsync runs, in this order: deletes (from a
-skeleton of empty parent directories, so every listed name is "missing" and
-``--delete-missing-args`` removes it), plain PUTs (``--dirs``, no recursion)
+A plan becomes at most four rsync runs, in this order: a dry run of the
+deletes and the deletes of what it found (from a skeleton of empty parent
+directories, so every listed name is "missing" and ``--delete-missing-args``
+removes it; the dry run keeps absent paths out, since rsync would create
+their parents), plain PUTs (``--dirs``, no recursion)
 and recursive PUTs (``-r --delete``, so a moved-in directory loses extra
 files). Listed paths are known to have changed, so rsync's size+mtime quick
 check (blind to a same-size rewrite within one second) is switched off with
@@ -28,19 +30,44 @@ from agent.plan import Action, ActionKind, Plan
 from agent.shippers import _exec
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.local import path_problem, tracks_for
-from agent.shippers.rsync_codes import PathVerdict, Verdict, attribute_errors, classify_exit
+from agent.shippers.rsync_codes import (
+    PROBE_FORMAT,
+    CodeRule,
+    PathVerdict,
+    Verdict,
+    attribute_errors,
+    classify_exit,
+    deleted_names,
+)
 
-__all__ = ["RsyncShipper", "Batches", "split_plan", "batch_argv", "covering_ancestors", "source_kind"]
+__all__ = [
+    "RsyncShipper",
+    "Batches",
+    "split_plan",
+    "batch_argv",
+    "listed_name",
+    "covering_ancestors",
+    "source_kind",
+]
 
 log = structlog.get_logger()
 
 _BASE_FLAGS = ("-a", "--numeric-ids", "--no-D", "--force", "--delete-missing-args", "--from0")
 _MODE_FLAGS = {
     "delete": ("--no-r", "--dirs", "--no-implied-dirs"),
+    "probe": (
+        "--no-r",
+        "--dirs",
+        "--no-implied-dirs",
+        "--dry-run",
+        "--no-motd",
+        f"--out-format={PROBE_FORMAT}",
+    ),
     "plain": ("--no-r", "--dirs", "--ignore-times"),
     "recursive": ("-r", "--delete", "--ignore-times"),
 }
 _protect_cache: dict[str, tuple[str, ...]] = {}
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SKELETON_PREFIX = "msync-agent-rsync-del-"
 _SKELETON_RE = re.compile(re.escape(_SKELETON_PREFIX) + r"(\d+)-[^/]+")
 
@@ -53,6 +80,9 @@ class Batches:
     plain: list[Action] = field(default_factory=list)
     recursive: list[Action] = field(default_factory=list)
     refused: list[tuple[Action, Outcome, str]] = field(default_factory=list)
+    # A recursive PUT's specials below it, deleted on the mirror by the delete
+    # batch (rsync -r --no-D skips them and keeps what the mirror has there).
+    specials: dict[int, list[Action]] = field(default_factory=dict)
 
 
 def source_kind(root: bytes, path: bytes) -> str | None:
@@ -91,15 +121,57 @@ def split_plan(actions: Sequence[Action], root: bytes) -> Batches:
         except OSError as exc:
             out.refused.append((action, Outcome.RETRY, f"cannot read source: {exc.strerror}"))
             continue
-        if kind is None:
+        if kind is None or kind == "special":  # specials are not replicated: absent on the mirror
             out.delete.append(action)
-        elif kind == "special":
-            out.refused.append((action, Outcome.FAILED, "special file"))
         elif action.recursive and kind == "dir":
             out.recursive.append(action)
+            below = [
+                Action(ActionKind.DELETE, p, False, action.tracks) for p in specials_below(root, action.path)
+            ]
+            if below:
+                out.specials[id(action)] = below
+                out.delete += below
         else:
             out.plain.append(action)
     return out
+
+
+def specials_below(root: bytes, path: bytes) -> list[bytes]:
+    """Root-relative paths of the fifos, sockets and devices below the
+    directory ``root/path``, found without following a symlink or leaving
+    its filesystem; a directory that cannot be read is passed over."""
+    out: list[bytes] = []
+    try:
+        top = os.open(root + b"/" + path, _DIR_FLAGS)
+    except OSError:
+        return out
+    dev = os.fstat(top).st_dev
+    stack = [(top, path)]
+    while stack:
+        fd, rel = stack.pop()
+        try:
+            with os.scandir(fd) as entries:
+                for de in entries:
+                    try:
+                        mode, same_fs = _entry_mode(de, dev)
+                        if stat.S_ISDIR(mode) and same_fs:
+                            stack.append(
+                                (os.open(de.name, _DIR_FLAGS, dir_fd=fd), rel + b"/" + os.fsencode(de.name))
+                            )
+                    except OSError:
+                        continue  # vanished or replaced meanwhile: the watcher reports it
+                    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+                        out.append(rel + b"/" + os.fsencode(de.name))
+        except OSError:
+            pass  # unreadable directory: rsync reports what it cannot send
+        finally:
+            os.close(fd)
+    return out
+
+
+def _entry_mode(de: os.DirEntry[str], dev: int) -> tuple[int, bool]:
+    st = de.stat(follow_symlinks=False)
+    return st.st_mode, st.st_dev == dev
 
 
 def covering_ancestors(paths: Sequence[bytes]) -> dict[bytes, bytes | None]:
@@ -152,6 +224,13 @@ def batch_argv(target: RsyncTarget, mode: str, source: bytes, protect: Sequence[
     return argv
 
 
+def listed_name(path: bytes) -> bytes:
+    """One ``--files-from`` record. rsync skips records starting with ``#`` or
+    ``;`` as comments (even NUL-separated); a leading ``./`` keeps every name
+    a name and, with the implied ``--relative``, adds no path component."""
+    return b"./" + path + b"\0"
+
+
 _TAIL_RE = re.compile(rb"\s+")
 
 
@@ -182,6 +261,10 @@ class RsyncShipper:
         for mode, todo in (("plain", batches.plain), ("recursive", batches.recursive)):
             if todo:
                 verdicts.update(self._run(mode, todo, self._root))
+        for owner, below in batches.specials.items():
+            failed = [verdicts[id(a)] for a in below if verdicts[id(a)].outcome is not Outcome.OK]
+            if failed and verdicts[owner].outcome is Outcome.OK:
+                verdicts[owner] = PathVerdict(failed[0].outcome, f"special file inside: {failed[0].reason}")
         results = []
         for action in mine:
             v = verdicts[id(action)]
@@ -209,7 +292,9 @@ class RsyncShipper:
                 head = action.path.rpartition(b"/")[0]
                 if head:
                     os.makedirs(skel + b"/" + head, exist_ok=True)
-            verdicts = self._run("delete", listed, skel)
+            verdicts, present = self._probe(listed, skel)
+            if present:
+                verdicts.update(self._run("delete", present, skel))
         except OSError as exc:  # no room for the skeleton: nothing was sent
             reason = f"cannot prepare deletes in {tempfile.gettempdir()}: {exc.strerror}"
             return {id(a): PathVerdict(Outcome.RETRY, reason) for a in actions}
@@ -223,9 +308,24 @@ class RsyncShipper:
                 verdicts[id(action)] = by_path[ancestor]
         return verdicts
 
-    def _run(self, mode: str, actions: list[Action], source: bytes) -> dict[int, PathVerdict]:
+    def _probe(self, actions: list[Action], skel: bytes) -> tuple[dict[int, PathVerdict], list[Action]]:
+        """A dry run of the deletes tells which listed paths the mirror holds
+        below real directories; only those are deleted for real, because the
+        real run creates the missing parents of every listed name (and fails
+        below a file). Absent paths are done; a failed probe settles nothing
+        it cannot prove: unreachable is RETRY, anything unclear deletes all."""
+        res, rule = self._exec("probe", actions, skel)
+        if rule.verdict is Verdict.RETRY or rule.verdict is Verdict.FAILED:
+            return self._verdicts(actions, res, rule), []
+        found = deleted_names([a.path for a in actions], res.stdout) if rule.verdict is Verdict.OK else None
+        if found is None:
+            return {}, actions
+        present = [a for a in actions if a.path in found]
+        return {id(a): PathVerdict(Outcome.OK) for a in actions if a.path not in found}, present
+
+    def _exec(self, mode: str, actions: list[Action], source: bytes) -> tuple[_exec.ExecResult, CodeRule]:
         argv = batch_argv(self._target, mode, source, protect_flags(self._target.rsync))
-        names = b"".join(a.path + b"\0" for a in actions)
+        names = b"".join(listed_name(a.path) for a in actions)
         res = _exec.run(argv, timeout=self._target.timeout_s + 30, stdin=names)
         rule = classify_exit(res.returncode, timed_out=res.timed_out, missing=res.missing)
         self._log.info(
@@ -236,6 +336,15 @@ class RsyncShipper:
             verdict=rule.verdict.value,
             seconds=round(res.seconds, 3),
         )
+        return res, rule
+
+    def _run(self, mode: str, actions: list[Action], source: bytes) -> dict[int, PathVerdict]:
+        res, rule = self._exec(mode, actions, source)
+        return self._verdicts(actions, res, rule)
+
+    def _verdicts(
+        self, actions: list[Action], res: _exec.ExecResult, rule: CodeRule
+    ) -> dict[int, PathVerdict]:
         if rule.verdict is Verdict.OK:
             return {id(a): PathVerdict(Outcome.OK) for a in actions}
         reason = f"rsync exit {res.returncode} ({rule.meaning}){_stderr_tail(res.stderr)}"

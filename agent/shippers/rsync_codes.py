@@ -1,4 +1,4 @@
-"""Pure classification of rsync results: exit codes and per-path errors.
+"""Pure classification of rsync results: exit codes, per-path errors and the delete probe.
 
 rsync reports one exit status per invocation. Codes 23 and 24 mean "some
 paths failed"; which ones is read from the error lines on stderr, where
@@ -10,7 +10,8 @@ invocation RETRY: no path is ever reported OK that rsync may not have sent.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.shippers.base import Outcome
@@ -23,6 +24,8 @@ __all__ = [
     "rsync_escape",
     "attribute_errors",
     "PathVerdict",
+    "PROBE_FORMAT",
+    "deleted_names",
 ]
 
 
@@ -99,18 +102,26 @@ class PathVerdict:
 
 _SUMMARY_PREFIXES = (b"rsync error:", b"rsync warning:", b"*** Skipping any contents")
 _MAX_LINES = 1000
-_PERMANENT_MARKERS = (b"(36)", b"(84)", b"daemon refused to receive")
+# errnos that retrying will not heal: the mirror forbids the change (EPERM,
+# EACCES), has a non-directory where a path goes through (ENOTDIR), or cannot
+# hold the name (ENAMETOOLONG, EILSEQ). They end as dead letters, not retries.
+_PERMANENT_ERRNOS = {b"1", b"13", b"20", b"36", b"84"}
+_ERRNO_RE = re.compile(rb"\((\d+)\)\Z")  # rsync ends an OS error line with "(errno)"
+_PERMANENT_MARKERS = (b"daemon refused to receive",)
+_OPENERS = (b'"', b"/", b"(")
+_CLOSERS = (b'"', b"/", b")")
 
 
 def _mentions(line: bytes, needle: bytes) -> bool:
     """True when ``needle`` appears in ``line`` as a whole quoted name or as
-    the tail of a quoted path (preceded by a quote or a slash, followed by a
-    quote or a slash)."""
+    the tail of a quoted path: preceded by a quote, a slash or an opening
+    parenthesis (``unlink(NAME) failed``), followed by a quote, a slash or a
+    closing one."""
     start = 0
     while (i := line.find(needle, start)) >= 0:
         before = line[i - 1 : i] if i else b""
         after = line[i + len(needle) : i + len(needle) + 1]
-        if before in (b'"', b"/") and after in (b'"', b"/"):
+        if before in _OPENERS and after in _CLOSERS:
             return True
         start = i + 1
     return False
@@ -134,6 +145,13 @@ def _line_hits(line: bytes, path: bytes) -> bool:
     return rsync_escape(_tmp_name(path)) in line
 
 
+def _is_permanent(line: bytes) -> bool:
+    """The errno at the end of the line (not a "(1)" inside a quoted name)
+    or a daemon refusal says retrying cannot help."""
+    m = _ERRNO_RE.search(line)
+    return (m is not None and m.group(1) in _PERMANENT_ERRNOS) or any(k in line for k in _PERMANENT_MARKERS)
+
+
 def _error_lines(stderr: bytes) -> Iterable[bytes]:
     for line in stderr.splitlines():
         line = line.strip()
@@ -155,9 +173,44 @@ def attribute_errors(paths: Sequence[bytes], stderr: bytes, fallback_reason: str
         if not hit:
             reason = f"{fallback_reason}: {line.decode('utf-8', 'backslashreplace')}"
             return {p: PathVerdict(Outcome.RETRY, reason) for p in paths}
-        permanent = any(m in line for m in _PERMANENT_MARKERS)
+        permanent = _is_permanent(line)
         outcome = Outcome.FAILED if permanent else Outcome.RETRY
         for p in hit:
             if verdicts[p].outcome is not Outcome.RETRY:  # RETRY wins over FAILED: it may heal
                 verdicts[p] = PathVerdict(outcome, line.decode("utf-8", "backslashreplace"))
     return verdicts
+
+
+PROBE_FORMAT = "%i|%n"  # itemized flags, a bar, the name: "*deleting  |dir/name" (a directory ends in "/")
+_DELETING = b"*deleting"
+
+
+def deleted_names(paths: Sequence[bytes], stdout: bytes) -> set[bytes] | None:
+    """The listed paths a ``--dry-run --out-format=PROBE_FORMAT`` of deletes
+    would remove (what is below them is ignored); None when a line is not such
+    a deletion of a listed path or of something below one."""
+    wanted = {rsync_escape(p): p for p in paths}
+    found: set[bytes] = set()
+    for line in stdout.split(b"\n"):
+        if not line:
+            continue
+        flags, bar, name = line.partition(b"|")
+        if not bar or not flags.startswith(_DELETING):
+            return None
+        name = name[:-1] if name.endswith(b"/") else name
+        if name in wanted:
+            found.add(wanted[name])
+        elif not _below_any(name, wanted):
+            return None
+    return found
+
+
+def _below_any(name: bytes, wanted: Mapping[bytes, bytes]) -> bool:
+    """Is some ancestor of ``name`` listed (one lookup per ``/``, since a
+    deleted tree prints a line per entry)?"""
+    i = name.find(b"/")
+    while i > 0:
+        if name[:i] in wanted:
+            return True
+        i = name.find(b"/", i + 1)
+    return False

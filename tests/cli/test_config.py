@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from agent.config import (
     parse_duration,
     tracks_of,
 )
-from tests.cli.conftest import agent
+from tests.cli.conftest import AGENT, agent
 
 EXAMPLE = Path(__file__).parents[2] / "ops" / "agent.toml.example"
 
@@ -218,3 +220,114 @@ def test_env_config_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """AGENT_CONFIG names the file when --config is absent."""
     monkeypatch.setenv("AGENT_CONFIG", str(write(tmp_path, "settle_ms = 5\n")))
     assert load_config(None, {}).settle_ms == 5
+
+
+def _tree(top: Path) -> dict[str, tuple[str, int, bytes]]:
+    """Every entry below ``top`` (type, size, content or link), links not followed."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                out[full] = ("link", 0, os.fsencode(os.readlink(full)))
+            elif os.path.isdir(full):
+                out[full] = ("dir", 0, b"")
+            else:
+                with open(full, "rb") as f:
+                    out[full] = ("file", st.st_size, f.read())
+    return out
+
+
+def _overlap_site(tmp_path: Path) -> Path:
+    site = tmp_path / "srv"
+    (site / "www" / "sub").mkdir(parents=True)
+    (site / "www" / "index.html").write_bytes(b"source")
+    (site / "www" / "sub" / "page").write_bytes(b"page")
+    os.symlink(site / "www", tmp_path / "alias")
+    return site
+
+
+OVERLAPS = {
+    "inside": "local:{s}/www/mirror",
+    "inside-existing-dir": "local:{s}/www/sub",
+    "equal": "local:{s}/www",
+    "equal-trailing-slash": "local:{s}/www/",
+    "parent": "local:{s}",
+    "grandparent": "local:{t}",
+    "alias-equal": "local:{t}/alias",
+    "alias-inside-new": "local:{t}/alias/new/deeper",
+    "dotdot-inside": "local:{s}/www2/../www/m",
+    "rsync-inside": "rsync:{s}/www/mirror",
+    "rsync-parent": "rsync:{s}/",
+    "rsync-alias": "rsync:{t}/alias/m",
+    "rsync-relative": "rsync:srv/www/m",
+    "local-relative": "local:srv/www/m",
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVERLAPS))
+@pytest.mark.parametrize("command", ["scan", "run"])
+def test_target_overlapping_the_root_is_refused(tmp_path: Path, case: str, command: str) -> None:
+    """A local or path-style rsync mirror that is the root, lies inside it or
+    contains it (symlinks resolved, also for paths not created yet) is refused
+    with exit 2, an error and a hint, and nothing is written anywhere."""
+    site = _overlap_site(tmp_path)
+    spec = OVERLAPS[case].format(s=site, t=tmp_path)
+    before = _tree(tmp_path)
+    res = subprocess.run(
+        [
+            str(AGENT),
+            command,
+            "--root",
+            str(site / "www"),
+            "--journal",
+            str(tmp_path / "j"),
+            "--target",
+            spec,
+        ],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "AGENT_CONFIG"},
+    )
+    err = res.stderr.decode()
+    assert res.returncode == 2, err
+    assert err.startswith("error: target ") and "watched root" in err and "\nhint: " in err, err
+    assert _tree(tmp_path) == before
+
+
+def test_overlap_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    """The same rule holds for [[target]] tables (paths relative to the file)."""
+    site = _overlap_site(tmp_path)
+    for kind, key, value in (("local", "path", "srv/www/m"), ("rsync", "dest", f"{site}/www")):
+        cfg = tmp_path / "agent.toml"
+        cfg.write_text(
+            f'root = "{site}/www"\njournal = "{tmp_path}/j"\n'
+            f'[[target]]\nname = "m"\nkind = "{kind}"\n{key} = "{value}"\n'
+        )
+        before = _tree(tmp_path)
+        res = agent("scan", "--config", cfg)
+        assert res.returncode == 2 and b"watched root" in res.stderr, res.stderr
+        assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "local:{s}/www2",
+        "local:{s}/www-mirror/x",
+        "rsync:{s}/www2/",
+        "rsync:localhost:{s}/www/m",
+        "rsync:rsync://h/m/",
+    ],
+)
+def test_sibling_and_remote_targets_are_accepted(tmp_path: Path, spec: str) -> None:
+    """A sibling sharing the root's name prefix is not inside it, and remote
+    rsync destinations name another machine's paths: both are accepted."""
+    site = _overlap_site(tmp_path)
+    spec = spec.format(s=site)
+    res = agent("scan", "--root", site / "www", "--journal", tmp_path / "j", "--target", spec)
+    assert res.returncode != 2, res.stderr
+    assert b"error:" not in res.stderr

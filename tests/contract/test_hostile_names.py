@@ -90,3 +90,83 @@ def test_hostile_names_replicate(rig: Rig, tmp_path, monkeypatch) -> None:
     ]
     refused |= _check_results(rig, rig.ship(*moved), [])
     rig.assert_mirrored(exclude=refused)
+
+
+# Names a list-driven transport could read as something other than a name:
+# rsync takes ``#``/``;`` lines of --files-from for comments, a leading
+# ``-`` for an option, ``./``-like dots for path syntax.
+LIST_SYNTAX_NAMES = [
+    b"#index.html#",
+    b"#",
+    b";",
+    b";semi colon",
+    b"# spaced #",
+    b"#\nnewline",
+    b";\xff\xfe",
+    b"-",
+    b"-dash",
+    b".hidden",
+    b"..dots",
+    b"...",
+    b".#lock",
+]
+LIST_SYNTAX_NESTED = [b"#dir/#inner#", b"#dir/;inner", b";dir/.x/#deep", b"-d/-e"]
+
+
+def _mirror_bytes(rig: Rig, rel: bytes) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    for m in rig.mirrors:
+        try:
+            fd = os.open(os.fsencode(m) + b"/" + rel, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            out.append(None)
+            continue
+        with os.fdopen(fd, "rb") as f:
+            out.append(f.read())
+    return out
+
+
+def _absent(rig: Rig, rel: bytes) -> bool:
+    return all(not os.path.lexists(os.fsencode(m) + b"/" + rel) for m in rig.mirrors)
+
+
+def test_list_syntax_names_put_and_delete(rig: Rig) -> None:
+    """Names starting with ``#``, ``;``, ``-`` or dots arrive byte for byte
+    when listed one by one, and their deletes remove exactly them; an OK
+    result for a name the mirror does not hold fails."""
+    paths = [*LIST_SYNTAX_NAMES, *LIST_SYNTAX_NESTED]
+    for rel in paths:
+        write(rig, rel, b"content of " + rel)
+    write(rig, b"plain.txt", b"plain")
+    parents = sorted({p[:i] for p in LIST_SYNTAX_NESTED for i in range(len(p)) if p[i : i + 1] == b"/"})
+    actions = [rig.action(ActionKind.PUT, p) for p in [*parents, *paths, b"plain.txt"]]
+    refused = _check_results(rig, rig.ship(*actions), paths)
+    for rel in paths:
+        if rel not in refused:
+            assert _mirror_bytes(rig, rel) == [b"content of " + rel] * len(rig.mirrors), rel
+    rig.assert_mirrored(exclude=refused)
+
+    gone = [p for p in paths if p not in refused]
+    for rel in gone:
+        os.unlink(rig.src(rel))
+    results = rig.ship(*(rig.action(ActionKind.DELETE, p) for p in gone))
+    assert all(r.outcome is Outcome.OK for r in results), [r for r in results if r.outcome is not Outcome.OK]
+    for rel in gone:
+        assert _absent(rig, rel), f"{rel!r} still on the mirror after an OK delete"
+    rig.assert_mirrored(exclude=refused)
+
+
+def test_list_syntax_names_vanished_put_deletes(rig: Rig) -> None:
+    """A PUT of such a name that is gone from the source removes it from the mirror."""
+    names = [b"#gone#", b";gone", b"-gone"]
+    for rel in names:
+        write(rig, rel, b"x")
+    rig.put_ok(*names)
+    rig.assert_mirrored()
+    assert all(not _absent(rig, rel) for rel in names)
+    for rel in names:
+        os.unlink(rig.src(rel))
+    rig.put_ok(*names)
+    for rel in names:
+        assert _absent(rig, rel), rel
+    rig.assert_mirrored()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from agent.plan import Action, ActionKind
 from tests.contract.conftest import Rig, _local_rig, _rsync_path_rig
 
-NAMES = [b"a", b"b", b"-x", b"sp ace", b"n\nl", b"\xff"]
+NAMES = [b"a", b"b", b"-x", b"sp ace", b"n\nl", b"\xff", b"#h#", b";s"]
 rel = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map(b"/".join)
 ops = st.lists(
     st.one_of(
@@ -74,6 +74,8 @@ def _apply(rig: Rig, op: str, path: bytes, arg: object) -> list[Action]:
             dest = rig.src(arg)
             if not os.path.lexists(full) or dest == full or dest.startswith(full + b"/"):
                 return []
+            if full.startswith(dest + b"/"):
+                return []  # onto its own ancestor: rename(2) refuses it too
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             _remove(dest)
             os.rename(full, dest)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 
 from agent.plan import ActionKind
@@ -198,16 +199,48 @@ def test_ship_twice_is_harmless(rig: Rig) -> None:
     rig.assert_mirrored()
 
 
-def test_special_file_failed_others_unaffected(rig: Rig) -> None:
-    """A fifo is not shipped: FAILED "special file"; the rest of the batch is OK."""
+def _lexists_on_mirrors(rig: Rig, rel: bytes) -> list[bool]:
+    return [os.path.lexists(os.fsencode(m) + b"/" + rel) for m in rig.mirrors]
+
+
+def _bind_socket(rig: Rig, rel: bytes, monkeypatch) -> None:
+    """A unix socket at ``rel`` (bound by a relative name: paths are long)."""
+    monkeypatch.chdir(rig.src(os.path.dirname(rel) or b"."))
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(os.path.basename(rel))
+    finally:
+        sock.close()
+
+
+def test_special_file_is_not_replicated(rig: Rig, monkeypatch) -> None:
+    """A new fifo or socket is not shipped: OK, nothing on the mirror; the rest
+    of the batch is shipped."""
     os.mkfifo(rig.src(b"fifo"))
+    _bind_socket(rig, b"sock", monkeypatch)
     write(rig, b"fine", b"fine")
-    results = rig.put(b"fifo", b"fine")
-    by_path = {r.path: r for r in results}
-    assert by_path[b"fifo"].outcome is Outcome.FAILED
-    assert "special file" in by_path[b"fifo"].reason
-    assert by_path[b"fine"].outcome is Outcome.OK
-    rig.assert_mirrored(exclude=[b"fifo"])
+    rig.put_ok(b"fifo", b"sock", b"fine")
+    assert _lexists_on_mirrors(rig, b"fifo") == [False] * len(rig.mirrors)
+    assert _lexists_on_mirrors(rig, b"sock") == [False] * len(rig.mirrors)
+    rig.assert_mirrored(exclude=[b"fifo", b"sock"])
+
+
+def test_file_replaced_by_fifo_is_removed(rig: Rig) -> None:
+    """A path that became a fifo is treated as absent: what the mirror had
+    there is removed and the result is OK (also inside a recursive PUT)."""
+    write(rig, b"f", b"was a file")
+    write(rig, b"d/g", b"was a file too")
+    write(rig, b"d/keep", b"keep")
+    rig.put_ok(b"f", b"d", recursive=True)
+    os.unlink(rig.src(b"f"))
+    os.mkfifo(rig.src(b"f"))
+    os.unlink(rig.src(b"d/g"))
+    os.mkfifo(rig.src(b"d/g"))
+    rig.put_ok(b"f")
+    rig.put_ok(b"d", recursive=True)
+    for rel in (b"f", b"d/g"):
+        assert _lexists_on_mirrors(rig, rel) == [False] * len(rig.mirrors), rel
+    rig.assert_mirrored(exclude=[b"f", b"d/g"])
 
 
 def test_symlink_in_mirror_is_replaced_not_followed(rig: Rig, tmp_path) -> None:

@@ -299,8 +299,8 @@ def test_member_listed_without_name_stays_pending(rig: Rig) -> None:
 
 
 def test_socket_failed_and_delete_error_retried(rig: Rig) -> None:
-    """A unix socket is refused by makuosan (FAILED); a recursive PUT whose extra cannot be
-    deleted on one member is RETRY for that member only (§6)."""
+    """A unix socket is not replicated: never listed to msync, OK; a recursive PUT whose
+    extra cannot be deleted on one member is RETRY for that member only."""
     sock = socket.socket(socket.AF_UNIX)
     try:
         sock.bind(str(rig.root / "sock"))
@@ -313,10 +313,37 @@ def test_socket_failed_and_delete_error_retried(rig: Rig) -> None:
         res = rig.ship(put(b"sock"), put(b"d", recursive=True))
     finally:
         sock.close()
-    assert set(outcomes(res, b"sock").values()) == {Outcome.FAILED}
-    assert "unix domain socket" in res[("c/mk2", b"sock")].reason
+    assert set(outcomes(res, b"sock").values()) == {Outcome.OK}
+    assert not any(os.path.lexists(rig.dbl.member_dir(m) / "sock") for m in ("mk2", "mk3"))
     assert outcomes(res, b"d") == {"c/mk2": Outcome.OK, "c/mk3": Outcome.RETRY}
     assert "Operation not permitted" in res[("c/mk3", b"d")].reason
+
+
+def test_fifo_in_a_tree_is_never_listed(rig: Rig) -> None:
+    """A recursive PUT of a directory holding a fifo ships the rest of the tree
+    entry by entry and never the fifo (makuosan's own -r would send it)."""
+    write(rig.root, b"d/keep", b"k")
+    os.mkfifo(rig.root / "d" / "p")
+    os.utime(rig.root / "d" / "p", (OLD, OLD), follow_symlinks=False)
+    os.utime(rig.root / "d", (OLD, OLD))
+    res = rig.ship(put(b"d", recursive=True), put(b"d/p"))
+    assert {r.outcome for r in res.values()} == {Outcome.OK}
+    for m in ("mk2", "mk3"):
+        assert (rig.dbl.member_dir(m) / "d" / "keep").read_bytes() == b"k"
+        assert not os.path.lexists(rig.dbl.member_dir(m) / "d" / "p")
+
+
+def test_link_to_a_fifo_never_sends_the_fifo(rig: Rig) -> None:
+    """A symlink's target is re-sent after the link, but not when it is a fifo."""
+    os.mkfifo(rig.root / "p")
+    os.utime(rig.root / "p", (OLD, OLD), follow_symlinks=False)
+    os.symlink("p", rig.root / "ln")
+    os.utime(rig.root / "ln", (OLD, OLD), follow_symlinks=False)
+    res = rig.ship(put(b"ln"))
+    assert {r.outcome for r in res.values()} == {Outcome.OK}
+    for m in ("mk2", "mk3"):
+        assert os.readlink(rig.dbl.member_dir(m) / "ln") == "p"
+        assert not os.path.lexists(rig.dbl.member_dir(m) / "p")
 
 
 def test_catch_up_plan_keeps_order_across_member_sets(rig: Rig) -> None:

@@ -8,7 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.shippers.base import Outcome
-from agent.shippers.rsync_codes import EXIT_CODES, Verdict, attribute_errors, classify_exit, rsync_escape
+from agent.shippers.rsync_codes import (
+    EXIT_CODES,
+    Verdict,
+    attribute_errors,
+    classify_exit,
+    deleted_names,
+    rsync_escape,
+)
 
 names = st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b)
 paths = st.lists(names, min_size=1, max_size=4).map(b"/".join)
@@ -93,3 +100,37 @@ def test_permanent_name_errors_fail() -> None:
     verdicts = attribute_errors([b"blo\ncked", b"ok"], stderr, "x")
     assert verdicts[b"blo\ncked"].outcome is Outcome.FAILED
     assert verdicts[b"ok"].outcome is Outcome.OK
+
+
+def test_mirror_refusals_fail_but_a_number_in_a_name_does_not() -> None:
+    """EPERM/EACCES at the end of a line are FAILED; "(1)" inside a quoted
+    name with a transient errno stays RETRY."""
+    stderr = (
+        b"rsync: [generator] delete_file: unlink(locked/f) failed: Operation not permitted (1)\n"
+        b'rsync: [receiver] mkstemp "/d/.photo (13).jpg.Xa1" failed: No space left on device (28)\n'
+        b'rsync: [receiver] mkstemp "/e/.x.Yb2" failed: Permission denied (13)\n'
+        b'rsync: [generator] recv_generator: mkdir "/m/f24/d0" failed: Not a directory (20)\n'
+    )
+    v = attribute_errors([b"locked/f", b"d/photo (13).jpg", b"e/x", b"f24/d0/x", b"ok"], stderr, "x")
+    assert v[b"f24/d0/x"].outcome is Outcome.FAILED
+    assert v[b"locked/f"].outcome is Outcome.FAILED
+    assert v[b"d/photo (13).jpg"].outcome is Outcome.RETRY
+    assert v[b"e/x"].outcome is Outcome.FAILED
+    assert v[b"ok"].outcome is Outcome.OK
+
+
+@given(st.lists(paths, min_size=1, max_size=6, unique=True), st.data())
+def test_probe_output_names_exactly_the_present_paths(batch: list[bytes], data: st.DataObject) -> None:
+    """Deletion lines of listed paths (directories with their contents and a
+    trailing slash) give back exactly those paths; a stray line gives None."""
+    present = data.draw(st.lists(st.sampled_from(batch), unique=True))
+    lines = []
+    for p in present:
+        if data.draw(st.booleans()):
+            lines += [b"*deleting  |" + rsync_escape(p) + b"/inner", b"*deleting  |" + rsync_escape(p) + b"/"]
+        else:
+            lines.append(b"*deleting  |" + rsync_escape(p))
+    out = b"".join(line + b"\n" for line in lines)
+    assert deleted_names(batch, out) == set(present)
+    assert deleted_names(batch, out + b"Welcome to the mirror\n") is None
+    assert deleted_names(batch, out + b"*deleting  |not-listed-\xff\n") is None
