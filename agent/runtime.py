@@ -1,22 +1,22 @@
 """The running agent's live counters, published as ``<journal>/runtime.json``.
 
 ``agent status`` runs in another process and cannot see the daemon's memory;
-the daemon rewrites this small file about once a second (atomic rename), and
-status treats it as live only while it is fresh and its pid exists.
+the daemon rewrites this small file about once a second (atomic rename).
+Whether an agent runs is not read from here (the file outlives its writer):
+status asks the journal's writer lock, and uses these counters only when
+they name the lock's holder.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUNTIME_FILE", "write_runtime", "read_runtime", "is_live"]
+__all__ = ["RUNTIME_FILE", "write_runtime", "read_runtime"]
 
 RUNTIME_FILE = "runtime.json"
-FRESH_S = 5.0
 
 
 def write_runtime(journal_dir: Path, data: dict[str, Any]) -> None:
@@ -31,19 +31,3 @@ def read_runtime(journal_dir: Path) -> dict[str, Any] | None:
         return json.loads((journal_dir / RUNTIME_FILE).read_text())
     except (OSError, ValueError):
         return None
-
-
-def is_live(data: dict[str, Any] | None, now_ns: int | None = None) -> bool:
-    """True when ``data`` was written recently by a process that still exists."""
-    if not data:
-        return False
-    now = time.time_ns() if now_ns is None else now_ns
-    if now - int(data.get("updated_ns", 0)) > FRESH_S * 1e9:
-        return False
-    try:
-        os.kill(int(data["pid"]), 0)
-    except (ProcessLookupError, KeyError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
