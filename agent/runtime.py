@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUNTIME_FILE", "write_runtime", "read_runtime"]
+__all__ = [
+    "RUNTIME_FILE",
+    "FAILING_LISTED",
+    "write_runtime",
+    "read_runtime",
+    "encode_failing",
+    "decode_failing",
+]
 
 RUNTIME_FILE = "runtime.json"
+FAILING_LISTED = 1000  # failing paths published per track; more are only counted
 
 
 def write_runtime(journal_dir: Path, data: dict[str, Any]) -> None:
@@ -31,3 +40,31 @@ def read_runtime(journal_dir: Path) -> dict[str, Any] | None:
         return json.loads((journal_dir / RUNTIME_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def encode_failing(table: Mapping[tuple[str, bytes], tuple[str, int]]) -> dict[str, Any]:
+    """The failing paths of the replayers, for ``agent verify``: per track,
+    up to ``FAILING_LISTED`` ``[path, last error, unsuccessful tries]`` and
+    how many more there are. Paths travel as surrogate-escaped text, which
+    JSON carries as ``\\udcXX`` and :func:`decode_failing` turns back into
+    the same bytes."""
+    out: dict[str, Any] = {}
+    for (track, path), (reason, tries) in sorted(table.items()):
+        doc = out.setdefault(track, {"paths": [], "more": 0})
+        if len(doc["paths"]) < FAILING_LISTED:
+            doc["paths"].append([os.fsdecode(path), reason, tries])
+        else:
+            doc["more"] += 1
+    return out
+
+
+def decode_failing(data: Mapping[str, Any] | None) -> dict[str, tuple[dict[bytes, str], int]]:
+    """Per track: {path: last error} and the count of failing paths not listed."""
+    out: dict[str, tuple[dict[bytes, str], int]] = {}
+    for track, doc in ((data or {}).get("failing") or {}).items():
+        try:
+            paths = {os.fsencode(p): str(reason) for p, reason, *_ in doc["paths"]}
+            out[track] = (paths, int(doc.get("more", 0)))
+        except (KeyError, TypeError, ValueError):
+            continue  # written by another version: nothing usable
+    return out
