@@ -1,8 +1,9 @@
 """Mirror audits for ``agent verify``: what each mirror holds that the tree does not.
 
 One audit per target kind: a direct compare for a local mirror, an rsync
-checksum dry run (itemized, NUL-safe) for rsync, ``msync --check`` per member
-for msync. Every external program runs through ``agent.shippers._exec``.
+checksum dry run (itemized, NUL-safe) for rsync, ``msync --check`` (content)
+and a ``--delete`` dry run (makuosan's metadata comparison, extras) per
+member for msync. Every external program runs through ``agent.shippers._exec``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "classify_item",
     "parse_itemized",
     "parse_msync_check",
+    "parse_msync_dryrun",
     "audit_rsync",
     "audit_msync",
     "audit_target",
@@ -283,30 +285,65 @@ def _msync_base_argv(target: MsyncTarget) -> list[str]:
     return argv
 
 
-def audit_msync(
-    root: bytes, target: MsyncTarget, env: dict[str, str] | None = None
-) -> tuple[list[Finding], str | None]:
-    """``msync --check -r`` per expected member; absent members are an error.
-    ``env`` is extra environment for msync (e.g. ``MSYNC_TARGET``)."""
+_DRY = re.compile(rb"^\(dryrun\) (update|delete) (\S*?):(.+)$")
+_DRY_WHY = {
+    b"update": "differs on the member (msync dry run: type, size, mode, owner or mtime)",
+    b"delete": "extra on the member",
+}
+
+
+def parse_msync_dryrun(stdout: bytes, host: str) -> list[tuple[bytes, str]]:
+    """(base-relative path, why) from ``msync -n -v --delete -r`` for ``host``:
+    what a send would update there (makuosan's own comparison) or delete."""
+    out = []
+    for line in stdout.splitlines():
+        if (m := _DRY.match(line.rstrip(b"\r"))) and m.group(2).decode(errors="replace") == host:
+            out.append((m.group(3), _DRY_WHY[m.group(1)]))
+    return out
+
+
+def _msync_run(target: MsyncTarget, argv: list[str], env: dict[str, str] | None) -> _exec.ExecResult:
+    result = _exec.run([*_msync_base_argv(target), *argv], timeout=target.timeout_s, env=env)
+    if result.returncode != 0 or result.missing:
+        detail = (result.stderr or result.stdout).decode(errors="replace").strip()[-200:]
+        raise AuditError(f"msync {' '.join(argv)} failed (rc {result.returncode}): {detail}")
+    return result
+
+
+def _member_findings(
+    root: bytes, target: MsyncTarget, member: str, specials: set[bytes], env: dict[str, str] | None
+) -> list[Finding]:
+    """``--check -r`` (content of regular files) and a ``--delete -r`` dry
+    run (makuosan's metadata comparison, and extras) for one member. A
+    special file's path is skipped: members never keep a fifo's mtime, so
+    its dry run always answers update."""
     base = os.fsencode(target.base) if target.base else root
-    listing = _exec.run([*_msync_base_argv(target), "--members"], timeout=target.timeout_s, env=env)
-    if listing.returncode != 0 or listing.missing:
-        detail = (listing.stderr or listing.stdout).decode(errors="replace").strip()[-200:]
-        raise AuditError(f"msync --members failed (rc {listing.returncode}): {detail}")
+    check = _msync_run(target, ["-t", member, "--check", "-r"], env)
+    dry = _msync_run(target, ["-t", member, "-n", "-v", "--delete", "-r"], env)
+    found: dict[bytes, str] = {}
+    for path, why in [
+        *parse_msync_check(check.stdout, check.stderr, member),
+        *parse_msync_dryrun(dry.stdout, member),
+    ]:
+        rel = os.path.relpath(os.path.join(base, path), root)
+        if rel not in (b".", b"..") and not rel.startswith(b"../") and rel not in specials:
+            found.setdefault(rel, why)
+    return [Finding(p, w, track=f"{target.name}/{member}") for p, w in sorted(found.items())]
+
+
+def audit_msync(
+    root: bytes, target: MsyncTarget, env: dict[str, str] | None = None, specials: Sequence[bytes] = ()
+) -> tuple[list[Finding], str | None]:
+    """Every expected member's findings; absent members are an error.
+    ``env`` is extra environment for msync (e.g. ``MSYNC_TARGET``)."""
+    listing = _msync_run(target, ["--members"], env)
     present = {
         line.split()[0].decode(errors="replace") for line in listing.stdout.splitlines() if line.strip()
     }
     absent = [m for m in target.members if m not in present]
     findings: list[Finding] = []
     for member in (m for m in target.members if m in present):
-        argv = [*_msync_base_argv(target), "-t", member, "--check", "-r"]
-        result = _exec.run(argv, timeout=target.timeout_s, env=env)
-        if result.returncode != 0:
-            detail = result.stderr.decode(errors="replace").strip()[-200:]
-            raise AuditError(f"msync --check -t {member} failed (rc {result.returncode}): {detail}")
-        for path, why in parse_msync_check(result.stdout, result.stderr, member):
-            rel = os.path.relpath(os.path.join(base, path), root)
-            findings.append(Finding(rel, why, track=f"{target.name}/{member}"))
+        findings += _member_findings(root, target, member, set(specials), env)
     return findings, (f"members absent from msync --members: {', '.join(absent)}" if absent else None)
 
 
@@ -321,6 +358,7 @@ def audit_target(
             return compare_trees(root, os.fsencode(target.path), excludes), None
         if isinstance(target, RsyncTarget):
             return audit_rsync(root, target, excludes, specials), None
-        return audit_msync(root, target)
+        findings, error = audit_msync(root, target, specials=specials)
+        return [f for f in findings if not excludes.match(f.path, False)], error
     except (AuditError, OSError) as exc:
         return [], str(exc)
