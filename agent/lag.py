@@ -11,6 +11,8 @@ not journaled yet are drift, which is what the mirror shows.
 
 A directory whose only difference is its mtime is also covered by pending
 entries directly inside it: shipping an entry resets its parent's mtime.
+(msync's dry run does not say what differs; any difference it reports on a
+directory is treated so.)
 
 Failing paths come from the agent's ``runtime.json`` (the replayers' retry
 table, published every second and left behind when the agent stops), so a
@@ -25,7 +27,12 @@ from dataclasses import dataclass, field
 
 from journal import Journal, Op
 
-__all__ = ["TrackPending", "Judgement", "read_pending", "judge", "default_lag_max", "any_pending"]
+__all__ = ["TrackPending", "Judgement", "read_pending", "merge", "judge", "default_lag_max", "any_pending"]
+
+
+# differences a pending entry inside a directory resets: its mtime (an msync
+# dry run does not say what differs; on a directory that is mostly the mtime)
+_TIMES_ONLY = ("mtime differs", "differs on the member")
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,23 @@ def read_pending(
         for path in (entry.path, entry.dest) if entry.op == Op.MOVE else (entry.path,):
             if path and (path not in oldest or entry.time_ns < oldest[path]):
                 oldest[path] = entry.time_ns
-    children: dict[bytes, list[bytes]] = {}
+    return TrackPending(oldest, _children(oldest), failing[0], failing[1])
+
+
+def _children(oldest: Mapping[bytes, int]) -> dict[bytes, list[bytes]]:
+    out: dict[bytes, list[bytes]] = {}
     for path in oldest:
-        children.setdefault(path.rpartition(b"/")[0], []).append(path)
-    return TrackPending(oldest, children, failing[0], failing[1])
+        out.setdefault(path.rpartition(b"/")[0], []).append(path)
+    return out
+
+
+def merge(a: TrackPending, b: TrackPending) -> TrackPending:
+    """Pending before and after an audit: a path shipped while the mirror
+    was being read, or journaled meanwhile, is covered either way."""
+    oldest = dict(b.oldest)
+    for path, t in a.oldest.items():
+        oldest[path] = min(t, oldest.get(path, t))
+    return TrackPending(oldest, _children(oldest), b.failing, b.failing_unlisted)
 
 
 def any_pending(path: bytes, pending: Iterable[TrackPending]) -> bool:
@@ -88,7 +108,7 @@ def _covering(path: bytes, tp: TrackPending, times_only: bool) -> list[bytes]:
 
 def judge(path: bytes, why: str, tp: TrackPending, now_ns: int, lag_max_s: float) -> Judgement:
     """Lag or drift for a difference ``why`` at ``path`` on one track."""
-    covering = _covering(path, tp, times_only=why.startswith("mtime differs"))
+    covering = _covering(path, tp, times_only=why.startswith(_TIMES_ONLY))
     if not covering:
         return Judgement(False, why)
     for p in covering:

@@ -27,7 +27,7 @@ from agent.audit import Finding, audit_target
 from agent.config import Config, TargetConfig
 from agent.excludes import Excludes
 from agent.fsstate import digest_file, kind_of
-from agent.lag import any_pending, default_lag_max, judge, read_pending
+from agent.lag import any_pending, default_lag_max, judge, merge, read_pending
 from agent.logs import safe_path
 from agent.progress import Progress
 from agent.replay import select_tracks, walk
@@ -130,8 +130,9 @@ def _audit_one(
     root: bytes, target: TargetConfig, tracks: tuple[str, ...], excludes: Excludes, ctx: _Context
 ) -> tuple[dict[str, Any], list[Finding]]:
     """One target's report (drift, lag, error) and its drifted findings."""
+    before = {t: read_pending(ctx.journal, t) for t in tracks}
     findings, error = audit_target(root, target, excludes, sorted(ctx.specials))
-    pending = {t: read_pending(ctx.journal, t, ctx.failing.get(t, ({}, 0))) for t in tracks}
+    pending = {t: merge(before[t], read_pending(ctx.journal, t, ctx.failing.get(t, ({}, 0)))) for t in tracks}
     drifted: dict[tuple[str | None, bytes], Finding] = {}
     lagging: list[dict[str, Any]] = []
     for f in findings:
