@@ -1,8 +1,9 @@
 """Mirror audits for ``agent verify``: what each mirror holds that the tree does not.
 
 One audit per target kind: a direct compare for a local mirror, an rsync
-checksum dry run (itemized, NUL-safe) for rsync, ``msync --check`` per member
-for msync. Every external program runs through ``agent.shippers._exec``.
+checksum dry run (itemized, NUL-safe) for rsync, ``msync --check`` (content)
+and a ``--delete`` dry run (makuosan's metadata comparison, extras) per
+member for msync. Every external program runs through ``agent.shippers._exec``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.config import LocalTarget, MsyncTarget, RsyncTarget, TargetConfig
@@ -27,12 +30,15 @@ __all__ = [
     "classify_item",
     "parse_itemized",
     "parse_msync_check",
+    "parse_msync_dryrun",
     "audit_rsync",
     "audit_msync",
     "audit_target",
 ]
 
 _CHUNK = 1 << 20
+_RULES_BUDGET = 256 * 1024  # argv bytes spent on excluding the source's special files
+_OWNERS = os.geteuid() == 0  # a local mirror carries owners only when shipped as root
 
 
 @dataclass(frozen=True)
@@ -57,17 +63,37 @@ def _same_content(a: bytes, b: bytes) -> bool:
                 return True
 
 
+def _when(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
 def _entry_diff(src: bytes, dst: bytes, s: os.stat_result, d: os.stat_result) -> str | None:
+    """The first difference of a mirror entry, in the order type, symlink
+    target, mode, owner (when this process could have set it), content,
+    mtime (ns; files, directories and symlinks alike). mtime is reported
+    only when it is the one difference, so a rewritten file reads as a
+    content change."""
     ks, kd = kind_of(s.st_mode), kind_of(d.st_mode)
+    if ks == FileKind.OTHER:
+        return f"not replicated: special file, but the mirror holds a {_kind_name(d.st_mode)}"
     if ks != kd:
         return f"type differs (source {ks.name.lower()}, mirror {kd.name.lower()})"
-    if ks == FileKind.SYMLINK:
-        return None if os.readlink(src) == os.readlink(dst) else "symlink target differs"
-    if stat.S_IMODE(s.st_mode) != stat.S_IMODE(d.st_mode):
+    if ks == FileKind.SYMLINK and os.readlink(src) != os.readlink(dst):
+        return "symlink target differs"
+    if ks != FileKind.SYMLINK and stat.S_IMODE(s.st_mode) != stat.S_IMODE(d.st_mode):
         return f"mode differs (source {stat.S_IMODE(s.st_mode):o}, mirror {stat.S_IMODE(d.st_mode):o})"
+    if _OWNERS and (s.st_uid, s.st_gid) != (d.st_uid, d.st_gid):
+        return f"owner differs (source {s.st_uid}:{s.st_gid}, mirror {d.st_uid}:{d.st_gid})"
     if ks == FileKind.FILE and (s.st_size != d.st_size or not _same_content(src, dst)):
         return "content differs"
+    if s.st_mtime_ns != d.st_mtime_ns:
+        return f"mtime differs (source {_when(s.st_mtime_ns)}, mirror {_when(d.st_mtime_ns)})"
     return None
+
+
+def _kind_name(mode: int) -> str:
+    kind = kind_of(mode)
+    return "special file" if kind == FileKind.OTHER else kind.name.lower()
 
 
 def _listing(path: bytes, rel: bytes, excludes: Excludes) -> dict[bytes, os.stat_result]:
@@ -135,8 +161,9 @@ def _unescape(name: bytes) -> bytes:
 
 
 def classify_item(item: str) -> str | None:
-    """Why an rsync itemize code (``>fc.t......``) means drift; None for
-    differences the mirror contract ignores (times)."""
+    """Why an rsync itemize code (``>fc.t......``) means drift, or None.
+    A time difference (``t``, or ``T`` where rsync cannot keep a time) counts
+    only when nothing else differs; rsync compares mtimes in whole seconds."""
     if item.startswith("*deleting"):
         return "extra on the mirror"
     if item[2:] == "+" * 9:
@@ -146,6 +173,8 @@ def classify_item(item: str) -> str | None:
         whys[whys.index("content differs")] = "symlink target differs"
     if "content differs" in whys and "size differs" in whys:
         whys.remove("size differs")
+    if not whys and len(item) > 4 and item[4] in "tT":
+        whys.append("mtime differs")
     return ", ".join(whys) or None
 
 
@@ -177,16 +206,47 @@ def _below(path: bytes, tops: set[bytes]) -> bool:
     return False
 
 
-def audit_rsync(root: bytes, target: RsyncTarget, excludes: Excludes) -> list[Finding]:
+def literal_rule(path: bytes) -> bytes:
+    """An rsync filter pattern matching exactly ``path`` (anchored at the
+    transfer root). rsync reads backslashes as escapes only in a pattern
+    that holds a wildcard, so a name with one gets all four escaped."""
+    if any(c in path for c in (b"*", b"?", b"[")):
+        path = re.sub(rb"([*?\[\\])", rb"\\\1", path)
+    return b"/" + path
+
+
+def _special_rules(specials: Sequence[bytes]) -> list[bytes]:
+    """``--exclude`` arguments for the source's special files, so that with
+    ``--delete-excluded`` anything the mirror holds at their paths shows as
+    an extra. Past a budget of argv bytes the rest are left out: their
+    paths are then only known not to be replicated."""
+    out: list[bytes] = []
+    budget = _RULES_BUDGET
+    for path in specials:
+        arg = b"--exclude=" + literal_rule(path)
+        budget -= len(arg) + 1
+        if budget < 0:
+            break
+        out.append(arg)
+    return out
+
+
+def audit_rsync(
+    root: bytes, target: RsyncTarget, excludes: Excludes, specials: Sequence[bytes] = ()
+) -> list[Finding]:
     dest = target.dest if target.dest.endswith("/") else target.dest + "/"
-    argv = [
+    rules = _special_rules(specials)
+    argv: list[str | bytes] = [
         target.rsync,
         "-a",
         "--dry-run",
         "--checksum",
         "--itemize-changes",
         "--delete",
+        "--numeric-ids",
         "--out-format=%i %n",
+        *rules,
+        *(["--delete-excluded"] if rules else []),
         *(f"--exclude={p}" for p in excludes.patterns),
         *target.options,
         root.rstrip(b"/") + b"/",
@@ -225,41 +285,80 @@ def _msync_base_argv(target: MsyncTarget) -> list[str]:
     return argv
 
 
-def audit_msync(
-    root: bytes, target: MsyncTarget, env: dict[str, str] | None = None
-) -> tuple[list[Finding], str | None]:
-    """``msync --check -r`` per expected member; absent members are an error.
-    ``env`` is extra environment for msync (e.g. ``MSYNC_TARGET``)."""
+_DRY = re.compile(rb"^\(dryrun\) (update|delete) (\S*?):(.+)$")
+_DRY_WHY = {
+    b"update": "differs on the member (msync dry run: type, size, mode, owner or mtime)",
+    b"delete": "extra on the member",
+}
+
+
+def parse_msync_dryrun(stdout: bytes, host: str) -> list[tuple[bytes, str]]:
+    """(base-relative path, why) from ``msync -n -v --delete -r`` for ``host``:
+    what a send would update there (makuosan's own comparison) or delete."""
+    out = []
+    for line in stdout.splitlines():
+        if (m := _DRY.match(line.rstrip(b"\r"))) and m.group(2).decode(errors="replace") == host:
+            out.append((m.group(3), _DRY_WHY[m.group(1)]))
+    return out
+
+
+def _msync_run(target: MsyncTarget, argv: list[str], env: dict[str, str] | None) -> _exec.ExecResult:
+    result = _exec.run([*_msync_base_argv(target), *argv], timeout=target.timeout_s, env=env)
+    if result.returncode != 0 or result.missing:
+        detail = (result.stderr or result.stdout).decode(errors="replace").strip()[-200:]
+        raise AuditError(f"msync {' '.join(argv)} failed (rc {result.returncode}): {detail}")
+    return result
+
+
+def _member_findings(
+    root: bytes, target: MsyncTarget, member: str, specials: set[bytes], env: dict[str, str] | None
+) -> list[Finding]:
+    """``--check -r`` (content of regular files) and a ``--delete -r`` dry
+    run (makuosan's metadata comparison, and extras) for one member. A
+    special file's path is skipped: members never keep a fifo's mtime, so
+    its dry run always answers update."""
     base = os.fsencode(target.base) if target.base else root
-    listing = _exec.run([*_msync_base_argv(target), "--members"], timeout=target.timeout_s, env=env)
-    if listing.returncode != 0 or listing.missing:
-        detail = (listing.stderr or listing.stdout).decode(errors="replace").strip()[-200:]
-        raise AuditError(f"msync --members failed (rc {listing.returncode}): {detail}")
+    check = _msync_run(target, ["-t", member, "--check", "-r"], env)
+    dry = _msync_run(target, ["-t", member, "-n", "-v", "--delete", "-r"], env)
+    found: dict[bytes, str] = {}
+    for path, why in [
+        *parse_msync_check(check.stdout, check.stderr, member),
+        *parse_msync_dryrun(dry.stdout, member),
+    ]:
+        rel = os.path.relpath(os.path.join(base, path), root)
+        if rel not in (b".", b"..") and not rel.startswith(b"../") and rel not in specials:
+            found.setdefault(rel, why)
+    return [Finding(p, w, track=f"{target.name}/{member}") for p, w in sorted(found.items())]
+
+
+def audit_msync(
+    root: bytes, target: MsyncTarget, env: dict[str, str] | None = None, specials: Sequence[bytes] = ()
+) -> tuple[list[Finding], str | None]:
+    """Every expected member's findings; absent members are an error.
+    ``env`` is extra environment for msync (e.g. ``MSYNC_TARGET``)."""
+    listing = _msync_run(target, ["--members"], env)
     present = {
         line.split()[0].decode(errors="replace") for line in listing.stdout.splitlines() if line.strip()
     }
     absent = [m for m in target.members if m not in present]
     findings: list[Finding] = []
     for member in (m for m in target.members if m in present):
-        argv = [*_msync_base_argv(target), "-t", member, "--check", "-r"]
-        result = _exec.run(argv, timeout=target.timeout_s, env=env)
-        if result.returncode != 0:
-            detail = result.stderr.decode(errors="replace").strip()[-200:]
-            raise AuditError(f"msync --check -t {member} failed (rc {result.returncode}): {detail}")
-        for path, why in parse_msync_check(result.stdout, result.stderr, member):
-            rel = os.path.relpath(os.path.join(base, path), root)
-            findings.append(Finding(rel, why, track=f"{target.name}/{member}"))
+        findings += _member_findings(root, target, member, set(specials), env)
     return findings, (f"members absent from msync --members: {', '.join(absent)}" if absent else None)
 
 
 # ---------------------------------------------------------------------- command
-def audit_target(root: bytes, target: TargetConfig, excludes: Excludes) -> tuple[list[Finding], str | None]:
-    """Mirror findings of one target and an error text (None when audited)."""
+def audit_target(
+    root: bytes, target: TargetConfig, excludes: Excludes, specials: Sequence[bytes] = ()
+) -> tuple[list[Finding], str | None]:
+    """Mirror findings of one target and an error text (None when audited).
+    ``specials``: the source's special files, which are not replicated."""
     try:
         if isinstance(target, LocalTarget):
             return compare_trees(root, os.fsencode(target.path), excludes), None
         if isinstance(target, RsyncTarget):
-            return audit_rsync(root, target, excludes), None
-        return audit_msync(root, target)
+            return audit_rsync(root, target, excludes, specials), None
+        findings, error = audit_msync(root, target, specials=specials)
+        return [f for f in findings if not excludes.match(f.path, False)], error
     except (AuditError, OSError) as exc:
         return [], str(exc)

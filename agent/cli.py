@@ -191,12 +191,18 @@ def replay(config: Config, since: str, selected: str | None, host: str | None, d
 @cli.command(epilog=EXIT_HELP)
 @click.option("--repair", is_flag=True, help="Queue drifted paths for re-shipping.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--lag-max",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds a pending difference may age and still count as lag (default: 2 x settle_ms + retry_max).",
+)
 @_config_options(select=True, root_from_journal=True)
-def verify(config: Config, selected: str | None, repair: bool, as_json: bool) -> int:
+def verify(config: Config, selected: str | None, repair: bool, as_json: bool, lag_max: float | None) -> int:
     """Audit the tree against the journal and every mirror against the tree."""
     from agent.verify import run_verify
 
-    return run_verify(config, selected, repair, as_json, sys.stdout)
+    return run_verify(config, selected, repair, as_json, sys.stdout, lag_max)
 
 
 @cli.command(epilog=EXIT_HELP)

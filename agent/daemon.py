@@ -26,7 +26,7 @@ from agent.fsstate import kind_of
 from agent.metrics import Metrics
 from agent.replay import walk
 from agent.replayer import Replayer
-from agent.runtime import write_runtime
+from agent.runtime import encode_failing, write_runtime
 from agent.scanner import Scanner, ScanReport
 from agent.shippers import make_shipper
 from agent.verify_trace import read_trace
@@ -227,6 +227,9 @@ class Agent:
                 for r in self.replayers
             },
             "rates": {"in_per_s": (events_in - previous[1]) / dt, "out_per_s": (out - previous[2]) / dt},
+            "failing": encode_failing(
+                {k: (a.reason, a.tries) for r in self.replayers for k, a in r.backoff.snapshot().items()}
+            ),
         }
         try:
             write_runtime(Path(self.config.journal), runtime)

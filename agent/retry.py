@@ -107,6 +107,11 @@ class Backoff:
             self._table[key] = verdict.state
         return verdict
 
+    def snapshot(self) -> dict[tuple[str, bytes], Attempt]:
+        """Every path whose last result was not OK (a copy: safe to read from
+        another thread, for publishing)."""
+        return self._table.copy()
+
     def holds(self, track: str, now: float) -> dict[bytes, bool]:
         """Paths of ``track`` still waiting: path -> hold the subtree too."""
         return {p: a.below for (t, p), a in self._table.items() if t == track and a.due > now}

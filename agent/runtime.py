@@ -1,22 +1,31 @@
 """The running agent's live counters, published as ``<journal>/runtime.json``.
 
 ``agent status`` runs in another process and cannot see the daemon's memory;
-the daemon rewrites this small file about once a second (atomic rename), and
-status treats it as live only while it is fresh and its pid exists.
+the daemon rewrites this small file about once a second (atomic rename).
+Whether an agent runs is not read from here (the file outlives its writer):
+status asks the journal's writer lock, and uses these counters only when
+they name the lock's holder.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUNTIME_FILE", "write_runtime", "read_runtime", "is_live"]
+__all__ = [
+    "RUNTIME_FILE",
+    "FAILING_LISTED",
+    "write_runtime",
+    "read_runtime",
+    "encode_failing",
+    "decode_failing",
+]
 
 RUNTIME_FILE = "runtime.json"
-FRESH_S = 5.0
+FAILING_LISTED = 1000  # failing paths published per track; more are only counted
 
 
 def write_runtime(journal_dir: Path, data: dict[str, Any]) -> None:
@@ -33,17 +42,29 @@ def read_runtime(journal_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_live(data: dict[str, Any] | None, now_ns: int | None = None) -> bool:
-    """True when ``data`` was written recently by a process that still exists."""
-    if not data:
-        return False
-    now = time.time_ns() if now_ns is None else now_ns
-    if now - int(data.get("updated_ns", 0)) > FRESH_S * 1e9:
-        return False
-    try:
-        os.kill(int(data["pid"]), 0)
-    except (ProcessLookupError, KeyError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
+def encode_failing(table: Mapping[tuple[str, bytes], tuple[str, int]]) -> dict[str, Any]:
+    """The failing paths of the replayers, for ``agent verify``: per track,
+    up to ``FAILING_LISTED`` ``[path, last error, unsuccessful tries]`` and
+    how many more there are. Paths travel as surrogate-escaped text, which
+    JSON carries as ``\\udcXX`` and :func:`decode_failing` turns back into
+    the same bytes."""
+    out: dict[str, Any] = {}
+    for (track, path), (reason, tries) in sorted(table.items()):
+        doc = out.setdefault(track, {"paths": [], "more": 0})
+        if len(doc["paths"]) < FAILING_LISTED:
+            doc["paths"].append([os.fsdecode(path), reason, tries])
+        else:
+            doc["more"] += 1
+    return out
+
+
+def decode_failing(data: Mapping[str, Any] | None) -> dict[str, tuple[dict[bytes, str], int]]:
+    """Per track: {path: last error} and the count of failing paths not listed."""
+    out: dict[str, tuple[dict[bytes, str], int]] = {}
+    for track, doc in ((data or {}).get("failing") or {}).items():
+        try:
+            paths = {os.fsencode(p): str(reason) for p, reason, *_ in doc["paths"]}
+            out[track] = (paths, int(doc.get("more", 0)))
+        except (KeyError, TypeError, ValueError):
+            continue  # written by another version: nothing usable
+    return out

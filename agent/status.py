@@ -1,6 +1,6 @@
 """``agent status``: what each track still owes, how old the checkpoint is,
-and whether an agent is running. Read-only: works while ``agent run`` holds
-the journal."""
+and whether an agent is running (whether it holds the journal's writer
+lock). Read-only: works while ``agent run`` holds the journal."""
 
 from __future__ import annotations
 
@@ -11,20 +11,30 @@ from typing import Any
 
 from agent.config import Config, tracks_of
 from agent.logs import safe_path
-from agent.runtime import is_live, read_runtime
+from agent.runtime import read_runtime
 from agent.verify_trace import read_trace
-from journal import Journal, JournalStats
+from journal import Journal, JournalStats, lock_holder
 
 __all__ = ["collect_status", "render_status", "live_runtime"]
 
 _MAX_DEAD_LISTED = 20
 
 
-def live_runtime(journal_dir: Path, now_ns: int | None = None) -> dict[str, Any] | None:
-    """The running agent's ``runtime.json`` when it is fresh (updated within
-    5 s by a live pid), else None."""
-    data = read_runtime(journal_dir)
-    return data if is_live(data, now_ns) else None
+def live_runtime(journal_dir: Path) -> dict[str, Any] | None:
+    """What a running agent publishes, or None when no agent runs.
+
+    Whether an agent runs is decided by the journal's writer lock, which
+    goes away with the process however it ended; ``runtime.json`` may
+    outlive its writer by seconds (or forever, after a SIGKILL). Its counters
+    count only when they come from the lock's holder; a holder that has not
+    published yet shows empty counters."""
+    held, pid = lock_holder(journal_dir)
+    if not held:
+        return None
+    data = read_runtime(journal_dir) or {}
+    if pid is None or data.get("pid") != pid:
+        data = {}
+    return {**data, "pid": pid}
 
 
 def collect_status(config: Config, now_ns: int | None = None) -> dict[str, Any]:
@@ -38,7 +48,7 @@ def collect_status(config: Config, now_ns: int | None = None) -> dict[str, Any]:
     tracks = list(dict.fromkeys([*configured, *stats.tracks]))
     targets = {track: _track_status(stats, track, dead, now) for track in tracks}
     checkpoint = stats.checkpoint
-    runtime = live_runtime(config.journal, now)
+    runtime = live_runtime(config.journal)
     trace = read_trace(config.journal)
     return {
         "verify": None
@@ -97,7 +107,7 @@ def render_status(doc: dict[str, Any]) -> str:
     if agent["running"]:
         rates = agent["rates"]
         lines.append(
-            f"agent: running (pid {agent['pid']}), "
+            f"agent: running (pid {agent['pid'] or 'unknown'}), "
             f"in {rates.get('in_per_s', 0):.1f}/s, out {rates.get('out_per_s', 0):.1f}/s"
         )
     else:

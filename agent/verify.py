@@ -2,8 +2,12 @@
 
 Local audit: the tree against the manifest (what was last shipped) and the
 pending entries; a difference with no pending entry is a change the journal
-missed. Mirror audits per target live in :mod:`agent.audit`. Paths with a
-pending entry for a target are lag, not drift, and are skipped.
+missed. Mirror audits per target live in :mod:`agent.audit`: every path of
+every mirror is compared, pending or not, and :mod:`agent.lag` decides
+whether a difference is lag (the agent is on it) or drift. Exit 0 means no
+drift: the mirrors equal the tree except for lag, which is listed. Special
+files (fifos, sockets, devices) are not replicated: they are listed once,
+and are drift only where a mirror holds something at their path.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 import stat
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, Any
 
 import structlog
@@ -21,47 +27,29 @@ from agent.audit import Finding, audit_target
 from agent.config import Config, TargetConfig
 from agent.excludes import Excludes
 from agent.fsstate import digest_file, kind_of
+from agent.lag import any_pending, default_lag_max, judge, merge, read_pending
 from agent.logs import safe_path
 from agent.progress import Progress
 from agent.replay import select_tracks, walk
+from agent.runtime import decode_failing, read_runtime
 from agent.verify_trace import trace_from_report, write_trace
 from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
 
 __all__ = ["local_audit", "run_verify"]
 
 log = structlog.get_logger("agent.verify")
-_CHUNK = 1 << 20
-
-
-# ---------------------------------------------------------------------- pending paths
-def pending_paths(journal: Journal, tracks: Iterable[str]) -> set[bytes]:
-    """Paths with a pending entry on any of ``tracks`` (both ends of a move)."""
-    out: set[bytes] = set()
-    for track in tracks:
-        for record in journal.pending(track):
-            out.add(record.entry.path)
-            if record.entry.op == Op.MOVE:
-                out.add(record.entry.dest)
-    return out
-
-
-def is_covered(path: bytes, pending: set[bytes]) -> bool:
-    """True when ``path`` or a parent (or the root, b"") has a pending entry."""
-    if not pending:
-        return False
-    if path in pending or b"" in pending:
-        return True
-    while b"/" in path:
-        path = path.rsplit(b"/", 1)[0]
-        if path in pending:
-            return True
-    return False
 
 
 # ---------------------------------------------------------------------- local audit
+def _when(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
 def state_differs(abspath: bytes, st: os.stat_result, known: FileState) -> str | None:
     """Why the disk differs from the manifest state (type, mode, owner,
-    symlink target, content), or None. Content is hashed only when stat differs."""
+    symlink target, content, mtime of files and symlinks), or None. Content
+    is hashed only when stat differs. Directory mtimes are left to the mirror
+    audits: they move with every entry added or removed inside."""
     kind = kind_of(st.st_mode)
     if kind != known.kind:
         return f"type is {kind.name.lower()}, manifest says {known.kind.name.lower()}"
@@ -71,8 +59,14 @@ def state_differs(abspath: bytes, st: os.stat_result, known: FileState) -> str |
         return f"owner {st.st_uid}:{st.st_gid}, manifest says {known.uid}:{known.gid}"
     if kind == FileKind.SYMLINK and os.readlink(abspath) != known.link:
         return "symlink target differs from the manifest"
-    if kind != FileKind.FILE:
-        return None
+    if kind == FileKind.FILE and not _same_content(abspath, st, known):
+        return "content differs from the manifest" + (" (size)" if st.st_size != known.size else "")
+    if kind in (FileKind.FILE, FileKind.SYMLINK) and st.st_mtime_ns != known.mtime_ns:
+        return f"mtime {_when(st.st_mtime_ns)}, manifest says {_when(known.mtime_ns)}"
+    return None
+
+
+def _same_content(abspath: bytes, st: os.stat_result, known: FileState) -> bool:
     same_stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (
         known.size,
         known.mtime_ns,
@@ -80,24 +74,26 @@ def state_differs(abspath: bytes, st: os.stat_result, known: FileState) -> str |
         known.inode,
     )
     if same_stat:
-        return None
-    if st.st_size != known.size:
-        return "content differs from the manifest (size)"
-    if not known.digest or digest_file(abspath) != known.digest:
-        return "content differs from the manifest"
-    return None
+        return True
+    return st.st_size == known.size and bool(known.digest) and digest_file(abspath) == known.digest
 
 
-def local_audit(root: bytes, journal: Journal, excludes: Excludes) -> list[Finding]:
-    """Changes the journal missed: tree vs manifest, ignoring pending paths."""
+def local_audit(root: bytes, journal: Journal, excludes: Excludes) -> tuple[list[Finding], list[bytes]]:
+    """Changes the journal missed (tree vs manifest, paths with no pending
+    entry on any track), and the special files of the tree, which are not
+    replicated and not compared."""
     manifest = {p: s for p, s in journal.manifest_items() if p}
-    pending = pending_paths(journal, journal.tracks())
+    pending = [read_pending(journal, t) for t in journal.tracks()]
     findings: list[Finding] = []
+    specials: list[bytes] = []
     with Progress("verify local", len(manifest)) as progress:
         for rel, st in walk(root, excludes):
             progress.advance()
             known = manifest.pop(rel, None)
-            if is_covered(rel, pending):
+            if kind_of(st.st_mode) == FileKind.OTHER:
+                specials.append(rel)
+                continue
+            if any_pending(rel, pending):
                 continue
             if known is None:
                 findings.append(
@@ -110,38 +106,83 @@ def local_audit(root: bytes, journal: Journal, excludes: Excludes) -> list[Findi
                 continue  # vanished during the walk: its DELETE is on the way
             if why:
                 findings.append(Finding(rel, f"{why}, no pending entry (missed by journal)"))
-    for path in manifest:
-        if not excludes.match(path, False) and not is_covered(path, pending):
+    for path, known in manifest.items():
+        gone = known.kind != FileKind.OTHER and not excludes.match(path, False)
+        if gone and not any_pending(path, pending):
             findings.append(Finding(path, "in the manifest, missing on disk, no pending delete"))
     # entries journaled while we walked are not misses
-    pending = pending_paths(journal, journal.tracks())
-    return [f for f in findings if not is_covered(f.path, pending)]
+    pending = [read_pending(journal, t) for t in journal.tracks()]
+    return [f for f in findings if not any_pending(f.path, pending)], sorted(specials)
+
+
+# ---------------------------------------------------------------------- mirror audits
+@dataclass
+class _Context:
+    """What judging a target's findings needs."""
+
+    journal: Journal
+    specials: set[bytes]
+    failing: dict[str, tuple[dict[bytes, str], int]]
+    now_ns: int
+    lag_max_s: float
+
+
+def _audit_one(
+    root: bytes, target: TargetConfig, tracks: tuple[str, ...], excludes: Excludes, ctx: _Context
+) -> tuple[dict[str, Any], list[Finding]]:
+    """One target's report (drift, lag, error) and its drifted findings."""
+    before = {t: read_pending(ctx.journal, t) for t in tracks}
+    findings, error = audit_target(root, target, excludes, sorted(ctx.specials))
+    pending = {t: merge(before[t], read_pending(ctx.journal, t, ctx.failing.get(t, ({}, 0)))) for t in tracks}
+    drifted: dict[tuple[str | None, bytes], Finding] = {}
+    lagging: list[dict[str, Any]] = []
+    for f in findings:
+        if f.path in ctx.specials and f.why.startswith("missing on the m"):
+            continue  # not replicated: listed once as a special file
+        verdicts = [
+            (t, judge(f.path, f.why, pending[t], ctx.now_ns, ctx.lag_max_s)) for t in _tracks(f, tracks)
+        ]
+        worst = next((v for _, v in verdicts if not v.lag), None)
+        if worst is None:
+            lagging.append({**_finding_json(f), "pending_s": max(v.pending_s or 0.0 for _, v in verdicts)})
+        else:
+            drifted[(f.track, f.path)] = replace(f, why=worst.why)
+    for track in tracks:
+        for letter in ctx.journal.dead_letters(track):
+            key = (None if tracks == (target.name,) else track, letter.record.entry.path)
+            dead = f"dead letter: {letter.reason}"
+            old = drifted.get(key)
+            drifted[key] = Finding(key[1], f"{old.why}; {dead}" if old else dead, key[0])
+    kept = sorted(drifted.values(), key=lambda f: (f.path, f.track or ""))
+    doc = {
+        "drift": [_finding_json(f) for f in kept],
+        "lag": lagging,
+        "error": error,
+        "pending_skipped": len(lagging),
+    }
+    log.debug("verify.target", target=target.name, drift=len(kept), lag=len(lagging), error=error)
+    return doc, kept
+
+
+def _tracks(f: Finding, tracks: tuple[str, ...]) -> tuple[str, ...]:
+    return (f.track,) if f.track else tracks
 
 
 def _report(
-    root: bytes, journal: Journal, selection: list[tuple[TargetConfig, tuple[str, ...]]], excludes: Excludes
-) -> tuple[list[Finding], dict[str, dict[str, Any]], dict[str, list[Finding]]]:
-    local = local_audit(root, journal, excludes)
+    root: bytes,
+    journal: Journal,
+    selection: list[tuple[TargetConfig, tuple[str, ...]]],
+    excludes: Excludes,
+    failing: dict[str, tuple[dict[bytes, str], int]],
+    lag_max_s: float,
+) -> tuple[list[Finding], list[bytes], dict[str, dict[str, Any]], dict[str, list[Finding]]]:
+    local, specials = local_audit(root, journal, excludes)
+    ctx = _Context(journal, set(specials), failing, time.time_ns(), lag_max_s)
     targets: dict[str, dict[str, Any]] = {}
     drifts: dict[str, list[Finding]] = {}
     for target, tracks in selection:
-        findings, error = audit_target(root, target, excludes)
-        pending = {t: pending_paths(journal, [t]) for t in tracks}
-        kept = [f for f in findings if not _is_lag(f, pending)]
-        drifts[target.name] = kept
-        targets[target.name] = {
-            "drift": [_finding_json(f) for f in kept],
-            "error": error,
-            "pending_skipped": len(findings) - len(kept),
-        }
-        log.debug("verify.target", target=target.name, drift=len(kept), error=error)
-    return local, targets, drifts
-
-
-def _is_lag(f: Finding, pending: dict[str, set[bytes]]) -> bool:
-    """A finding on a path still pending for its track(s) is lag, not drift."""
-    tracks = [f.track] if f.track else list(pending)
-    return any(is_covered(f.path, pending.get(t, set())) for t in tracks)
+        targets[target.name], drifts[target.name] = _audit_one(root, target, tracks, excludes, ctx)
+    return local, specials, targets, drifts
 
 
 def _finding_json(f: Finding) -> dict[str, Any]:
@@ -178,6 +219,8 @@ def _repair(
         for track in tracks:
             per_track.setdefault(track, set()).update(f.path for f in local)
         for f in drifts[target.name]:
+            if f.why.startswith("dead letter: "):
+                continue  # requeued below, as what it named
             for track in (f.track,) if f.track else tracks:
                 per_track[track].add(f.path)
     now = time.time_ns()
@@ -192,19 +235,31 @@ def _repair(
     return count, requeued
 
 
-def run_verify(config: Config, target: str | None, repair: bool, as_json: bool, out: IO[str]) -> int:
-    """The ``agent verify`` command; returns 0 clean, 1 drift, 2 error."""
+def run_verify(
+    config: Config,
+    target: str | None,
+    repair: bool,
+    as_json: bool,
+    out: IO[str],
+    lag_max_s: float | None = None,
+) -> int:
+    """The ``agent verify`` command; returns 0 clean (lag allowed), 1 drift, 2 error."""
     root = os.fsencode(config.root)
     excludes = Excludes(list(config.exclude))
     selection = select_tracks(config, target, None)
+    if lag_max_s is None:
+        lag_max_s = default_lag_max(config.settle_ms / 1000, config.retry_max_s)
+    failing = decode_failing(read_runtime(Path(config.journal)))
     with Journal.open(config.journal, root=str(config.root), mode="read") as journal:
-        local, targets, drifts = _report(root, journal, selection, excludes)
+        local, specials, targets, drifts = _report(root, journal, selection, excludes, failing, lag_max_s)
     drift = bool(local) or any(t["drift"] for t in targets.values())
     error = any(t["error"] for t in targets.values())
     doc: dict[str, Any] = {
         "clean": not drift and not error,
         "local": [_finding_json(f) for f in local],
         "targets": targets,
+        "special": [safe_path(p) for p in specials],
+        "lag_max_s": lag_max_s,
     }
     if repair:
         doc["repaired"], doc["dead_requeued"] = _repair(config, root, local, drifts, selection)
@@ -225,13 +280,18 @@ def _leave_trace(config: Config, doc: dict[str, Any]) -> None:
 def render_verify(doc: dict[str, Any]) -> str:
     """The human report: one line per finding, then a verdict."""
     lines = [f"local: {f['path']}: {f['why']}" for f in doc["local"]]
+    lines += [f"{p}: not replicated: special file" for p in doc["special"]]
     for name, t in doc["targets"].items():
         if t["error"]:
             lines.append(f"{name}: ERROR {t['error']}")
         for f in t["drift"]:
             lines.append(f"{f.get('track', name)}: {f['path']}: {f['why']}")
+        for f in t["lag"]:
+            lines.append(
+                f"{f.get('track', name)}: lag: {f['path']}: {f['why']} (pending {f['pending_s']:.1f}s)"
+            )
         if not t["drift"] and not t["error"]:
-            lines.append(f"{name}: clean ({t['pending_skipped']} pending paths skipped)")
+            lines.append(f"{name}: clean ({len(t['lag'])} pending paths lagging)")
     errors = any(t["error"] for t in doc["targets"].values())
     lines.append("clean" if doc["clean"] else "ERRORS" if errors else "DRIFT FOUND")
     if "repaired" in doc:

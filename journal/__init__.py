@@ -4,6 +4,7 @@ Knows nothing of inotify, msync or the watched tree; it stores entries,
 per-track progress, the manifest of shipped states and checkpoints.
 """
 
+from ._env import lock_holder
 from .errors import (
     CodecError,
     JournalCorrupt,
@@ -19,6 +20,7 @@ from .types import IS_DIR, Checkpoint, Entry, FileKind, FileState, Op, Record, S
 
 __all__ = [
     "Journal",
+    "lock_holder",
     "JournalStats",
     "TrackStats",
     "DeadLetter",

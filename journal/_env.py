@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "remove_created",
     "take_lock",
     "lock_for",
+    "lock_holder",
     "release_lock",
     "open_env",
     "is_enospc",
@@ -45,6 +47,7 @@ Mode = Literal["agent", "client", "read"]
 MODES = ("agent", "client", "read")
 LOCK_NAME = "agent.lock"
 _MIN_PAGES = 2  # the two meta pages every LMDB file starts with
+_PROBE_GRACE_S = 0.2  # how long taking the lock waits out a status probe
 
 
 class Gate:
@@ -146,7 +149,7 @@ def take_lock(jdir: Path) -> int:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_exclusive(fd)
             if _same_file(fd, path):
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -163,6 +166,41 @@ def take_lock(jdir: Path) -> int:
         except BaseException:
             os.close(fd)
             raise
+        os.close(fd)
+
+
+def _flock_exclusive(fd: int) -> None:
+    """LOCK_EX without blocking; a refusal is retried for a moment, because
+    :func:`lock_holder` holds a shared lock for an instant while probing."""
+    deadline = time.monotonic() + _PROBE_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+def lock_holder(jdir: Path) -> tuple[bool, int | None]:
+    """Whether an agent holds the journal's writer lock now, and its pid
+    (None when unknown). The lock is the truth: it goes away with the
+    process, however the process ended. The probe takes a shared lock and
+    drops it at once, so it never keeps an agent from starting."""
+    try:
+        fd = os.open(jdir / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return False, None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return True, int(holder) if holder.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False, None
+    finally:
         os.close(fd)
 
 

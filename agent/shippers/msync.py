@@ -31,7 +31,7 @@ from agent.shippers import _exec
 from agent.shippers import msync_parse as mp
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.msync_check import verify_skips
-from agent.shippers.msync_jobs import Item, Job, lane_jobs
+from agent.shippers.msync_jobs import Item, Job, lane_jobs, parent_dirs
 
 __all__ = ["MsyncShipper"]
 
@@ -102,6 +102,7 @@ class MsyncShipper:
         live = [it for it in items if it.entry is not None]
         if live:
             self._ship_live(live)
+            self._settle_dirs(live)
         for it in items:  # safety net: a track nobody reported on stays pending
             missing = [tr for tr in it.tracks if tr not in it.results]
             self._set(it, missing, Outcome.RETRY, "no result from msync for this member")
@@ -267,6 +268,28 @@ class MsyncShipper:
             return {
                 t: now - self._absent_since[t] if t in self._absent_since else 0.0 for t in self._member_of
             }
+
+    def _settle_dirs(self, live: list[Item]) -> None:
+        """Send the parent directories of what was shipped OK again, deepest
+        first, so members take their mtime (and mode) from the source after
+        entries inside changed. Best effort: a member that misses it differs
+        in that directory's mtime only, which verify reports and repairs."""
+        tokens = []
+        prefix = mp.command_prefix()
+        shipped = [it.action.path for it in live if any(r.outcome is Outcome.OK for r in it.results.values())]
+        for parent in parent_dirs(shipped):
+            try:
+                if not stat.S_ISDIR(os.lstat(self._root + b"/" + parent).st_mode):
+                    continue
+            except OSError:
+                continue
+            prep = mp.prepare(self._rel(parent))
+            if not isinstance(prep, str) and mp.fits(prep.token, prefix):
+                tokens.append(prep.token)
+        for start in range(0, len(tokens), max(1, self._t.batch)):
+            chunk = tokens[start : start + max(1, self._t.batch)]
+            res = self._exec(mp.build_argv(os.fsencode(self._t.msync), excludes=self._excludes, tokens=chunk))
+            log.debug("ship.msync.settle_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
 
     def _members(self) -> tuple[list[bytes] | None, str]:
         listed, why = self._read_members()

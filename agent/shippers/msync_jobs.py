@@ -13,7 +13,7 @@ from agent.plan import Action
 from agent.shippers import msync_parse as mp
 from agent.shippers.base import ShipResult
 
-__all__ = ["Item", "Job", "lane_jobs", "chunks"]
+__all__ = ["Item", "Job", "lane_jobs", "chunks", "parent_dirs"]
 
 
 @dataclass(eq=False)
@@ -80,3 +80,15 @@ def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
 
 def size(job: Job) -> int:
     return sum((2 if it.resend else 1) + len(it.more) for it in job.items)
+
+
+def parent_dirs(paths: list[bytes]) -> list[bytes]:
+    """Every proper ancestor of ``paths`` (not the root), deepest first: the
+    directories whose mtime a member changed when it created or removed an
+    entry inside them."""
+    out: set[bytes] = set()
+    for path in paths:
+        while b"/" in path:
+            path = path.rsplit(b"/", 1)[0]
+            out.add(path)
+    return sorted(out, key=lambda p: (-p.count(b"/"), p))

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from tests.cli.conftest import Site, agent
+import pytest
+
+from tests.cli.conftest import AGENT, Site, agent
+from tests.helpers.wait import wait_until
 
 S = 10**9
 
@@ -22,8 +28,8 @@ def test_status_while_agent_holds_lock(
     site: Site, hold_lock: Callable[[Site], subprocess.Popen[bytes]]
 ) -> None:
     """Pending, oldest age, dead letters, checkpoint age and journal size are
-    read while the journal is locked; a fresh runtime.json of a live pid
-    shows 'running' with its rates."""
+    read while the journal is locked; the lock's holder is 'running', with
+    the rates of a runtime.json it wrote."""
     site.journal_tree([b"index.html", b"docs", b"docs/a.txt"], time_ns=time.time_ns() - 30 * S)
     with site.open() as j:
         j.mark_dead("local", {j.pending("local")[0].seq: "permission denied on mirror"})
@@ -36,7 +42,7 @@ def test_status_while_agent_holds_lock(
     assert track["dead"] == [{"path": "index.html", "reason": "permission denied on mirror"}]
     assert 5 <= doc["checkpoint_age_s"] < 600
     assert doc["journal"]["entries"] == 3 and doc["journal"]["bytes"] > 0
-    assert doc["agent"] == {"running": False, "pid": None, "rates": {}, "counters": {}}
+    assert doc["agent"] == {"running": True, "pid": holder.pid, "rates": {}, "counters": {}}
 
     runtime = {
         "pid": holder.pid,
@@ -85,3 +91,34 @@ def test_second_agent_run_is_refused(
     res = agent("run", *site.flags)
     assert res.returncode == 2
     assert f"locked by another agent (pid {holder.pid})".encode() in res.stderr and b"\nhint: " in res.stderr
+
+
+def _wait_exit_unreaped(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for ``proc`` to exit but leave it a zombie, as a supervisor that
+    has not yet reaped it would: its pid still exists."""
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_running_follows_the_writer_lock(site: Site, tmp_path: Path, sig: signal.Signals) -> None:
+    """A real agent: status says running (with its pid) while it runs, and
+    not running as soon as it has exited, after a clean stop or a SIGKILL,
+    even while its pid and a fresh runtime.json remain."""
+    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen([str(AGENT), "run", *site.flags], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: (site.journal / "runtime.json").exists(), timeout=30)
+        doc = wait_until(lambda: (d := status(*site.flags))["agent"]["running"] and d, timeout=30)
+        assert doc["agent"]["pid"] == proc.pid
+        proc.send_signal(sig)
+        _wait_exit_unreaped(proc)
+        assert (site.journal / "runtime.json").exists()
+        agent_doc = status(*site.flags)["agent"]
+        assert agent_doc == {"running": False, "pid": None, "rates": {}, "counters": {}}
+        assert "agent: not running" in agent("status", *site.flags).stdout.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        log.close()
+    assert proc.returncode == (0 if sig == signal.SIGTERM else -signal.SIGKILL)

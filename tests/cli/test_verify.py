@@ -48,7 +48,9 @@ def test_clean_and_schema(shipped: Site) -> None:
     assert doc == {
         "clean": True,
         "local": [],
-        "targets": {"local": {"drift": [], "error": None, "pending_skipped": 0}},
+        "targets": {"local": {"drift": [], "lag": [], "error": None, "pending_skipped": 0}},
+        "special": [],
+        "lag_max_s": 60.4,
     }
     res = agent("verify", *shipped.flags)
     assert res.returncode == 0 and res.stdout.decode().splitlines()[-1] == "clean"
@@ -69,7 +71,9 @@ def test_mirror_drift_kinds(shipped: Site) -> None:
     (m / "empty").write_bytes(b"")
     code, doc = verify(shipped)
     assert code == 1 and doc["clean"] is False and doc["local"] == []
-    assert drift(doc) == {
+    found = drift(doc)
+    assert found.pop("docs").startswith("mtime differs (source ")  # its link was replaced
+    assert found == {
         "index.html": "content differs",
         "docs/a.txt": "mode differs (source 644, mirror 600)",
         repr(ODD): "missing on the mirror",
@@ -80,7 +84,7 @@ def test_mirror_drift_kinds(shipped: Site) -> None:
 
 
 def test_pending_paths_are_lag_not_drift(shipped: Site) -> None:
-    """A mirror difference on a path with a pending entry is skipped and counted."""
+    """A mirror difference on a path with a young pending entry is lag, counted."""
     (shipped.root / "index.html").write_bytes(b"new content\n")
     shipped.journal_tree([b"index.html"])
     code, doc = verify(shipped)
@@ -139,14 +143,9 @@ def test_repair_queues_and_heals(shipped: Site) -> None:
                 break
             r.step()
         r.shipper.close()
-    assert verify(shipped) == (
-        0,
-        {
-            "clean": True,
-            "local": [],
-            "targets": {"local": {"drift": [], "error": None, "pending_skipped": 0}},
-        },
-    )
+    code, doc = verify(shipped)
+    assert (code, doc["clean"], doc["local"]) == (0, True, [])
+    assert doc["targets"] == {"local": {"drift": [], "lag": [], "error": None, "pending_skipped": 0}}
 
 
 def test_missing_mirror_is_error(shipped: Site) -> None:
@@ -172,9 +171,11 @@ def test_rsync_audit(shipped: Site, tmp_path: Path) -> None:
     (dest / "xdir" / "f").write_bytes(b"f")
     (dest / "docs" / "link").unlink()
     os.symlink("elsewhere", dest / "docs" / "link")
+    os.utime(dest / "docs", (0, 0), follow_symlinks=False)  # its link was replaced
     res = agent("verify", "--json", *flags)
     assert res.returncode == 1, res.stderr.decode()
     assert drift(json.loads(res.stdout), "rsync") == {
+        "docs": "mtime differs",
         "index.html": "content differs",
         repr(BAD): "mode differs",
         repr(ODD): "missing on the mirror",
@@ -184,9 +185,12 @@ def test_rsync_audit(shipped: Site, tmp_path: Path) -> None:
 
 
 def test_classify_item_table() -> None:
-    """rsync itemize codes: times alone are not drift."""
-    assert classify_item(".d..t......") is None
-    assert classify_item(".f..t......") is None
+    """rsync itemize codes: a time is drift when nothing else differs."""
+    assert classify_item(".d..t......") == "mtime differs"
+    assert classify_item(".f..t......") == "mtime differs"
+    assert classify_item(".L..T......") == "mtime differs"
+    assert classify_item(".f..t.og...") == "owner differs, group differs"
+    assert classify_item(".f.........") is None
     assert classify_item(">f+++++++++") == "missing on the mirror"
     assert classify_item("*deleting  ") == "extra on the mirror"
     assert classify_item(">fcst......") == "content differs"
