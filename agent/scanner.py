@@ -80,6 +80,7 @@ _KIND_OF_FMT = {
 _OTHER = int(FileKind.OTHER)
 _NEVER = 1 << 62  # a threshold no timestamp reaches: a full scan trusts equal stat data
 _SPECIAL = frozenset((stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK))
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _PENDING_SET_MAX = 200_000
@@ -241,6 +242,7 @@ class _Run:
         self.began = time.monotonic()
         self.last_progress = self.began
         self.mode_args: dict[int, tuple[int, int, bool]] = {}  # st_mode -> _mode_args()
+        self.dev = 0  # the root's filesystem
 
     def run(self) -> ScanReport:
         s = self.s
@@ -248,7 +250,7 @@ class _Run:
         if self.start and s.excludes and s.excludes.match(self.start, True):
             return self._finish()
         manifest = self._load_manifest()
-        dev = os.stat(s.root).st_dev
+        dev = self.dev = os.stat(s.root).st_dev
         walk = Walk(s.root, s.excludes, dev, self.start)
         if not self.start or self._scan_start(manifest, dev):
             for listing in walk:
@@ -366,7 +368,13 @@ class _Run:
         if not self.entries:
             return
         self._count_pending(self.entries)
-        self.s.journal.append(self.entries)
+        if any(e.op == Op.DELETE for e in self.entries):
+            recheck = _Recheck(self.s.root, self.dev)
+            self.s.journal.append(self.entries, recheck=recheck)
+            self.report.enqueued_deletes -= recheck.revived + recheck.dropped
+            self.report.enqueued_changes += recheck.revived
+        else:
+            self.s.journal.append(self.entries)
         log.debug("scan.enqueued", entries=len(self.entries))
         self.entries = []
 
@@ -400,6 +408,84 @@ class _Run:
         self._maybe_progress(self.start, force=True)
         log.info("scan.done", root=self.s.root, start=self.start, **self.report.summary())
         return self.report
+
+
+class _Recheck:
+    """The last look at a batch's DELETEs, run by the journal while it holds
+    its append locks: a DELETE decided from a listing made earlier must not
+    land after what the watcher journaled about the path since.
+
+    A path that exists again becomes a CHANGE (IS_DIR for a directory): a
+    CHANGE ships whatever the path holds when it is shipped, so it is right
+    whatever happened in between, while dropping the DELETE would rely on the
+    watcher having seen the re-creation (not so for a directory that appeared
+    before its watch, nor across an overflow). It is never a DELETE followed
+    by a CHANGE: a directory's DELETE absorbs the entries journaled below it
+    before, such as the watcher's for the new directory's children.
+    A path that is gone, or below something that is no longer a real
+    directory (components are opened one by one, no symlink followed),
+    stays a DELETE; so does one that is now a special file (not replicated:
+    the mirror must not keep the old object). One on another filesystem now
+    (a mount) is dropped: its state is unknown, not absent. A path that cannot
+    be looked at becomes a CHANGE, which ships what is there, or deletes it.
+
+    A CHANGE of the batch needs no such look: it ships the current state,
+    whatever type the path has by then (its IS_DIR flag only makes the
+    planner delete before putting, which a shipper does anyway when the
+    type differs). The journal may call this more than once: the counts
+    describe the last call."""
+
+    def __init__(self, root: bytes, dev: int) -> None:
+        self.root = root
+        self.dev = dev
+        self.revived = 0  # DELETEs turned into CHANGEs
+        self.dropped = 0
+
+    def __call__(self, batch: list[Entry]) -> list[Entry]:
+        self.revived = self.dropped = 0
+        out: list[Entry] = []
+        for entry in batch:
+            if entry.op == Op.DELETE:
+                entry = self._look(entry)
+            if entry is not None:
+                out.append(entry)
+        return out
+
+    def _look(self, entry: Entry) -> Entry | None:
+        try:
+            st = _lstat_below(self.root, entry.path)
+        except OSError as exc:
+            log.warning("scan.recheck_failed", path=entry.path, error=str(exc))
+            self.revived += 1
+            return Entry(Op.CHANGE, entry.path, time_ns=entry.time_ns, flags=entry.flags)
+        if st is None or st.st_mode & _S_IFMT in _SPECIAL:
+            return entry
+        if st.st_dev != self.dev:
+            self.dropped += 1
+            return None
+        self.revived += 1
+        flags = IS_DIR if st.st_mode & _S_IFMT == _S_IFDIR else 0
+        return Entry(Op.CHANGE, entry.path, time_ns=entry.time_ns, flags=flags)
+
+
+def _lstat_below(root: bytes, rel: bytes) -> os.stat_result | None:
+    """lstat of ``rel`` reached from ``root`` without following any symlink;
+    None when it is absent or a component is not a real directory."""
+    parent, _, name = rel.rpartition(b"/")
+    try:
+        fd = open_dir(root, parent, strict=True)
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        raise
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        raise
+    finally:
+        os.close(fd)
 
 
 def _mode_args(cache: dict[int, tuple[int, int, bool]], st_mode: int) -> tuple[int, int, bool]:
