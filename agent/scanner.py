@@ -61,7 +61,7 @@ import blake3
 import structlog
 
 from agent.excludes import Excludes
-from agent.fsstate import same_metadata, state_from_stat
+from agent.fsstate import lstat_below, same_metadata, state_from_stat
 from agent.walk import DirListing, Walk, open_dir
 from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
 from journal.codec import decode_state, state_stat_prefix
@@ -80,7 +80,6 @@ _KIND_OF_FMT = {
 _OTHER = int(FileKind.OTHER)
 _NEVER = 1 << 62  # a threshold no timestamp reaches: a full scan trusts equal stat data
 _SPECIAL = frozenset((stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK))
-_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _PENDING_SET_MAX = 200_000
@@ -453,7 +452,7 @@ class _Recheck:
 
     def _look(self, entry: Entry) -> Entry | None:
         try:
-            st = _lstat_below(self.root, entry.path)
+            st = lstat_below(self.root, entry.path)
         except OSError as exc:
             log.warning("scan.recheck_failed", path=entry.path, error=str(exc))
             self.revived += 1
@@ -466,26 +465,6 @@ class _Recheck:
         self.revived += 1
         flags = IS_DIR if st.st_mode & _S_IFMT == _S_IFDIR else 0
         return Entry(Op.CHANGE, entry.path, time_ns=entry.time_ns, flags=flags)
-
-
-def _lstat_below(root: bytes, rel: bytes) -> os.stat_result | None:
-    """lstat of ``rel`` reached from ``root`` without following any symlink;
-    None when it is absent or a component is not a real directory."""
-    parent, _, name = rel.rpartition(b"/")
-    try:
-        fd = open_dir(root, parent, strict=True)
-    except OSError as exc:
-        if exc.errno in _ABSENT:
-            return None
-        raise
-    try:
-        return os.stat(name, dir_fd=fd, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno in _ABSENT:
-            return None
-        raise
-    finally:
-        os.close(fd)
 
 
 def _mode_args(cache: dict[int, tuple[int, int, bool]], st_mode: int) -> tuple[int, int, bool]:
