@@ -129,14 +129,18 @@ class Verdict(enum.Enum):
 def judge(disk: FileState, recorded: FileState | None, threshold_ns: int | None) -> Verdict:
     """Decide from stat data alone. ``disk`` carries the symlink target but no
     digest; ``threshold_ns`` is checkpoint - slack, or None for a full scan
-    (then any stat difference makes a file a suspect)."""
+    (then any stat difference makes a file a suspect). Type, mode, owner,
+    mtime and symlink target are shipped state: a difference in any of them
+    is a change of every kind of path, content equal or not (``touch -d``);
+    ctime and inode are not shipped, only hints that the content may differ."""
     if recorded is None:
         return Verdict.CHANGED
-    if (disk.kind, disk.mode, disk.uid, disk.gid, disk.link) != (
+    if (disk.kind, disk.mode, disk.uid, disk.gid, disk.mtime_ns, disk.link) != (
         recorded.kind,
         recorded.mode,
         recorded.uid,
         recorded.gid,
+        recorded.mtime_ns,
         recorded.link,
     ):
         return Verdict.CHANGED
