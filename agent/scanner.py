@@ -2,10 +2,14 @@
 
 The manifest holds the last shipped state of every path. The scanner walks the
 tree (one filesystem, no symlinks followed, excludes not descended), compares
-stat data with the manifest and enqueues only *real* differences: content
-(blake3 digest), type, permission bits, owner, symlink target, and paths that
-are new or gone. A file is read only when its metadata makes it a suspect, so
-a scan after a clean shutdown reads no file and enqueues nothing.
+stat data with the manifest and enqueues only *real* differences of shipped
+state: content (blake3 digest), type, permission bits, owner, mtime (of
+files, directories and symlinks alike: ``touch -d`` is a change), symlink
+target, and paths that are new or gone. A file is read only when its
+metadata makes it a suspect, so a scan after a clean shutdown reads no file
+and enqueues nothing. That needs the manifest to follow directory mtimes,
+which move with every entry added or removed: the replayer records the mtime
+a shipper gives a parent directory after writing in it.
 
 How the daemon must call it (startup)::
 
@@ -33,6 +37,12 @@ at-least-once and sends the current state), and counted in
 
 Deletes: every manifest path absent on disk gets its own DELETE entry,
 children before their parents, so ``mark_done`` clears each manifest entry.
+A directory is listed long before the scan appends its entries; meanwhile
+the watcher may journal newer ones for the same paths. So the batch is looked
+at again while the journal holds its append locks
+(:class:`agent.recheck.ScanRecheck`): a DELETE of a path that exists again
+becomes a CHANGE, a CHANGE gets the directory flag of what the path is now,
+and a scan's finding never lands after something the watcher journaled later.
 Manifest paths below an excluded directory, a mount point, or a directory that
 could not be read are left alone: their state is unknown, not absent.
 Special files (fifo, socket, device) are neither enqueued nor deleted.
@@ -47,7 +57,6 @@ thread while the watcher and the replayer use the same ``Journal``.
 
 from __future__ import annotations
 
-import enum
 import errno
 import itertools
 import os
@@ -61,7 +70,9 @@ import blake3
 import structlog
 
 from agent.excludes import Excludes
-from agent.fsstate import lstat_below, same_metadata, state_from_stat
+from agent.fsstate import state_from_stat
+from agent.recheck import ScanRecheck
+from agent.scan_rules import Verdict, deletions, judge
 from agent.walk import DirListing, Walk, open_dir
 from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
 from journal.codec import decode_state, state_stat_prefix
@@ -118,61 +129,6 @@ class ScanReport:
 
     def summary(self) -> dict[str, object]:
         return asdict(self)
-
-
-class Verdict(enum.Enum):
-    SAME = "same"  # nothing to ship
-    CHANGED = "changed"  # a real difference, no need to read the content
-    HASH = "hash"  # suspect: compare the content digest
-
-
-def judge(disk: FileState, recorded: FileState | None, threshold_ns: int | None) -> Verdict:
-    """Decide from stat data alone. ``disk`` carries the symlink target but no
-    digest; ``threshold_ns`` is checkpoint - slack, or None for a full scan
-    (then any stat difference makes a file a suspect). Type, mode, owner,
-    mtime and symlink target are shipped state: a difference in any of them
-    is a change of every kind of path, content equal or not (``touch -d``);
-    ctime and inode are not shipped, only hints that the content may differ."""
-    if recorded is None:
-        return Verdict.CHANGED
-    if (disk.kind, disk.mode, disk.uid, disk.gid, disk.mtime_ns, disk.link) != (
-        recorded.kind,
-        recorded.mode,
-        recorded.uid,
-        recorded.gid,
-        recorded.mtime_ns,
-        recorded.link,
-    ):
-        return Verdict.CHANGED
-    if disk.kind == FileKind.DIR and disk.inode != recorded.inode:
-        return Verdict.CHANGED  # another directory now has this name: its mirror copy may be gone
-    if disk.kind != FileKind.FILE:
-        return Verdict.SAME
-    if disk.size != recorded.size or not recorded.digest:
-        return Verdict.CHANGED
-    if threshold_ns is None:
-        return Verdict.SAME if same_metadata(disk, recorded) else Verdict.HASH
-    if disk.ctime_ns >= threshold_ns or disk.mtime_ns >= threshold_ns or disk.inode != recorded.inode:
-        return Verdict.HASH
-    return Verdict.SAME  # older stat changes are in the journal already (checkpoint)
-
-
-def deletions(
-    unseen: dict[bytes, FileState], skipped: list[bytes], excludes: Excludes
-) -> list[tuple[bytes, FileState]]:
-    """Manifest paths absent on disk that must be deleted, children first.
-    Paths at or below a ``skipped`` directory, and excluded paths, are kept."""
-    prefixes = tuple(s + b"/" for s in skipped)
-    skipped_set = set(skipped)
-    out = []
-    for path, state in unseen.items():
-        if path in skipped_set or (prefixes and path.startswith(prefixes)):
-            continue
-        if excludes and excludes.match(path, state.kind == FileKind.DIR):
-            continue
-        out.append((path, state))
-    out.sort(reverse=True)  # b"a/x" > b"a": every child sorts after its parent
-    return out
 
 
 def _digest_at(dir_fd: int, name: bytes, st: os.stat_result) -> bytes | None:
@@ -371,13 +327,10 @@ class _Run:
         if not self.entries:
             return
         self._count_pending(self.entries)
-        if any(e.op == Op.DELETE for e in self.entries):
-            recheck = _Recheck(self.s.root, self.dev)
-            self.s.journal.append(self.entries, recheck=recheck)
-            self.report.enqueued_deletes -= recheck.revived + recheck.dropped
-            self.report.enqueued_changes += recheck.revived
-        else:
-            self.s.journal.append(self.entries)
+        recheck = ScanRecheck(self.s.root, self.dev)
+        self.s.journal.append(self.entries, recheck=recheck)
+        self.report.enqueued_deletes -= recheck.revived + recheck.dropped
+        self.report.enqueued_changes += recheck.revived
         log.debug("scan.enqueued", entries=len(self.entries))
         self.entries = []
 
@@ -411,64 +364,6 @@ class _Run:
         self._maybe_progress(self.start, force=True)
         log.info("scan.done", root=self.s.root, start=self.start, **self.report.summary())
         return self.report
-
-
-class _Recheck:
-    """The last look at a batch's DELETEs, run by the journal while it holds
-    its append locks: a DELETE decided from a listing made earlier must not
-    land after what the watcher journaled about the path since.
-
-    A path that exists again becomes a CHANGE (IS_DIR for a directory): a
-    CHANGE ships whatever the path holds when it is shipped, so it is right
-    whatever happened in between, while dropping the DELETE would rely on the
-    watcher having seen the re-creation (not so for a directory that appeared
-    before its watch, nor across an overflow). It is never a DELETE followed
-    by a CHANGE: a directory's DELETE absorbs the entries journaled below it
-    before, such as the watcher's for the new directory's children.
-    A path that is gone, or below something that is no longer a real
-    directory (components are opened one by one, no symlink followed),
-    stays a DELETE; so does one that is now a special file (not replicated:
-    the mirror must not keep the old object). One on another filesystem now
-    (a mount) is dropped: its state is unknown, not absent. A path that cannot
-    be looked at becomes a CHANGE, which ships what is there, or deletes it.
-
-    A CHANGE of the batch needs no such look: it ships the current state,
-    whatever type the path has by then (its IS_DIR flag only makes the
-    planner delete before putting, which a shipper does anyway when the
-    type differs). The journal may call this more than once: the counts
-    describe the last call."""
-
-    def __init__(self, root: bytes, dev: int) -> None:
-        self.root = root
-        self.dev = dev
-        self.revived = 0  # DELETEs turned into CHANGEs
-        self.dropped = 0
-
-    def __call__(self, batch: list[Entry]) -> list[Entry]:
-        self.revived = self.dropped = 0
-        out: list[Entry] = []
-        for entry in batch:
-            if entry.op == Op.DELETE:
-                entry = self._look(entry)
-            if entry is not None:
-                out.append(entry)
-        return out
-
-    def _look(self, entry: Entry) -> Entry | None:
-        try:
-            st = lstat_below(self.root, entry.path)
-        except OSError as exc:
-            log.warning("scan.recheck_failed", path=entry.path, error=str(exc))
-            self.revived += 1
-            return Entry(Op.CHANGE, entry.path, time_ns=entry.time_ns, flags=entry.flags)
-        if st is None or st.st_mode & _S_IFMT in _SPECIAL:
-            return entry
-        if st.st_dev != self.dev:
-            self.dropped += 1
-            return None
-        self.revived += 1
-        flags = IS_DIR if st.st_mode & _S_IFMT == _S_IFDIR else 0
-        return Entry(Op.CHANGE, entry.path, time_ns=entry.time_ns, flags=flags)
 
 
 def _mode_args(cache: dict[int, tuple[int, int, bool]], st_mode: int) -> tuple[int, int, bool]:

@@ -142,7 +142,7 @@ def test_file_recreated_during_the_scan_reaches_the_mirror(
     report = Scanner(rig.root, rig.journal, Excludes([])).scan(since_ns=None)
     assert rig.final(b"a/target") == (False, True)  # a PUT, no delete after it
     assert rig.final(b"a/other") == (True, False)  # really gone: still deleted
-    assert (report.enqueued_deletes, report.enqueued_changes) == (1, 1)
+    assert (report.enqueued_deletes, report.enqueued_changes) == (1, 2)  # a/target, and a: its mtime
     wait_until(lambda: journaled(rig.journal, Op.DELETE, b"a/other", start), timeout=15)
     rig.drain()
     assert (rig.mirror / "a" / "target").read_bytes() == b"v2"
@@ -178,3 +178,33 @@ def test_directory_recreated_during_a_subtree_scan_keeps_its_new_children(
     rig.drain()
     assert (rig.mirror / "top" / "d" / "new").read_bytes() == b"new"
     assert not (rig.mirror / "top" / "d" / "old").exists()
+
+
+def test_a_file_become_directory_keeps_the_delete_before_it(
+    rig: Rig, start_watcher: Callable[[], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan finds a file changed and lists it; it then becomes a
+    directory, which the watcher journals (DELETE, then CHANGE of a
+    directory). The scan's CHANGE must not come after as a file's: a file's
+    PUT would drop the delete before it, and a target that cannot put a
+    directory over a file (msync) needs that delete."""
+    with open(rig.abs(b"x"), "wb") as f:
+        f.write(b"v1")
+    rig.ship_all([b"x"])
+    with open(rig.abs(b"x"), "wb") as f:
+        f.write(b"v2, while stopped")
+    start = rig.journal.last_seq()
+    start_watcher()
+
+    def make() -> None:
+        os.unlink(rig.abs(b"x"))
+        os.mkdir(rig.abs(b"x"))
+        wait_until(lambda: journaled(rig.journal, Op.CHANGE, b"x", start), timeout=15)
+
+    recreate_after_listing(monkeypatch, rig, make)
+    Scanner(rig.root, rig.journal, Excludes([])).scan(since_ns=None)
+    last = list(rig.journal.since(seq=start + 1))[-1].entry
+    assert (last.op, last.path, last.flags) == (Op.CHANGE, b"x", IS_DIR)
+    assert rig.final(b"x") == (True, True)
+    rig.drain()
+    assert os.path.isdir(rig.mirror / "x") and not os.path.islink(rig.mirror / "x")
