@@ -280,12 +280,13 @@ class Journal(JournalReads):
 
         ``recheck`` lets a caller whose entries were decided some time ago
         (a scan) look again at the last moment: it gets the batch and returns
-        the one to append (entries dropped or rewritten). It runs while the
-        seqs are being given, under every lock an append of this journal
-        takes (this process's append lock, the intake lock, LMDB's writer
-        lock), so no other append, from any thread or process, is numbered
-        between its look and this batch. It may run more than once and must
-        not use the journal.
+        the one to append (entries dropped or rewritten). It runs right
+        before the seqs are given, under the locks that number appends: this
+        process's append lock, and the intake lock (a batch for the intake)
+        or LMDB's writer lock (a batch for LMDB; a client holds the intake
+        lock too). So no other append, from any thread or process, is
+        numbered between its look and this batch. It may run more than once
+        and must not use the journal.
         """
         if isinstance(tracks, str):
             raise TypeError("tracks must be an iterable of track names, not a str")
