@@ -1,14 +1,14 @@
-"""Property: however deletes, re-creates and the watcher's appends interleave
-with a scan (before and between its listings, after it decided its deletes,
-right before it appends), a path that exists at the end is never left with
-a coalesced DELETE, and the mirror ends equal to the tree.
+"""Property: however deletes (of files and of whole directories), re-creates
+and the watcher's appends interleave with a scan (before and between its
+listings, after it decided its deletes, right before it appends), a path
+that exists at the end is never left with a coalesced DELETE, and the mirror
+ends equal to the tree.
 
 The watcher is played by the test (each change while the agent runs queues
 the entry the watcher would journal, appended at once or, when it lags, with
-a later change), so every
-interleaving is reached on purpose, not by timing luck. The watcher never
-appends while the scanner's append is under way: it would wait for the
-append lock there."""
+a later change), so every interleaving is reached on purpose, not by timing
+luck. The watcher never appends while the scanner's append is under way: it
+would wait for the append lock there."""
 
 from __future__ import annotations
 
@@ -37,7 +37,10 @@ Step = tuple[str, str, int, bool]  # slot, action, path index, the watcher lags 
 
 steps = st.lists(
     st.tuples(
-        st.sampled_from(SLOTS), st.sampled_from(("create", "delete")), st.integers(0, 3), st.booleans()
+        st.sampled_from(SLOTS),
+        st.sampled_from(("create", "delete", "rmtree")),
+        st.integers(0, 3),
+        st.booleans(),
     ),
     max_size=12,
 )
@@ -55,21 +58,31 @@ class World:
         self.serial = 0
 
     def do(self, action: str, i: int, lag: bool, may_flush: bool) -> None:
-        path = self.root + b"/" + PATHS[i]
+        rel = PATHS[i]
+        path, parent = self.root + b"/" + rel, rel.partition(b"/")[0]
         if action == "create":
+            if not os.path.isdir(self.root + b"/" + parent):
+                os.mkdir(self.root + b"/" + parent)
+                self.event(Op.CHANGE, parent, IS_DIR)
             self.serial += 1
             with open(path, "wb") as f:
                 f.write(b"v%d" % self.serial * self.serial)
-            self.event(Op.CHANGE, PATHS[i])
+            self.event(Op.CHANGE, rel)
         elif action == "delete" and os.path.lexists(path):
             os.unlink(path)
-            self.event(Op.DELETE, PATHS[i])
+            self.event(Op.DELETE, rel)
+        elif action == "rmtree" and os.path.isdir(self.root + b"/" + parent):
+            for child in sorted(os.listdir(self.root + b"/" + parent)):
+                os.unlink(self.root + b"/" + parent + b"/" + child)
+                self.event(Op.DELETE, parent + b"/" + child)
+            os.rmdir(self.root + b"/" + parent)
+            self.event(Op.DELETE, parent, IS_DIR)
         if may_flush and not lag:
             self.flush()
 
-    def event(self, op: Op, rel: bytes) -> None:
+    def event(self, op: Op, rel: bytes, flags: int = 0) -> None:
         if self.watching:
-            self.queued.append(Entry(op, rel, time_ns=1))
+            self.queued.append(Entry(op, rel, time_ns=1, flags=flags))
 
     def flush(self) -> None:
         if self.queued:
@@ -105,7 +118,7 @@ def scenario(tmp: str, plan: list[Step], batch: int) -> None:
         run_slot(world, plan, "after")
         world.flush()
 
-        exists = {rel for rel in PATHS if os.path.lexists(root + b"/" + rel)}
+        exists = {rel for rel in (*PATHS, b"d0", b"d1") if os.path.lexists(root + b"/" + rel)}
         for change in coalesce(journal.pending(TRACK)):
             if change.path in exists:
                 assert change.put or not change.delete, f"{change.path!r} exists but ends in DELETE"
@@ -148,7 +161,8 @@ def drain(replayer: Replayer) -> None:
 
 
 def tree(top: bytes) -> dict[bytes, bytes]:
-    out = {}
+    """Files (content) and directories (b"dir") of the tree."""
+    out = {d: b"dir" for d in (b"d0", b"d1") if os.path.isdir(top + b"/" + d)}
     for rel in PATHS:
         try:
             with open(top + b"/" + rel, "rb") as f:
