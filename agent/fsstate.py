@@ -5,14 +5,18 @@ Shared by the scanner (what changed?) and the replayer (what was shipped?).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 import blake3
 
+from agent.walk import open_dir
 from journal import FileKind, FileState
 
-__all__ = ["kind_of", "state_from_stat", "capture", "digest_file", "same_metadata"]
+__all__ = ["kind_of", "state_from_stat", "capture", "digest_file", "same_metadata", "lstat_below"]
+
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 _CHUNK = 1 << 20
 
@@ -97,3 +101,24 @@ def same_metadata(a: FileState, b: FileState) -> bool:
         b.inode,
         b.link,
     )
+
+
+def lstat_below(root: bytes, rel: bytes) -> os.stat_result | None:
+    """lstat of ``rel`` (not empty) reached from ``root`` one component at a
+    time, no symlink followed: a symlink swapped in on the way leads nowhere.
+    None when it is absent or a component is not a real directory."""
+    parent, _, name = rel.rpartition(b"/")
+    try:
+        fd = open_dir(root, parent, strict=True)
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        raise
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        raise
+    finally:
+        os.close(fd)

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import structlog
 
-from agent.fsstate import capture
+from agent.fsstate import capture, kind_of, lstat_below
 from agent.plan import ActionKind, Plan
 from agent.planner import Selection, SettleMap, build_plan, resolve
 from agent.retry import Backoff, RetryPolicy
 from agent.shippers.base import Outcome, Shipper, ShipResult
-from journal import FileState, Journal
+from journal import FileKind, FileState, Journal
 
 __all__ = ["Replayer", "StepReport"]
 
@@ -200,7 +200,28 @@ class Replayer:
             _capture_into(states, self.root, action.path)
             if action.recursive and states.get(action.path) is not None:
                 _capture_below(states, self.root, action.path)
+        self._capture_parents(plan, out)
         return out
+
+    def _capture_parents(self, plan: Plan, out: dict[bytes, dict[bytes, FileState | None]]) -> None:
+        """The mtimes of the parent directories the shipper sets after writing
+        in them (its ``settles_parents`` action kinds): an entry added or
+        removed moves a directory's mtime, and the manifest must hold what the
+        mirror's directory got, or a restart would see it differ. Only the
+        mtime (and ctime) of the manifest's state is renewed, for the same
+        directory (inode): its other fields the shipper did not send. A parent
+        with its own action in the plan is left to that action."""
+        kinds = getattr(self.shipper, "settles_parents", frozenset())
+        own = {a.path for a in plan.actions}
+        seen: dict[bytes, FileState | None] = {}
+        for action in plan.actions:
+            parent = action.path.rpartition(b"/")[0]
+            if action.kind not in kinds or not parent or parent in own:
+                continue
+            if parent not in seen:
+                seen[parent] = _settled_parent(self.journal, self.root, parent)
+            if seen[parent] is not None:
+                out.setdefault(action.path, {})[parent] = seen[parent]
 
     # ------------------------------------------------------------------ ship
     def _ship(self, plan: Plan, settle: SettleMap) -> _Results:
@@ -339,10 +360,30 @@ def _states_for(
         out.update(dict.fromkeys(rule.gone if rule else (), None))
         if (track, path) not in puts:
             out[path] = None
+            out.update((p, s) for p, s in states.get(path, {}).items() if not _at_or_below(p, path))
     for path in ok_paths:
         if (track, path) in puts:
             out.update(states.get(path, {}))
     return out
+
+
+def _at_or_below(path: bytes, top: bytes) -> bool:
+    return path == top or path.startswith(top + b"/")
+
+
+def _settled_parent(journal: Journal, root: bytes, parent: bytes) -> FileState | None:
+    """The manifest's state of directory ``parent`` with its mtime now, or
+    None when the manifest does not know it as this same directory."""
+    old = journal.manifest_get(parent)
+    try:
+        st = lstat_below(root, parent)
+    except OSError:
+        return None
+    if old is None or st is None or old.kind != FileKind.DIR or kind_of(st.st_mode) != FileKind.DIR:
+        return None
+    if st.st_ino != old.inode:
+        return None
+    return replace(old, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
 def _capture_into(states: dict[bytes, FileState | None], root: bytes, rel: bytes) -> None:

@@ -2,10 +2,14 @@
 
 The manifest holds the last shipped state of every path. The scanner walks the
 tree (one filesystem, no symlinks followed, excludes not descended), compares
-stat data with the manifest and enqueues only *real* differences: content
-(blake3 digest), type, permission bits, owner, symlink target, and paths that
-are new or gone. A file is read only when its metadata makes it a suspect, so
-a scan after a clean shutdown reads no file and enqueues nothing.
+stat data with the manifest and enqueues only *real* differences of shipped
+state: content (blake3 digest), type, permission bits, owner, mtime (of
+files, directories and symlinks alike: ``touch -d`` is a change), symlink
+target, and paths that are new or gone. A file is read only when its
+metadata makes it a suspect, so a scan after a clean shutdown reads no file
+and enqueues nothing. That needs the manifest to follow directory mtimes,
+which move with every entry added or removed: the replayer records the mtime
+a shipper gives a parent directory after writing in it.
 
 How the daemon must call it (startup)::
 
@@ -33,6 +37,12 @@ at-least-once and sends the current state), and counted in
 
 Deletes: every manifest path absent on disk gets its own DELETE entry,
 children before their parents, so ``mark_done`` clears each manifest entry.
+A directory is listed long before the scan appends its entries; meanwhile
+the watcher may journal newer ones for the same paths. So the batch is looked
+at again while the journal holds its append locks
+(:class:`agent.recheck.ScanRecheck`): a DELETE of a path that exists again
+becomes a CHANGE, a CHANGE gets the directory flag of what the path is now,
+and a scan's finding never lands after something the watcher journaled later.
 Manifest paths below an excluded directory, a mount point, or a directory that
 could not be read are left alone: their state is unknown, not absent.
 Special files (fifo, socket, device) are neither enqueued nor deleted.
@@ -47,7 +57,6 @@ thread while the watcher and the replayer use the same ``Journal``.
 
 from __future__ import annotations
 
-import enum
 import errno
 import itertools
 import os
@@ -61,7 +70,9 @@ import blake3
 import structlog
 
 from agent.excludes import Excludes
-from agent.fsstate import same_metadata, state_from_stat
+from agent.fsstate import state_from_stat
+from agent.recheck import ScanRecheck
+from agent.scan_rules import Verdict, deletions, judge
 from agent.walk import DirListing, Walk, open_dir
 from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
 from journal.codec import decode_state, state_stat_prefix
@@ -118,57 +129,6 @@ class ScanReport:
 
     def summary(self) -> dict[str, object]:
         return asdict(self)
-
-
-class Verdict(enum.Enum):
-    SAME = "same"  # nothing to ship
-    CHANGED = "changed"  # a real difference, no need to read the content
-    HASH = "hash"  # suspect: compare the content digest
-
-
-def judge(disk: FileState, recorded: FileState | None, threshold_ns: int | None) -> Verdict:
-    """Decide from stat data alone. ``disk`` carries the symlink target but no
-    digest; ``threshold_ns`` is checkpoint - slack, or None for a full scan
-    (then any stat difference makes a file a suspect)."""
-    if recorded is None:
-        return Verdict.CHANGED
-    if (disk.kind, disk.mode, disk.uid, disk.gid, disk.link) != (
-        recorded.kind,
-        recorded.mode,
-        recorded.uid,
-        recorded.gid,
-        recorded.link,
-    ):
-        return Verdict.CHANGED
-    if disk.kind == FileKind.DIR and disk.inode != recorded.inode:
-        return Verdict.CHANGED  # another directory now has this name: its mirror copy may be gone
-    if disk.kind != FileKind.FILE:
-        return Verdict.SAME
-    if disk.size != recorded.size or not recorded.digest:
-        return Verdict.CHANGED
-    if threshold_ns is None:
-        return Verdict.SAME if same_metadata(disk, recorded) else Verdict.HASH
-    if disk.ctime_ns >= threshold_ns or disk.mtime_ns >= threshold_ns or disk.inode != recorded.inode:
-        return Verdict.HASH
-    return Verdict.SAME  # older stat changes are in the journal already (checkpoint)
-
-
-def deletions(
-    unseen: dict[bytes, FileState], skipped: list[bytes], excludes: Excludes
-) -> list[tuple[bytes, FileState]]:
-    """Manifest paths absent on disk that must be deleted, children first.
-    Paths at or below a ``skipped`` directory, and excluded paths, are kept."""
-    prefixes = tuple(s + b"/" for s in skipped)
-    skipped_set = set(skipped)
-    out = []
-    for path, state in unseen.items():
-        if path in skipped_set or (prefixes and path.startswith(prefixes)):
-            continue
-        if excludes and excludes.match(path, state.kind == FileKind.DIR):
-            continue
-        out.append((path, state))
-    out.sort(reverse=True)  # b"a/x" > b"a": every child sorts after its parent
-    return out
 
 
 def _digest_at(dir_fd: int, name: bytes, st: os.stat_result) -> bytes | None:
@@ -241,6 +201,7 @@ class _Run:
         self.began = time.monotonic()
         self.last_progress = self.began
         self.mode_args: dict[int, tuple[int, int, bool]] = {}  # st_mode -> _mode_args()
+        self.dev = 0  # the root's filesystem
 
     def run(self) -> ScanReport:
         s = self.s
@@ -248,7 +209,7 @@ class _Run:
         if self.start and s.excludes and s.excludes.match(self.start, True):
             return self._finish()
         manifest = self._load_manifest()
-        dev = os.stat(s.root).st_dev
+        dev = self.dev = os.stat(s.root).st_dev
         walk = Walk(s.root, s.excludes, dev, self.start)
         if not self.start or self._scan_start(manifest, dev):
             for listing in walk:
@@ -366,7 +327,10 @@ class _Run:
         if not self.entries:
             return
         self._count_pending(self.entries)
-        self.s.journal.append(self.entries)
+        recheck = ScanRecheck(self.s.root, self.dev)
+        self.s.journal.append(self.entries, recheck=recheck)
+        self.report.enqueued_deletes -= recheck.revived + recheck.dropped
+        self.report.enqueued_changes += recheck.revived
         log.debug("scan.enqueued", entries=len(self.entries))
         self.entries = []
 

@@ -46,6 +46,7 @@ __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSIO
 DEFAULT_MAP_SIZE = 1 << 30
 DEFAULT_FOLD_DELAY = 0.05  # seconds an acknowledged small batch may wait to reach LMDB
 T = TypeVar("T")
+Recheck = Callable[[list[Entry]], list[Entry]]
 
 
 class Journal(JournalReads):
@@ -267,14 +268,25 @@ class Journal(JournalReads):
         *,
         tracks: Iterable[str] | None = None,
         checkpoint_ns: int | None = None,
+        recheck: Recheck | None = None,
     ) -> tuple[int, int] | None:
         """Durably append ``entries`` as one batch; return their (first, last) seq.
 
         Every entry becomes pending for ``tracks`` (default: every registered
         track; naming an unregistered track raises ValueError). ``checkpoint_ns``
-        moves the checkpoint with the batch. Returns None when ``entries`` is
+        moves the checkpoint with the batch. Returns None when the batch is
         empty (the checkpoint still moves). When this returns, the batch is
         durable: in LMDB, or in the intake (agent, small batches).
+
+        ``recheck`` lets a caller whose entries were decided some time ago
+        (a scan) look again at the last moment: it gets the batch and returns
+        the one to append (entries dropped or rewritten). It runs right
+        before the seqs are given, under the locks that number appends: this
+        process's append lock, and the intake lock (a batch for the intake)
+        or LMDB's writer lock (a batch for LMDB; a client holds the intake
+        lock too). So no other append, from any thread or process, is
+        numbered between its look and this batch. It may run more than once
+        and must not use the journal.
         """
         if isinstance(tracks, str):
             raise TypeError("tracks must be an iterable of track names, not a str")
@@ -283,22 +295,34 @@ class Journal(JournalReads):
         wanted = list(tracks) if tracks is not None else None
         with self._appending:
             if self._folder is not None and len(records) == 1:
-                span = self._append_to_intake(batch, records[0][1], wanted, checkpoint_ns)
+                span = self._append_to_intake(batch, records[0][1], wanted, checkpoint_ns, recheck)
                 if span is not None:
                     return span
-            return self._append_to_lmdb(batch, records, wanted, checkpoint_ns)
+            return self._append_to_lmdb(batch, records, wanted, checkpoint_ns, recheck)
 
     def _append_to_intake(
-        self, batch: list[Entry], record: bytes, tracks: list[str] | None, checkpoint_ns: int | None
+        self,
+        batch: list[Entry],
+        record: bytes,
+        tracks: list[str] | None,
+        checkpoint_ns: int | None,
+        recheck: Recheck | None,
     ) -> tuple[int, int] | None:
         """One record in the intake: the batch is durable when this returns.
-        None when the batch is too big for it, it is full, or folding fails:
-        then the batch goes to LMDB, which folds the intake first."""
+        None when the batch (after ``recheck``) is empty or too big for it, it
+        is full, or folding fails: then the batch goes to LMDB, which folds the
+        intake first (and rechecks again)."""
         folder = self._folder
         if folder is None or len(record) > _intake.MAX_BODY or folder.failed:
             return None  # a failing fold (full disk) must reach the caller, not fill the intake
         assert self._intake_lock is not None
         with _intake.locked(self._intake_lock):  # against a client folding, then appending
+            if recheck is not None:
+                batch = recheck(batch)
+                records = _log.encode_batch(batch)
+                if len(records) != 1 or len(records[0][1]) > _intake.MAX_BODY:
+                    return None
+                record = records[0][1]
 
             def probe(txn: lmdb.Transaction) -> tuple[int, tuple[str, ...]]:
                 return self._read_last_seq(txn), _batches.resolve_tracks(txn, self._dbs, tracks)
@@ -319,16 +343,21 @@ class Journal(JournalReads):
         records: list[tuple[int, bytes]],
         tracks: list[str] | None,
         checkpoint_ns: int | None,
+        recheck: Recheck | None,
     ) -> tuple[int, int] | None:
         def do(txn: lmdb.Transaction) -> tuple[int, int] | None:
+            final, final_records = batch, records
+            if recheck is not None:  # LMDB's writer lock is held: no append can come between
+                final = recheck(batch)
+                final_records = _log.encode_batch(final)
             resolved = _batches.resolve_tracks(txn, self._dbs, tracks)
             first = self._read_last_seq(txn) + 1
-            last = first + len(batch) - 1
-            if batch:
-                _batches.put_batch(txn, self._dbs, first, batch, records, resolved)
+            last = first + len(final) - 1
+            if final:
+                _batches.put_batch(txn, self._dbs, first, final, final_records, resolved)
             if checkpoint_ns is not None:
                 _batches.set_checkpoint(txn, self._dbs, checkpoint_ns, last)
-            return (first, last) if batch else None
+            return (first, last) if final else None
 
         result = self._write(do, need=3 * sum(len(raw) for _, raw in records))
         self._notify(result[1] if result else None)

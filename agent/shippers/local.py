@@ -175,6 +175,8 @@ def _sweep_temps(sdir: int, mdir: int) -> None:
 class LocalShipper:
     """A mirror directory (``target.path``) of the tree at ``root``."""
 
+    settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # _settle_dirs
+
     def __init__(self, target: LocalTarget, root: Path) -> None:
         self.name = target.name
         self.tracks: tuple[str, ...] = (target.name,)

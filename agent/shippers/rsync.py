@@ -242,6 +242,8 @@ def _stderr_tail(stderr: bytes, limit: int = 300) -> str:
 class RsyncShipper:
     """One rsync target (``target.dest``: local path, rsync:// URL or host:path)."""
 
+    settles_parents = frozenset({ActionKind.PUT})  # implied dirs carry their mtime; deletes do not
+
     def __init__(self, target: RsyncTarget, root: Path) -> None:
         self.name = target.name
         self.tracks: tuple[str, ...] = (target.name,)

@@ -119,15 +119,48 @@ def test_same_size_change_with_restored_mtime_is_found(env: Env, full: bool) -> 
 
 
 @pytest.mark.parametrize("full", [False, True])
-def test_touch_without_change_is_hashed_not_enqueued(env: Env, full: bool) -> None:
-    """New timestamps on identical content make a suspect, not a change."""
+def test_touch_d_is_enqueued_without_reading(env: Env, full: bool) -> None:
+    """Another mtime on identical content (``touch``, ``touch -d`` in the past)
+    is shipped state that differs: enqueued, for a file, a directory and a
+    symlink, without reading anything."""
     since = env.settle()
     os.utime(env.path(b"a.txt"))
     os.utime(env.path(b"docs/deep/c.bin"), ns=(1, 1))  # like touch -d in the past
+    os.utime(env.path(b"docs"), ns=(981158400 * 10**9, 981158400 * 10**9))  # touch -d 2001-02-03
+    os.utime(env.path(b"link"), ns=(2, 2), follow_symlinks=False)
+    report, entries = env.scan(None if full else since)
+    assert sorted((e.op, e.path, e.flags) for e in entries) == [
+        (Op.CHANGE, b"a.txt", 0),
+        (Op.CHANGE, b"docs", IS_DIR),
+        (Op.CHANGE, b"docs/deep/c.bin", 0),
+        (Op.CHANGE, b"link", 0),
+    ]
+    assert report.hashed == 0
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_chmod_undone_and_same_mtime_copy_are_not_enqueued(env: Env, full: bool) -> None:
+    """ctime and inode are not shipped: a chmod undone on directories, a
+    symlink chowned to its owner, a file replaced by an identical copy with
+    its mtime (its directory's mtime put back), leave nothing to ship (the
+    file is read to know)."""
+    since = env.settle()
+    for rel in (b"docs", b"docs/deep"):
+        mode = os.stat(env.path(rel)).st_mode
+        os.chmod(env.path(rel), 0o700)
+        os.chmod(env.path(rel), mode)
+    os.lchown(env.path(b"link"), os.getuid(), os.getgid())
+    old = os.stat(env.path(b"docs/b.txt"))
+    env.write(b"docs/b.tmp", b"bravo\n")
+    os.chmod(env.path(b"docs/b.tmp"), old.st_mode & 0o7777)
+    os.utime(env.path(b"docs/b.tmp"), ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.rename(env.path(b"docs/b.tmp"), env.path(b"docs/b.txt"))
+    shipped = env.journal.manifest_get(b"docs")
+    assert shipped is not None
+    os.utime(env.path(b"docs"), ns=(shipped.mtime_ns, shipped.mtime_ns))  # as the rename left it: not
     report, entries = env.scan(None if full else since)
     assert entries == []
-    assert report.hashed == 2
-    assert report.bytes_hashed == 6 + 3000
+    assert report.hashed == 1
 
 
 def test_chmod_is_enqueued_without_reading(env: Env) -> None:
@@ -176,6 +209,7 @@ def test_new_file_and_new_directory_are_changes(env: Env) -> None:
     got = [(e.op, e.path, e.flags) for e in entries]
     assert sorted(got) == sorted(
         [
+            (Op.CHANGE, b"docs", IS_DIR),  # a new entry changed its mtime
             (Op.CHANGE, b"docs/n.txt", 0),
             (Op.CHANGE, b"new", IS_DIR),
             (Op.CHANGE, b"new/sub", IS_DIR),
@@ -201,13 +235,20 @@ def test_symlink_retarget_is_a_change_and_is_not_followed(env: Env, tmp_path: Pa
     assert report.hashed == 0
 
 
-def test_symlink_recreated_with_same_target_is_not_enqueued(env: Env) -> None:
-    """Same target, new inode: not a real difference."""
+def test_symlink_recreated_with_same_target_and_mtime_is_not_enqueued(env: Env) -> None:
+    """Same target, same mtime, new inode: not a real difference; another
+    mtime is (a symlink's mtime is shipped where the target can carry it)."""
     since = env.settle()
+    old = os.lstat(env.path(b"link"))
+    os.unlink(env.path(b"link"))
+    os.symlink(b"a.txt", env.path(b"link"))
+    os.utime(env.path(b"link"), ns=(old.st_atime_ns, old.st_mtime_ns), follow_symlinks=False)
+    _, entries = env.scan(since)
+    assert entries == []
     os.unlink(env.path(b"link"))
     os.symlink(b"a.txt", env.path(b"link"))
     _, entries = env.scan(since)
-    assert entries == []
+    assert [(e.op, e.path) for e in entries] == [(Op.CHANGE, b"link")]
 
 
 def test_excludes_are_respected(env: Env) -> None:
@@ -278,8 +319,8 @@ def test_hostile_names_survive_byte_for_byte(env: Env) -> None:
     env.write(b"docs/" + b"\x80new", b"n")
     _, entries = env.scan(since)
     assert sorted(paths(entries, Op.CHANGE)) == sorted(
-        [b"docs/" + n for n in HOSTILE[:3]] + [b"docs/\x80new"]
-    )
+        [b"docs", b"\xfe\xfedir\n"] + [b"docs/" + n for n in HOSTILE[:3]] + [b"docs/\x80new"]
+    )  # the directories' mtimes changed with their entries
     assert paths(entries, Op.DELETE) == [b"\xfe\xfedir\n/f\xff"]
 
 
@@ -321,6 +362,7 @@ def test_manifest_paths_longer_than_a_journal_key(env: Env) -> None:
     env.write(longdir + b"/" + longfile, b"LONG")
     os.unlink(env.path(longdir + b"/" + longfile[:-1] + b"G"))
     expected = [
+        (Op.CHANGE, longdir),  # its mtime changed with the delete
         (Op.CHANGE, longdir + b"/" + longfile),
         (Op.DELETE, longdir + b"/" + longfile[:-1] + b"G"),
     ]
@@ -341,7 +383,10 @@ def test_root_given_through_a_symlink(env: Env, tmp_path: Path) -> None:
     env.write(b"docs/new", b"n")
     first = env.journal.last_seq() + 1
     Scanner(alias, env.journal, Excludes(()), slack_ns=0).scan(since_ns=None)
-    assert [(r.entry.op, r.entry.path) for r in env.journal.since(seq=first)] == [(Op.CHANGE, b"docs/new")]
+    assert [(r.entry.op, r.entry.path) for r in env.journal.since(seq=first)] == [
+        (Op.CHANGE, b"docs"),
+        (Op.CHANGE, b"docs/new"),
+    ]
 
 
 def test_files_shipped_within_the_slack_are_hashed_but_not_enqueued(env: Env) -> None:
@@ -424,6 +469,8 @@ class TestSubtree:
         os.unlink(env.path(b"docs/b.txt"))
         _, entries = self.scan_sub(env, b"docs")
         assert [(e.op, e.path) for e in entries] == [
+            (Op.CHANGE, b"docs"),  # mtimes changed by the new and the deleted entry
+            (Op.CHANGE, b"docs/deep"),
             (Op.CHANGE, b"docs/deep/new"),
             (Op.DELETE, b"docs/b.txt"),
         ]

@@ -1,7 +1,8 @@
 """Property: after random mutations of a mirrored tree, the scanner enqueues
 exactly the paths that really differ from the manifest (content, type, mode,
-owner, symlink target; new and deleted paths), whatever happened to their
-timestamps and inodes."""
+owner, mtime, symlink target; new and deleted paths), whatever happened to
+their ctimes and inodes. A directory's mtime is state too: a directory whose
+entries changed is enqueued with them."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ Truth = dict[bytes, tuple[object, ...]]
 
 
 def truth(root: bytes) -> Truth:
-    """What the mirror must match, per path: type, mode, owner, content or target."""
+    """What the mirror must match, per path: type, mode, owner, mtime, content or target."""
     out: Truth = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -47,13 +48,13 @@ def truth(root: bytes) -> Truth:
             s = os.lstat(p)
             rel = os.path.relpath(p, root)
             if stat.S_ISLNK(s.st_mode):
-                out[rel] = ("link", os.readlink(p))
+                out[rel] = ("link", os.readlink(p), s.st_uid, s.st_gid, s.st_mtime_ns)
             elif stat.S_ISDIR(s.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid)
+                out[rel] = ("dir", stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid, s.st_mtime_ns)
             else:
                 with open(p, "rb") as f:
                     digest = blake3.blake3(f.read()).digest()
-                out[rel] = ("file", stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid, digest)
+                out[rel] = ("file", stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid, s.st_mtime_ns, digest)
     return out
 
 

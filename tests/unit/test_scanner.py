@@ -1,5 +1,6 @@
 """The scanner's pure deciders: what stat data alone says, and which unseen
-manifest paths are deletes."""
+manifest paths are deletes. A path's shipped state is its type, content,
+mode, owner, mtime and symlink target: any of them differing is a change."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ thresholds = st.sampled_from([None, T])
 
 
 def meta(s: FileState) -> tuple[object, ...]:
-    return (s.kind, s.mode, s.uid, s.gid, s.link)
+    return (s.kind, s.mode, s.uid, s.gid, s.link, s.mtime_ns)
 
 
 def test_new_path_is_a_change() -> None:
@@ -44,7 +45,7 @@ def test_new_path_is_a_change() -> None:
 def test_metadata_difference_is_always_a_change(
     disk: FileState, recorded: FileState, threshold: int | None
 ) -> None:
-    """Type, mode, owner or symlink target differences need no digest to be real."""
+    """Type, mode, owner, mtime or symlink target differences need no digest to be real."""
     if meta(disk) != meta(recorded):
         assert judge(disk, recorded, threshold) is Verdict.CHANGED
 
@@ -92,11 +93,40 @@ def test_full_scan_hashes_exactly_the_stat_differences(disk: FileState, recorded
 
 
 @given(disk=states, recorded=states)
-def test_old_timestamp_differences_are_trusted_to_the_journal(disk: FileState, recorded: FileState) -> None:
-    """From a checkpoint, an old mtime/ctime difference alone is not a suspect (it was journaled)."""
-    disk = dataclasses.replace(disk, mtime_ns=T - 1, ctime_ns=0, inode=recorded.inode, size=recorded.size)
-    if meta(disk) == meta(recorded) and recorded.digest:
+def test_old_ctime_differences_are_trusted_to_the_journal(disk: FileState, recorded: FileState) -> None:
+    """From a checkpoint, an old ctime difference alone is not a suspect (it was journaled)."""
+    disk = dataclasses.replace(
+        disk, mtime_ns=recorded.mtime_ns, ctime_ns=0, inode=recorded.inode, size=recorded.size
+    )
+    if meta(disk) == meta(recorded) and recorded.digest and recorded.mtime_ns < T:
         assert judge(disk, recorded, T) is Verdict.SAME
+
+
+@given(state=states, threshold=thresholds, mtime=st.sampled_from([0, 1, T - 1, T + 5]))
+def test_touch_d_is_a_change_of_every_kind(state: FileState, threshold: int | None, mtime: int) -> None:
+    """Another mtime alone (``touch -d``, content equal) is shipped state that
+    differs, for a file, a directory or a symlink, however old: no read needed."""
+    disk = dataclasses.replace(state, digest=b"", mtime_ns=mtime)
+    expected = Verdict.SAME if mtime == state.mtime_ns else Verdict.CHANGED
+    if state.kind != FileKind.FILE or mtime != state.mtime_ns:
+        assert judge(disk, state, threshold) is expected
+
+
+@given(state=states, threshold=thresholds)
+def test_ctime_and_inode_alone_are_not_a_change_of_a_file_or_symlink(
+    state: FileState, threshold: int | None
+) -> None:
+    """A chmod undone, or a file replaced by an identical copy with the same
+    mtime: ctime and inode are not shipped, so nothing is (a file is read)."""
+    state = dataclasses.replace(state, digest=b"d" * 32, mtime_ns=0, ctime_ns=0)
+    disk = dataclasses.replace(state, digest=b"", ctime_ns=T + 5, inode=state.inode + 1)
+    if state.kind == FileKind.FILE:
+        assert judge(disk, state, threshold) is Verdict.HASH
+    elif state.kind == FileKind.SYMLINK:
+        assert judge(disk, state, threshold) is Verdict.SAME
+    assert judge(dataclasses.replace(disk, inode=state.inode), state, threshold) is (
+        Verdict.HASH if state.kind == FileKind.FILE else Verdict.SAME
+    )
 
 
 names = st.sampled_from([b"a", b"b", b"a-b", b"x\xff", b"c\n"])
