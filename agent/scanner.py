@@ -45,7 +45,9 @@ becomes a CHANGE, a CHANGE gets the directory flag of what the path is now,
 and a scan's finding never lands after something the watcher journaled later.
 Manifest paths below an excluded directory, a mount point, or a directory that
 could not be read are left alone: their state is unknown, not absent.
-Special files (fifo, socket, device) are neither enqueued nor deleted.
+Special files (fifo, socket, device) are not replicated: one is enqueued only
+where the manifest holds a shipped file, link or directory at its path (the
+mirror must lose that), and its own absence from the mirror is never a delete.
 
 Cost: one lstat per path, one read of the manifest as encoded bytes (a range
 read for :meth:`Scanner.scan_subtree`) compared by byte prefix, so only the
@@ -288,7 +290,10 @@ class _Run:
         be read any more is enqueued: the replayer ships whatever is there then
         (a delete if it is gone)."""
         fmt = st.st_mode & _S_IFMT
-        if fmt in _SPECIAL:
+        if fmt in _SPECIAL:  # not replicated; but what the mirror holds in its place must go
+            if recorded is not None and recorded.kind != FileKind.OTHER:
+                self._enqueue(Entry(Op.CHANGE, rel, time_ns=time.time_ns()))
+                self.report.enqueued_changes += 1
             return
         verdict = Verdict.CHANGED
         try:

@@ -511,3 +511,21 @@ class TestSubtree:
         env.write(b"a.txt", b"ALPHA\n")
         _, entries = self.scan_sub(env, b"a.txt")
         assert [(e.op, e.path) for e in entries] == [(Op.CHANGE, b"a.txt")]
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_shipped_file_replaced_by_a_fifo_is_enqueued_once(env: Env, full: bool) -> None:
+    """A special file is not replicated: where the mirror holds a shipped file,
+    its replacement by a fifo must reach the mirror (as an absence); once the
+    manifest records the fifo, later scans stay quiet, and a new fifo that
+    never had a shipped predecessor is not enqueued."""
+    since = env.settle()
+    os.unlink(env.path(b"a.txt"))
+    os.mkfifo(env.path(b"a.txt"))
+    os.mkfifo(env.path(b"docs/new.fifo"))
+    _, entries = env.scan(None if full else since)
+    assert sorted((e.op, e.path) for e in entries) == [(Op.CHANGE, b"a.txt"), (Op.CHANGE, b"docs")]
+    shipped = {p: capture(env.path(p)) for p in (b"a.txt", b"docs")}  # what shipping them records
+    env.journal.manifest_put(shipped)
+    _, entries = env.scan(None if full else env.settle())
+    assert entries == []
