@@ -12,6 +12,7 @@ from .errors import (
     JournalLocked,
     NotAJournal,
     SchemaMismatch,
+    UnsafeJournal,
     WrongRoot,
 )
 from .store import SCHEMA_VERSION, DeadLetter, Journal, JournalStats, TrackStats
@@ -36,6 +37,7 @@ __all__ = [
     "JournalCorrupt",
     "NotAJournal",
     "SchemaMismatch",
+    "UnsafeJournal",
     "WrongRoot",
     "JournalFull",
     "CodecError",

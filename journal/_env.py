@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shlex
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ import lmdb
 from . import _pages
 from ._intake import LOCK_NAME as INTAKE_LOCK
 from ._intake import NAME as INTAKE_NAME
-from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked, NotAJournal
+from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked, NotAJournal, UnsafeJournal
 
 __all__ = [
     "Mode",
@@ -30,6 +32,7 @@ __all__ = [
     "LOCK_NAME",
     "Gate",
     "check_directory",
+    "unsafe_directory",
     "files_to_create",
     "remove_created",
     "take_lock",
@@ -106,6 +109,9 @@ def _check_directory(jdir: Path, mode: Mode) -> None:
         return
     if not jdir.is_dir():
         raise NotAJournal(f"{jdir} is not a directory", path=str(jdir))
+    problem = unsafe_directory(str(jdir), os.stat(jdir), os.geteuid())
+    if problem is not None:
+        raise UnsafeJournal(problem[0], path=str(jdir), hint=problem[1])
     names = set(os.listdir(jdir))
     others = names - {"lock.mdb", LOCK_NAME, INTAKE_LOCK}  # lock files a failed creation may leave
     if others and "data.mdb" not in names:
@@ -115,6 +121,28 @@ def _check_directory(jdir: Path, mode: Mode) -> None:
         raise NotAJournal(f"{jdir} holds no journal yet", path=str(jdir))
     if mode == "read" and "lock.mdb" not in names:
         raise NotAJournal(f"{jdir} has no lock.mdb; open it once with 'agent run'", path=str(jdir))
+
+
+def unsafe_directory(where: str, st: os.stat_result, euid: int) -> tuple[str, str] | None:
+    """(error, hint) when a directory is not the agent's alone: owned by a
+    user other than ``euid`` and root, or writable by group or others.
+    Whoever can write there can swap a journal file for a link, and a root
+    agent would then write wherever it points."""
+    quoted = shlex.quote(where)
+    if st.st_uid not in (euid, 0):
+        return (
+            f"journal directory {where} is owned by uid {st.st_uid}, not by this user (uid {euid})",
+            f"check who else uses it, then run: chown {euid} {quoted} && chmod 700 {quoted}",
+        )
+    writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable:
+        bits = (("group", stat.S_IWGRP), ("others", stat.S_IWOTH))
+        who = " and ".join(name for name, bit in bits if writable & bit)
+        return (
+            f"journal directory {where} is writable by {who} (mode {stat.S_IMODE(st.st_mode):o})",
+            f"run: chmod go-w {quoted}",
+        )
+    return None
 
 
 def files_to_create(jdir: Path, mode: Mode) -> list[Path]:

@@ -7,6 +7,7 @@ __all__ = [
     "JournalLocked",
     "JournalCorrupt",
     "NotAJournal",
+    "UnsafeJournal",
     "SchemaMismatch",
     "WrongRoot",
     "JournalFull",
@@ -55,6 +56,14 @@ class NotAJournal(JournalError):
     """The directory holds files that are not a journal; nothing is overwritten."""
 
     hint = "point --journal at an empty directory or an existing msync-agent journal"
+
+
+class UnsafeJournal(JournalError):
+    """The directory is writable by someone other than its user: whoever can
+    write there can swap the journal's files for links and make the agent
+    write wherever they point. Nothing is opened; the hint names the fix."""
+
+    hint = "make the journal directory owned by the agent's user and writable by it alone"
 
 
 class SchemaMismatch(JournalError):
