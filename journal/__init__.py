@@ -6,6 +6,7 @@ per-track progress, the manifest of shipped states and checkpoints.
 
 from .errors import (
     CodecError,
+    DamagedRecord,
     JournalCorrupt,
     JournalError,
     JournalFull,
@@ -41,4 +42,5 @@ __all__ = [
     "WrongRoot",
     "JournalFull",
     "CodecError",
+    "DamagedRecord",
 ]

@@ -14,6 +14,7 @@ import os
 import shlex
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = [
     "LOCK_NAME",
     "Gate",
     "check_directory",
+    "DAMAGE_NAME",
+    "record_damage",
     "unsafe_directory",
     "files_to_create",
     "remove_created",
@@ -47,6 +50,7 @@ __all__ = [
 Mode = Literal["agent", "client", "read"]
 MODES = ("agent", "client", "read")
 LOCK_NAME = "agent.lock"
+DAMAGE_NAME = "DAMAGED"  # written once when a writer finds damage; every open refuses it
 _MIN_PAGES = 2  # the two meta pages every LMDB file starts with
 
 
@@ -113,6 +117,10 @@ def _check_directory(jdir: Path, mode: Mode) -> None:
     if problem is not None:
         raise UnsafeJournal(problem[0], path=str(jdir), hint=problem[1])
     names = set(os.listdir(jdir))
+    if DAMAGE_NAME in names:
+        raise JournalCorrupt(
+            f"journal {jdir} was found damaged: {_read_damage(jdir / DAMAGE_NAME)}", path=str(jdir)
+        )
     others = names - {"lock.mdb", LOCK_NAME, INTAKE_LOCK}  # lock files a failed creation may leave
     if others and "data.mdb" not in names:
         listed = ", ".join(sorted(others)[:3])
@@ -143,6 +151,39 @@ def unsafe_directory(where: str, st: os.stat_result, euid: int) -> tuple[str, st
             f"run: chmod go-w {quoted}",
         )
     return None
+
+
+def record_damage(jdir: Path, message: str) -> None:
+    """Leave ``DAMAGE_NAME`` in the journal, so every later open (the agent,
+    ``status``, ``verify``) refuses it, even where the damage itself is only
+    seen when the damaged value is read. Best effort: the caller raises anyway.
+    The first report is kept."""
+    text = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n".encode(errors="replace")
+    try:
+        fd = os.open(
+            jdir / DAMAGE_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError:
+        return
+    try:
+        os.write(fd, text)
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_damage(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"(cannot read {path.name}: {exc.strerror})"
+    try:
+        text = os.read(fd, 2048).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+    return f"{text} (recorded in {path.name})"
 
 
 def files_to_create(jdir: Path, mode: Mode) -> list[Path]:

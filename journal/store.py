@@ -31,14 +31,14 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _batches, _compact, _env, _intake, _log, _manifest, _pending
+from . import _batches, _compact, _env, _intake, _log, _manifest, _pending, _upgrade
 from ._env import Gate, Mode
 from ._fold import Folder
 from ._intake import Batch, Intake
 from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
 from .codec import encode_seq, encode_state
-from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, WrongRoot
+from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, SchemaMismatch, WrongRoot
 from .types import Checkpoint, Entry, FileState
 
 __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSION"]
@@ -65,6 +65,8 @@ class Journal(JournalReads):
         self._intake_lock: int | None = None
         self._folder: Folder | None = None  # the agent's unfolded intake batches
         self._appending = threading.RLock()  # one seq allocation at a time in this process
+        self.schema = SCHEMA_VERSION
+        self.intake_torn = ""  # what a crash left half written in the intake (dropped), if anything
 
     # ------------------------------------------------------------------ open/close
     @classmethod
@@ -97,6 +99,7 @@ class Journal(JournalReads):
         try:
             journal = cls._open_locked(jdir, mode, lock_fd, map_size)
             try:
+                journal._upgrade()
                 journal._init_meta(root, track_list)
                 journal._start_intake(fold_delay)
             except BaseException:
@@ -117,11 +120,13 @@ class Journal(JournalReads):
     def _open_locked(cls, jdir: Path, mode: Mode, lock_fd: int | None, map_size: int) -> Journal:
         env = _env.open_env(jdir, mode, map_size)
         try:
-            dbs, _new = open_dbs(env, mode != "read", str(jdir))
+            dbs, schema = open_dbs(env, mode != "read", str(jdir))
         except BaseException:
             env.close()
             raise
-        return cls(env, jdir, mode, lock_fd, dbs)
+        journal = cls(env, jdir, mode, lock_fd, dbs)
+        journal.schema = schema
+        return journal
 
     def close(self) -> None:
         """Fold what the intake holds into LMDB (when the disk allows; else it
@@ -150,18 +155,30 @@ class Journal(JournalReads):
     # ------------------------------------------------------------------ intake
     def _start_intake(self, fold_delay: float) -> None:
         """Agent: open (or create) the intake and fold what a crash left in it.
-        Client: open it, if the agent made one, to fold it before each write."""
+        Client: open it, if the agent made one, to fold it before each write.
+        Every mode refuses an intake whose acknowledged records are damaged."""
         if self.mode == "read":
+            self._check_intake()
             return
         self._intake_lock = _intake.open_lock(self.path)
         if self.mode != "agent":
+            self._check_intake()
             return
         self._intake = Intake.open(self.path, create=True)
         assert self._intake is not None
         self._folder = Folder(self._intake, self._fold, self._appending)
-        self._folder.recover()
+        self.intake_torn = self._folder.recover(lambda: self._snapshot(self._read_last_seq))
         self._fold()
         self._folder.start(fold_delay)
+
+    def _check_intake(self) -> None:
+        """Judge the agent's intake as :meth:`_start_intake` does for the agent."""
+        found = _intake.scan_as_reader(
+            self.path, self._intake_lock, lambda: self._snapshot(self._read_last_seq)
+        )
+        if found is not None and found.damage:
+            raise JournalCorrupt(found.damage, path=str(self.path / _intake.NAME))
+        self.intake_torn = found.torn if found is not None else ""
 
     def _fold(self) -> None:
         """Fold every acknowledged intake batch into LMDB now."""
@@ -190,6 +207,25 @@ class Journal(JournalReads):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _upgrade(self) -> None:
+        """Bring an older schema up to date: the agent re-encodes it; a client
+        must not write new-format values the journal's own agent may not read."""
+        if self.schema == SCHEMA_VERSION or self.mode == "read":
+            return
+        if self.mode == "client":
+            raise SchemaMismatch(
+                f"journal {self.path} has schema {self.schema}; the agent upgrades it to {SCHEMA_VERSION}",
+                path=str(self.path),
+                hint="run 'agent run' of this version once (it upgrades the journal), then retry",
+            )
+        after: bytes | None = None
+        while True:
+            after = self._write(lambda txn, a=after: _upgrade.upgrade_chunk(txn, self._dbs, a))
+            if after is None:
+                break
+        self.schema = SCHEMA_VERSION
+        self.intake_torn = ""  # what a crash left half written in the intake (dropped), if anything
 
     def _init_meta(self, root: str | bytes | None, tracks: tuple[str, ...]) -> None:
         root_b = os.fsencode(os.path.abspath(os.fsdecode(root))) if root is not None else None
@@ -249,7 +285,10 @@ class Journal(JournalReads):
                 except lmdb.Error as exc:
                     if self._folder is not None and batches:
                         self._folder.failed = True
-                    raise _env.translate(exc, self.path, need) from exc
+                    raise self.noted(_env.translate(exc, self.path, need)) from exc
+                except JournalCorrupt as exc:
+                    self.noted(exc)
+                    raise
                 if self._folder is not None:
                     self._folder.failed = False
                     self._folder.folded(batches)
