@@ -19,7 +19,7 @@ from ._env import Gate
 from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, entry_path_keys, path_key, track_prefix
 from ._records import decode_record
 from .codec import decode_entry, decode_seq, decode_state
-from .errors import JournalCorrupt, JournalError
+from .errors import DamagedRecord, JournalCorrupt, JournalError
 from .types import Checkpoint, FileState, Record
 
 __all__ = ["JournalReads", "JournalStats", "TrackStats", "DeadLetter"]
@@ -181,7 +181,7 @@ class JournalReads:
     def manifest_get(self, path: bytes) -> FileState | None:
         def find(txn: lmdb.Transaction) -> FileState | None:
             raw = txn.get(path_key(path), db=self._dbs["manifest"])
-            return decode_state(raw) if raw is not None else None
+            return _state_of(path, raw) if raw is not None else None
 
         return self._read(find)
 
@@ -238,7 +238,7 @@ class JournalReads:
             path = txn.get(key, db=longpath) if key[:1] == b"\0" else key
             if path is None:
                 raise JournalCorrupt(f"manifest key {key.hex()} has no stored path")
-            out.append((key, b"" if path == b"/" else path, decode_state(raw)))
+            out.append((key, b"" if path == b"/" else path, _state_of(path, raw)))
             if len(out) >= _CHUNK:
                 break
         return out
@@ -336,6 +336,14 @@ class JournalReads:
     def wake(self) -> None:
         """Wake every waiter (shutdown, requeue)."""
         self._notify(None)
+
+
+def _state_of(path: bytes, raw: bytes) -> FileState:
+    """The decoded state of ``path``; damage names the path."""
+    try:
+        return decode_state(raw)
+    except DamagedRecord as exc:
+        raise DamagedRecord(f"manifest state of {bytes(path)!r}: {exc}", path=str(exc.path)) from exc
 
 
 def _manifest_range(cur: lmdb.Cursor, under: bytes) -> dict[bytes, bytes]:

@@ -1,6 +1,8 @@
 """Versioned compact binary codec for journal records. Pure functions.
 
-Entry v1:     B version | B op | B flags | Q time_ns | I len(path) | I len(dest) | path | dest
+Entry v2:     B version | B op | B flags | Q time_ns | I len(path) | I len(dest) | path | dest
+              | I crc32 of everything before it (a dead letter's copy of its entry)
+Entry v1:     the same without the crc (read, never written).
 FileState v2: B version | B kind | Q size | I mode | I uid | I gid | q mtime_ns
               | q ctime_ns | Q inode | B len(digest) | I len(link) | digest | link
               | I crc32 of everything before it
@@ -35,7 +37,7 @@ __all__ = [
     "unseal",
 ]
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2
 STATE_VERSION = 2
 _CRC = struct.Struct(">I")
 
@@ -79,7 +81,7 @@ def encode_entry(entry: Entry) -> bytes:
         )
     except struct.error as exc:
         raise CodecError(f"entry out of range: {exc}") from exc
-    return head + entry.path + entry.dest
+    return seal(head + entry.path + entry.dest)
 
 
 def encode_entries(entries: list[Entry]) -> list[bytes]:
@@ -88,7 +90,7 @@ def encode_entries(entries: list[Entry]) -> list[bytes]:
     pack = _ENTRY_HEAD.pack
     try:
         return [
-            pack(ENTRY_VERSION, e.op, e.flags, e.time_ns, len(e.path), len(e.dest)) + e.path + e.dest
+            seal(pack(ENTRY_VERSION, e.op, e.flags, e.time_ns, len(e.path), len(e.dest)) + e.path + e.dest)
             for e in entries
         ]
     except struct.error as exc:
@@ -101,16 +103,22 @@ def encode_seqs(first: int, count: int) -> list[bytes]:
 
 
 def decode_entry(raw: bytes) -> Entry:
+    raw = bytes(raw)
+    if raw[:1] == b"\x01":  # version 1: written before entries carried a checksum
+        return _decode_entry_body(raw, 1)
+    return _decode_entry_body(unseal(raw, "journal entry"), ENTRY_VERSION)
+
+
+def _decode_entry_body(raw: bytes, expected: int) -> Entry:
     try:
         version, op, flags, time_ns, plen, dlen = _ENTRY_HEAD.unpack_from(raw)
     except struct.error as exc:
         raise DamagedRecord(f"truncated journal entry ({len(raw)} bytes)") from exc
-    if version != ENTRY_VERSION:
+    if version != expected:
         raise DamagedRecord(f"unknown journal entry version {version}")
     start = _ENTRY_HEAD.size
     if start + plen + dlen != len(raw) or op not in _OPS:
         raise DamagedRecord(f"malformed journal entry ({len(raw)} bytes)")
-    raw = bytes(raw)
     return Entry(_OPS[op], raw[start : start + plen], raw[start + plen :], time_ns, flags)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from journal import DamagedRecord, FileKind, FileState, Journal, JournalCorrupt, SchemaMismatch, _intake
 from journal._records import decode_record, encode_record
-from journal.codec import decode_state, encode_state
+from journal.codec import decode_entry, decode_state, encode_entry, encode_state
 from journal.types import Entry, Op
 from tests.journal._util import flip_value, live_value
 
@@ -43,6 +43,27 @@ def test_every_flipped_bit_of_a_log_record_is_refused() -> None:
             decode_record(damaged)
 
 
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_every_flipped_bit_of_an_entry_is_refused(entry: Entry) -> None:
+    """An entry stored on its own: a dead letter's copy."""
+    raw = encode_entry(entry)
+    assert decode_entry(raw) == entry
+    for damaged in _flips(raw):
+        with pytest.raises(DamagedRecord):
+            decode_entry(damaged)
+
+
+def test_damaged_dead_letter_is_refused(tmp_path: Path) -> None:
+    jdir = tmp_path / "j"
+    with Journal.open(jdir, tracks=["t"]) as j:
+        j.append([Entry(Op.CHANGE, b"dead/path")])
+        assert j.mark_dead("t", {1: "gave up"}) == 1
+    key = b"t\0" + (1).to_bytes(8, "big")
+    flip_value(jdir, b"dead", key, 4 + len(b"gave up") + 25)  # inside the path
+    with Journal.open(jdir, mode="read") as j, pytest.raises(DamagedRecord, match="journal entry"):
+        j.dead_letters()
+
+
 def _v1(raw: bytes) -> bytes:
     """A value as schema 2 wrote it: version 1, no checksum."""
     return b"\x01" + raw[1:-4]
@@ -51,6 +72,7 @@ def _v1(raw: bytes) -> bytes:
 def test_values_without_checksum_still_read() -> None:
     assert decode_state(_v1(encode_state(LINK))) == LINK
     assert decode_record(_v1(encode_record(ENTRIES))) == ENTRIES
+    assert decode_entry(_v1(encode_entry(ENTRIES[1]))) == ENTRIES[1]
 
 
 def _journal_with_states(jdir: Path) -> None:
