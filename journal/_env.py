@@ -157,21 +157,26 @@ def record_damage(jdir: Path, message: str) -> None:
     """Leave ``DAMAGE_NAME`` in the journal, so every later open (the agent,
     ``status``, ``verify``) refuses it, even where the damage itself is only
     seen when the damaged value is read. Best effort: the caller raises anyway.
-    The first report is kept."""
+    Written aside and linked into place, so a full disk leaves no empty
+    marker; the first report is kept."""
     text = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n".encode(errors="replace")
+    tmp = jdir / f"{DAMAGE_NAME}.{os.getpid()}.tmp"
     try:
-        fd = os.open(
-            jdir / DAMAGE_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-    except OSError:
-        return
-    try:
-        os.write(fd, text)
-        os.fsync(fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            if os.write(fd, text) != len(text):
+                raise OSError("short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, jdir / DAMAGE_NAME)
     except OSError:
         pass
     finally:
-        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _read_damage(path: Path) -> str:
@@ -282,7 +287,7 @@ def is_enospc(exc: BaseException, jdir: Path, need: int = 0) -> bool:
     return st.f_bavail * st.f_frsize < max(1 << 20, 2 * need)
 
 
-_CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.PanicError)
+_CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError)
 
 
 def translate(exc: lmdb.Error, jdir: Path, need: int = 0) -> JournalError:
@@ -291,6 +296,12 @@ def translate(exc: lmdb.Error, jdir: Path, need: int = 0) -> JournalError:
         return JournalFull(f"no space left for journal {jdir}", path=str(jdir))
     if isinstance(exc, _CORRUPT):
         return JournalCorrupt(f"journal {jdir} is damaged: {exc}", path=str(jdir))
+    if isinstance(exc, lmdb.PanicError):  # a failed commit (an I/O error) poisons this process's handle
+        return JournalError(
+            f"journal {jdir}: {exc}",
+            path=str(jdir),
+            hint="restart the agent: only the failed commit is lost; check the disk if this repeats",
+        )
     return JournalError(f"journal {jdir}: {exc}", path=str(jdir))
 
 
