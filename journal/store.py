@@ -99,9 +99,10 @@ class Journal(JournalReads):
         try:
             journal = cls._open_locked(jdir, mode, lock_fd, map_size)
             try:
-                journal._upgrade()
+                journal._refuse_old_schema()
                 journal._init_meta(root, track_list)
                 journal._start_intake(fold_delay)
+                journal._upgrade()
             except BaseException:
                 journal._shut(fold=False)  # the lock is released below
                 raise
@@ -208,17 +209,21 @@ class Journal(JournalReads):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _upgrade(self) -> None:
-        """Bring an older schema up to date: the agent re-encodes it; a client
-        must not write new-format values the journal's own agent may not read."""
-        if self.schema == SCHEMA_VERSION or self.mode == "read":
-            return
-        if self.mode == "client":
+    def _refuse_old_schema(self) -> None:
+        """A client must not write new-format values into an older journal
+        its own agent may not read; the agent upgrades it (:meth:`_upgrade`)."""
+        if self.schema != SCHEMA_VERSION and self.mode == "client":
             raise SchemaMismatch(
                 f"journal {self.path} has schema {self.schema}; the agent upgrades it to {SCHEMA_VERSION}",
                 path=str(self.path),
                 hint="run 'agent run' of this version once (it upgrades the journal), then retry",
             )
+
+    def _upgrade(self) -> None:
+        """The agent brings an older schema up to date, once the open is
+        accepted (root checked, intake judged and folded)."""
+        if self.schema == SCHEMA_VERSION or self.mode != "agent":
+            return
         after: bytes | None = None
         while True:
             after = self._write(lambda txn, a=after: _upgrade.upgrade_chunk(txn, self._dbs, a))

@@ -10,7 +10,16 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from journal import DamagedRecord, FileKind, FileState, Journal, JournalCorrupt, SchemaMismatch, _intake
+from journal import (
+    DamagedRecord,
+    FileKind,
+    FileState,
+    Journal,
+    JournalCorrupt,
+    SchemaMismatch,
+    WrongRoot,
+    _intake,
+)
 from journal._records import decode_record, encode_record
 from journal.codec import decode_entry, decode_state, encode_entry, encode_state
 from journal.types import Entry, Op
@@ -102,7 +111,10 @@ def test_schema_2_is_upgraded_by_the_agent(tmp_path: Path) -> None:
         assert dict(j.manifest_items()) == {b"a": STATE, b"b/c": LINK}
     with pytest.raises(SchemaMismatch, match="schema 2"):
         Journal.open(jdir, mode="client")
+    with pytest.raises(WrongRoot):
+        Journal.open(jdir, root="/elsewhere")
     assert live_value(jdir, b"meta", b"schema") == b"2"
+    assert live_value(jdir, b"manifest", b"a") == _v1(encode_state(STATE))
     with Journal.open(jdir) as j:
         assert j.schema == 3
         assert dict(j.manifest_items()) == {b"a": STATE, b"b/c": LINK}
