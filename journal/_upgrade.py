@@ -10,14 +10,39 @@ drops them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import lmdb
 
 from ._layout import SCHEMA_VERSION, Dbs
 from .codec import decode_state, encode_state
+from .errors import SchemaMismatch
 
-__all__ = ["upgrade_chunk"]
+__all__ = ["refuse_old_schema", "upgrade", "upgrade_chunk"]
 
 _CHUNK = 10_000
+
+
+def refuse_old_schema(schema: int, mode: str, where: Path) -> None:
+    """A client must not write new-format values into an older journal whose
+    own agent may not read them; the agent upgrades it first."""
+    if schema != SCHEMA_VERSION and mode == "client":
+        raise SchemaMismatch(
+            f"journal {where} has schema {schema}; the agent upgrades it to {SCHEMA_VERSION}",
+            path=str(where),
+            hint="run 'agent run' of this version once (it upgrades the journal), then retry",
+        )
+
+
+def upgrade(write: Callable[[Callable[[lmdb.Transaction], Any]], Any], dbs: Dbs) -> None:
+    """Run :func:`upgrade_chunk` in successive write transactions until done."""
+    after: bytes | None = None
+    while True:
+        after = write(lambda txn, a=after: upgrade_chunk(txn, dbs, a))
+        if after is None:
+            return
 
 
 def upgrade_chunk(txn: lmdb.Transaction, dbs: Dbs, after: bytes | None, limit: int = _CHUNK) -> bytes | None:

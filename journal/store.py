@@ -38,7 +38,7 @@ from ._intake import Batch, Intake
 from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
 from .codec import encode_seq, encode_state
-from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, SchemaMismatch, WrongRoot
+from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, WrongRoot
 from .types import Checkpoint, Entry, FileState
 
 __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSION"]
@@ -99,7 +99,7 @@ class Journal(JournalReads):
         try:
             journal = cls._open_locked(jdir, mode, lock_fd, map_size)
             try:
-                journal._refuse_old_schema()
+                _upgrade.refuse_old_schema(journal.schema, mode, jdir)
                 journal._init_meta(root, track_list)
                 journal._start_intake(fold_delay)
                 journal._upgrade()
@@ -209,28 +209,12 @@ class Journal(JournalReads):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _refuse_old_schema(self) -> None:
-        """A client must not write new-format values into an older journal
-        its own agent may not read; the agent upgrades it (:meth:`_upgrade`)."""
-        if self.schema != SCHEMA_VERSION and self.mode == "client":
-            raise SchemaMismatch(
-                f"journal {self.path} has schema {self.schema}; the agent upgrades it to {SCHEMA_VERSION}",
-                path=str(self.path),
-                hint="run 'agent run' of this version once (it upgrades the journal), then retry",
-            )
-
     def _upgrade(self) -> None:
         """The agent brings an older schema up to date, once the open is
         accepted (root checked, intake judged and folded)."""
-        if self.schema == SCHEMA_VERSION or self.mode != "agent":
-            return
-        after: bytes | None = None
-        while True:
-            after = self._write(lambda txn, a=after: _upgrade.upgrade_chunk(txn, self._dbs, a))
-            if after is None:
-                break
-        self.schema = SCHEMA_VERSION
-        self.intake_torn = ""  # what a crash left half written in the intake (dropped), if anything
+        if self.schema != SCHEMA_VERSION and self.mode == "agent":
+            _upgrade.upgrade(self._write, self._dbs)
+            self.schema = SCHEMA_VERSION
 
     def _init_meta(self, root: str | bytes | None, tracks: tuple[str, ...]) -> None:
         root_b = os.fsencode(os.path.abspath(os.fsdecode(root))) if root is not None else None
