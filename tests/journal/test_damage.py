@@ -5,6 +5,8 @@ distinction between a torn last record and damage."""
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 
 import lmdb
@@ -252,3 +254,17 @@ def test_records_left_from_before_a_rewind() -> None:
     found = _intake.scan(torn, 8)
     assert [b.first for b in found.chain] == [9, 11] and not found.damage
     assert "seqs 12..12" in found.torn
+
+
+def test_sigkill_mid_append_is_never_damage(tmp_path: Path) -> None:
+    """Writers killed at random moments leave at most a torn last record:
+    every mode opens the journal after each kill."""
+    from .test_crash import _kill_at_random
+
+    rng = random.Random(int(os.environ.get("JOURNAL_CRASH_SEED", random.randrange(2**32))))
+    jdir = tmp_path / "j"
+    for run in range(4):
+        _kill_at_random(jdir, rng, run * 1_000_000)
+        for mode in ("read", "client"):
+            Journal.open(jdir, mode=mode).close()  # type: ignore[arg-type]
+    assert not (jdir / "DAMAGED").exists()
