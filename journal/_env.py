@@ -140,7 +140,8 @@ def unsafe_directory(where: str, st: os.stat_result, euid: int) -> tuple[str, st
     if st.st_uid not in (euid, 0):
         return (
             f"journal directory {where} is owned by uid {st.st_uid}, not by this user (uid {euid})",
-            f"check who else uses it, then run: chown {euid} {quoted} && chmod 700 {quoted}",
+            f"run the command as uid {st.st_uid} (the journal's owner), or make it this user's: "
+            f"chown {euid} {quoted} && chmod 700 {quoted}",
         )
     writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     if writable:
