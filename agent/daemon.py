@@ -31,7 +31,7 @@ from agent.scanner import Scanner, ScanReport
 from agent.shippers import make_shipper
 from agent.verify_trace import read_trace
 from agent.watcher import Watcher
-from journal import IS_DIR, Entry, FileKind, Journal, JournalFull, Op
+from journal import IS_DIR, Entry, FileKind, Journal, JournalCorrupt, JournalFull, Op
 
 __all__ = ["run_agent", "Agent"]
 
@@ -64,6 +64,8 @@ class Agent:
         self.root = Path(cfg.root)
         tracks = [t for target in cfg.targets for t in tracks_of(target)]
         self.journal = Journal.open(cfg.journal, root=str(self.root), tracks=tracks, mode="agent")
+        if self.journal.intake_torn:  # a crash mid-append: that batch was never acknowledged
+            log.info("journal.intake_torn_tail", dropped=self.journal.intake_torn)
         self.excludes = Excludes(list(cfg.exclude))
         self.watcher = Watcher(self.root, self.journal, self.excludes, on_rescan=self.rescan.set)
         self.scanner = Scanner(self.root, self.journal, self.excludes)
@@ -80,6 +82,7 @@ class Agent:
         ]
         self.started_ns = time.time_ns()
         self._runtime_failed = False  # the last runtime.json write failed (logged once)
+        self.damage: JournalCorrupt | None = None  # the journal was found damaged: exit 2 with its hint
         self.metrics: Metrics | None = None
         if cfg.metrics_port is not None:
             self.metrics = Metrics()
@@ -151,11 +154,20 @@ class Agent:
             except BaseException as exc:  # reported by the supervising loop
                 worker.error = exc
                 log.exception("worker.crashed", worker=name)
+                if isinstance(exc, JournalCorrupt):
+                    self.damaged(exc)
                 self.stop.set()
 
         worker.thread = threading.Thread(target=body, name=name, daemon=True)
         self.workers.append(worker)
         worker.thread.start()
+
+    def damaged(self, exc: JournalCorrupt) -> None:
+        """The journal cannot be trusted: say so loudly and leave the mark that
+        makes every later open (this agent's restart, status, verify) refuse it."""
+        self.damage = self.damage or exc
+        self.journal.noted(exc)
+        log.error("journal.damaged", error=str(exc.args[0] if exc.args else exc), hint=exc.hint)
 
     # ---------------------------------------------------------------- loops
     def _scan_loop(self, stop: threading.Event) -> None:
@@ -299,10 +311,14 @@ def run_agent(config: Config) -> int:
     )
     try:
         agent.start()
-    except AgentError:
+    except (AgentError, JournalCorrupt) as exc:
+        if isinstance(exc, JournalCorrupt):
+            agent.damaged(exc)
         agent.stop.set()
         agent.shutdown()
         raise
     code = agent.supervise()
     log.info("agent.exit", code=code, signal=received[0] if received else None)
+    if agent.damage is not None:
+        raise agent.damage  # the command line reports it with its hint
     return code

@@ -28,7 +28,7 @@ from agent.plan import ActionKind, Plan
 from agent.planner import Selection, SettleMap, build_plan, resolve
 from agent.retry import Backoff, RetryPolicy
 from agent.shippers.base import Outcome, Shipper, ShipResult
-from journal import FileKind, FileState, Journal
+from journal import FileKind, FileState, Journal, JournalCorrupt
 
 __all__ = ["Replayer", "StepReport"]
 
@@ -120,6 +120,8 @@ class Replayer:
             started = time.monotonic()
             try:
                 report = self.step(stop)
+            except JournalCorrupt:
+                raise  # retrying cannot help, and must not write over the damage: the agent stops
             except Exception:
                 self._log.exception("replay.error")
                 stop.wait(1.0)

@@ -29,9 +29,15 @@ FAILING_LISTED = 1000  # failing paths published per track; more are only counte
 
 
 def write_runtime(journal_dir: Path, data: dict[str, Any]) -> None:
+    """Private like every journal file (0600 whatever the umask); a link left
+    at the temporary name is replaced, never written through."""
     path = journal_dir / RUNTIME_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)
+        f.write(json.dumps(data, sort_keys=True))
     os.replace(tmp, path)
 
 

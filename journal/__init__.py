@@ -7,12 +7,14 @@ per-track progress, the manifest of shipped states and checkpoints.
 from ._env import lock_holder
 from .errors import (
     CodecError,
+    DamagedRecord,
     JournalCorrupt,
     JournalError,
     JournalFull,
     JournalLocked,
     NotAJournal,
     SchemaMismatch,
+    UnsafeJournal,
     WrongRoot,
 )
 from .store import SCHEMA_VERSION, DeadLetter, Journal, JournalStats, TrackStats
@@ -38,7 +40,9 @@ __all__ = [
     "JournalCorrupt",
     "NotAJournal",
     "SchemaMismatch",
+    "UnsafeJournal",
     "WrongRoot",
     "JournalFull",
     "CodecError",
+    "DamagedRecord",
 ]

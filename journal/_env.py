@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shlex
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ import lmdb
 from . import _pages
 from ._intake import LOCK_NAME as INTAKE_LOCK
 from ._intake import NAME as INTAKE_NAME
-from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked, NotAJournal
+from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked, NotAJournal, UnsafeJournal
 
 __all__ = [
     "Mode",
@@ -31,6 +33,9 @@ __all__ = [
     "LOCK_NAME",
     "Gate",
     "check_directory",
+    "DAMAGE_NAME",
+    "record_damage",
+    "unsafe_directory",
     "files_to_create",
     "remove_created",
     "take_lock",
@@ -46,6 +51,7 @@ __all__ = [
 Mode = Literal["agent", "client", "read"]
 MODES = ("agent", "client", "read")
 LOCK_NAME = "agent.lock"
+DAMAGE_NAME = "DAMAGED"  # written once when a writer finds damage; every open refuses it
 _MIN_PAGES = 2  # the two meta pages every LMDB file starts with
 _PROBE_GRACE_S = 0.2  # how long taking the lock waits out a status probe
 
@@ -109,7 +115,14 @@ def _check_directory(jdir: Path, mode: Mode) -> None:
         return
     if not jdir.is_dir():
         raise NotAJournal(f"{jdir} is not a directory", path=str(jdir))
+    problem = unsafe_directory(str(jdir), os.stat(jdir), os.geteuid())
+    if problem is not None:
+        raise UnsafeJournal(problem[0], path=str(jdir), hint=problem[1])
     names = set(os.listdir(jdir))
+    if DAMAGE_NAME in names:
+        raise JournalCorrupt(
+            f"journal {jdir} was found damaged: {_read_damage(jdir / DAMAGE_NAME)}", path=str(jdir)
+        )
     others = names - {"lock.mdb", LOCK_NAME, INTAKE_LOCK}  # lock files a failed creation may leave
     if others and "data.mdb" not in names:
         listed = ", ".join(sorted(others)[:3])
@@ -118,6 +131,67 @@ def _check_directory(jdir: Path, mode: Mode) -> None:
         raise NotAJournal(f"{jdir} holds no journal yet", path=str(jdir))
     if mode == "read" and "lock.mdb" not in names:
         raise NotAJournal(f"{jdir} has no lock.mdb; open it once with 'agent run'", path=str(jdir))
+
+
+def unsafe_directory(where: str, st: os.stat_result, euid: int) -> tuple[str, str] | None:
+    """(error, hint) when a directory is not the agent's alone: owned by a
+    user other than ``euid`` and root, or writable by group or others.
+    Whoever can write there can swap a journal file for a link, and a root
+    agent would then write wherever it points."""
+    quoted = shlex.quote(where)
+    if st.st_uid not in (euid, 0):
+        return (
+            f"journal directory {where} is owned by uid {st.st_uid}, not by this user (uid {euid})",
+            f"run the command as uid {st.st_uid} (the journal's owner), or make it this user's: "
+            f"chown {euid} {quoted} && chmod 700 {quoted}",
+        )
+    writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable:
+        bits = (("group", stat.S_IWGRP), ("others", stat.S_IWOTH))
+        who = " and ".join(name for name, bit in bits if writable & bit)
+        return (
+            f"journal directory {where} is writable by {who} (mode {stat.S_IMODE(st.st_mode):o})",
+            f"run: chmod go-w {quoted}",
+        )
+    return None
+
+
+def record_damage(jdir: Path, message: str) -> None:
+    """Leave ``DAMAGE_NAME`` in the journal, so every later open (the agent,
+    ``status``, ``verify``) refuses it, even where the damage itself is only
+    seen when the damaged value is read. Best effort: the caller raises anyway.
+    Written aside and linked into place, so a full disk leaves no empty
+    marker; the first report is kept."""
+    text = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n".encode(errors="replace")
+    tmp = jdir / f"{DAMAGE_NAME}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            if os.write(fd, text) != len(text):
+                raise OSError("short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, jdir / DAMAGE_NAME)
+    except OSError:
+        pass
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _read_damage(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"(cannot read {path.name}: {exc.strerror})"
+    try:
+        text = os.read(fd, 2048).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+    return f"{text} (recorded in {path.name})"
 
 
 def files_to_create(jdir: Path, mode: Mode) -> list[Path]:
@@ -251,7 +325,7 @@ def is_enospc(exc: BaseException, jdir: Path, need: int = 0) -> bool:
     return st.f_bavail * st.f_frsize < max(1 << 20, 2 * need)
 
 
-_CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.PanicError)
+_CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError)
 
 
 def translate(exc: lmdb.Error, jdir: Path, need: int = 0) -> JournalError:
@@ -260,6 +334,12 @@ def translate(exc: lmdb.Error, jdir: Path, need: int = 0) -> JournalError:
         return JournalFull(f"no space left for journal {jdir}", path=str(jdir))
     if isinstance(exc, _CORRUPT):
         return JournalCorrupt(f"journal {jdir} is damaged: {exc}", path=str(jdir))
+    if isinstance(exc, lmdb.PanicError):  # a failed commit (an I/O error) poisons this process's handle
+        return JournalError(
+            f"journal {jdir}: {exc}",
+            path=str(jdir),
+            hint="restart the agent: only the failed commit is lost; check the disk if this repeats",
+        )
     return JournalError(f"journal {jdir}: {exc}", path=str(jdir))
 
 

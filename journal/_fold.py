@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from ._intake import Batch, Intake
-from .errors import JournalError
+from ._intake import Batch, Intake, scan
+from .errors import JournalCorrupt, JournalError
 
 __all__ = ["Folder"]
 
@@ -31,11 +31,17 @@ class Folder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def recover(self) -> None:
-        """Take over what the intake holds (left by a crash, or all folded)."""
+    def recover(self, stored_last: Callable[[], int]) -> str:
+        """Take over what the intake holds (left by a crash, or all folded);
+        ``stored_last`` reads LMDB's last seq. Returns what a crash tore (a
+        record never acknowledged, dropped) or ""; raises on damage."""
+        found = scan(self.intake.read_all(), stored_last())
+        if found.damage:
+            raise JournalCorrupt(found.damage, path=str(self.intake.path))
         with self._cv:
-            self._unfolded = self.intake.read_chain()
+            self._unfolded = found.chain
             self._last = max((b.last for b in self._unfolded), default=0)
+        return found.torn
 
     def start(self, delay: float) -> None:
         self._thread = threading.Thread(target=self._loop, args=(delay,), name="journal-fold", daemon=True)

@@ -21,6 +21,15 @@ seqs are above the previous record's. Once everything in the file is folded,
 writing starts again at offset 0: records left behind from before carry
 smaller seqs, so the chain ends where the new records end.
 
+Where the chain ends tells a crash from damage (:func:`scan`). A record is
+written only after the one before it is synced, so a crash can tear the last
+record only. A record with an intact digest beyond the chain's end whose seqs
+are newer than both the chain and LMDB (everything older was folded before
+the intake was rewound) was acknowledged after a record that no longer reads:
+that is damage, and the batches in between would be lost. A torn last record
+carries seqs nobody acknowledged; it is dropped and reported as such. A flip
+in the newest record alone looks exactly like a torn write: it is dropped too.
+
 Only the agent writes here. Clients (``replay``, ``verify --repair`` beside a
 running agent) read the chain and fold it before their own LMDB write. Both
 hold :func:`locked` (a flock on ``LOCK_NAME``, a file nobody ever replaces)
@@ -34,7 +43,7 @@ import errno
 import fcntl
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +52,19 @@ import blake3
 
 from .errors import JournalError, JournalFull
 
-__all__ = ["NAME", "LOCK_NAME", "SIZE", "MAX_BODY", "Batch", "Intake", "open_lock", "locked"]
+__all__ = [
+    "NAME",
+    "LOCK_NAME",
+    "SIZE",
+    "MAX_BODY",
+    "Batch",
+    "Scan",
+    "Intake",
+    "scan",
+    "open_lock",
+    "scan_as_reader",
+    "locked",
+]
 
 NAME = "intake.log"
 LOCK_NAME = "intake.lock"
@@ -98,14 +119,64 @@ def _decode_at(raw: bytes, at: int) -> tuple[Batch, int] | None:
 
 def chain(raw: bytes) -> list[Batch]:
     """The valid records of an intake file's contents, in order."""
+    return _walk(raw)[0]
+
+
+def _walk(raw: bytes) -> tuple[list[Batch], int]:
+    """The chain, and the offset just past its last record."""
     out: list[Batch] = []
     at = 0
     while (found := _decode_at(raw, at)) is not None:
-        batch, at = found
+        batch, end = found
         if out and batch.first <= out[-1].last:
             break
         out.append(batch)
-    return out
+        at = end
+    return out, at
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What an intake file holds: the valid ``chain``; ``torn``, a description
+    of an unacknowledged last record dropped (a crash mid-write), or "";
+    ``damage``, why acknowledged records cannot be read, or ""."""
+
+    chain: list[Batch]
+    torn: str
+    damage: str
+
+
+def scan(raw: bytes, stored_last: int) -> Scan:
+    """Read the chain of ``raw`` and judge where it ends; ``stored_last`` is
+    the last seq in LMDB, read after ``raw`` (so everything folded before the
+    last rewind is at or below it)."""
+    batches, at = _walk(raw)
+    bound = max(stored_last, batches[-1].last if batches else 0)
+    probe = raw.find(_MAGIC, at)
+    while probe >= 0:
+        found = _decode_at(raw, probe)
+        if found is not None and found[0].first > bound:
+            newer = found[0]
+            return Scan(
+                batches,
+                "",
+                f"intake {NAME}: the record at offset {at} does not read, yet seqs "
+                f"{newer.first}..{newer.last} at offset {probe} were written after it "
+                f"(seqs {bound + 1}..{newer.first - 1} would be lost)",
+            )
+        probe = raw.find(_MAGIC, probe + 1)
+    return Scan(batches, _torn(raw, at, bound), "")
+
+
+def _torn(raw: bytes, at: int, bound: int) -> str:
+    """A description of the record started at ``at`` if it claims seqs after
+    ``bound`` (written, never acknowledged), else ""."""
+    if at + _HEAD.size > len(raw):
+        return ""
+    magic, first, count, _cp, body_len = _HEAD.unpack_from(raw, at)
+    if magic != _MAGIC or first <= bound:
+        return ""
+    return f"torn last record at offset {at} (seqs {first}..{first + count - 1}, {body_len} bytes)"
 
 
 class Intake:
@@ -138,6 +209,9 @@ class Intake:
     def read_chain(self) -> list[Batch]:
         return chain(os.pread(self._fd, SIZE, 0))
 
+    def read_all(self) -> bytes:
+        return os.pread(self._fd, SIZE, 0)
+
     def append(self, batch: Batch) -> bool:
         """Write ``batch`` durably after the previous record; False when it does
         not fit (fold, :meth:`rewind`, and try again)."""
@@ -160,6 +234,43 @@ class Intake:
         self.offset = 0
 
 
+def scan_as_reader(jdir: Path, lock_fd: int | None, stored_last: Callable[[], int]) -> Scan | None:
+    """:func:`scan` the intake of a journal this process does not write (None
+    when there is none), holding the intake lock (``lock_fd``, a client's;
+    else a shared lock of its own) so no record is half written meanwhile: a
+    reader delays the agent's next append, nothing more."""
+    lock = lock_fd
+    if lock is None:
+        try:
+            lock = os.open(jdir / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None  # no agent ever ran here: no intake
+        except OSError as exc:
+            raise JournalError(f"cannot open the intake lock of {jdir}: {exc}", path=str(jdir)) from exc
+    try:
+        with locked(lock, shared=lock_fd is None):
+            raw = _read_file(jdir)
+            last = stored_last()  # after the intake: what was folded before a rewind is below it
+    finally:
+        if lock_fd is None:
+            os.close(lock)
+    return scan(raw, last) if raw is not None else None
+
+
+def _read_file(jdir: Path) -> bytes | None:
+    path = jdir / NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalError(f"cannot read the journal intake {path}: {exc}", path=str(path)) from exc
+    try:
+        return os.pread(fd, SIZE, 0)
+    finally:
+        os.close(fd)
+
+
 def open_lock(jdir: Path) -> int:
     """The fd of the intake lock file (created when missing); keep it open."""
     path = jdir / LOCK_NAME
@@ -172,10 +283,11 @@ def open_lock(jdir: Path) -> int:
 
 
 @contextmanager
-def locked(lock_fd: int) -> Iterator[None]:
+def locked(lock_fd: int, *, shared: bool = False) -> Iterator[None]:
     """Exclusive across processes: the agent numbering and writing a record,
-    or a client folding the intake and then writing LMDB itself."""
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    or a client folding the intake and then writing LMDB itself. Shared: a
+    reader that must not see a record half written."""
+    fcntl.flock(lock_fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
     try:
         yield
     finally:

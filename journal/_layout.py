@@ -25,6 +25,7 @@ from .types import Entry, Op
 
 __all__ = [
     "SCHEMA_VERSION",
+    "UPGRADABLE",
     "DB_NAMES",
     "MAX_DIRECT_KEY",
     "PAIR",
@@ -39,7 +40,8 @@ __all__ = [
     "entry_path_keys",
 ]
 
-SCHEMA_VERSION = 2  # 2: the log holds one record per batch (codec.encode_record)
+SCHEMA_VERSION = 3  # 3: records and manifest states carry a crc32
+UPGRADABLE = (2,)  # 2: one log record per batch, no checksums (opened, then upgraded by the agent)
 DB_NAMES = ("log", "latest", "longpath", "manifest", "pend", "dead", "meta")
 MAX_DIRECT_KEY = 480  # LMDB keys are limited to 511 bytes; longer paths are hashed
 MAX_TRACK = 255
@@ -78,8 +80,8 @@ def encode_tracks(tracks: list[str]) -> bytes:
     return "\n".join(tracks).encode()
 
 
-def open_dbs(env: lmdb.Environment, writable: bool, where: str) -> tuple[Dbs, bool]:
-    """Open the named databases; returns them and whether the journal is new.
+def open_dbs(env: lmdb.Environment, writable: bool, where: str) -> tuple[Dbs, int]:
+    """Open the named databases; returns them and the journal's schema.
 
     An environment whose main database holds other names is someone else's
     LMDB: refuse it before anything is written. A new journal gets every
@@ -88,16 +90,16 @@ def open_dbs(env: lmdb.Environment, writable: bool, where: str) -> tuple[Dbs, bo
     with env.begin() as txn:
         names = {bytes(k) for k in txn.cursor().iternext(values=False)}
     if names:
-        return _open_existing(env, names, where), False
+        return _open_existing(env, names, where)
     if not writable:
         raise NotAJournal(f"{where} holds no journal yet", path=where)
     with env.begin(write=True) as txn:
         dbs = {n: env.open_db(n.encode(), txn=txn, create=True) for n in DB_NAMES}
         txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=dbs["meta"])
-    return dbs, True
+    return dbs, SCHEMA_VERSION
 
 
-def _open_existing(env: lmdb.Environment, names: set[bytes], where: str) -> Dbs:
+def _open_existing(env: lmdb.Environment, names: set[bytes], where: str) -> tuple[Dbs, int]:
     """Handles are opened without a caller's transaction: LMDB keeps a handle
     opened in a read transaction only if that transaction commits."""
     if b"meta" not in names:
@@ -107,24 +109,25 @@ def _open_existing(env: lmdb.Environment, names: set[bytes], where: str) -> Dbs:
     except lmdb.IncompatibleError as exc:
         raise NotAJournal(f"{where} holds an LMDB database that is not a journal", path=where) from exc
     with env.begin() as txn:
-        _check_schema(txn.get(b"schema", db=meta), where)
+        schema = _check_schema(txn.get(b"schema", db=meta), where)
     missing = [n for n in DB_NAMES if n.encode() not in names]
     if missing:
         raise JournalCorrupt(f"journal {where} lacks databases {missing}", path=where)
-    return {n: env.open_db(n.encode(), create=False) for n in DB_NAMES}
+    return {n: env.open_db(n.encode(), create=False) for n in DB_NAMES}, schema
 
 
-def _check_schema(raw: bytes | None, where: str) -> None:
+def _check_schema(raw: bytes | None, where: str) -> int:
     if raw is None:
         raise JournalCorrupt(f"journal {where} has no schema record", path=where)
     try:
         schema = int(bytes(raw))
     except ValueError:
         raise JournalCorrupt(f"journal {where} has a malformed schema record {bytes(raw)!r}") from None
-    if schema != SCHEMA_VERSION:
+    if schema != SCHEMA_VERSION and schema not in UPGRADABLE:
         raise SchemaMismatch(
             f"journal {where} has schema {schema}, this agent reads {SCHEMA_VERSION}", path=where
         )
+    return schema
 
 
 def entry_path_keys(entry: Entry) -> list[bytes]:

@@ -19,7 +19,7 @@ from ._env import Gate
 from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, entry_path_keys, path_key, track_prefix
 from ._records import decode_record
 from .codec import decode_entry, decode_seq, decode_state
-from .errors import JournalCorrupt
+from .errors import DamagedRecord, JournalCorrupt, JournalError
 from .types import Checkpoint, FileState, Record
 
 __all__ = ["JournalReads", "JournalStats", "TrackStats", "DeadLetter"]
@@ -61,6 +61,7 @@ class JournalReads:
     _changed: threading.Condition
     _last_seq: int
     path: Path
+    mode: str
 
     def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         """Run ``fn`` in a read transaction, after :meth:`_before_read`."""
@@ -79,7 +80,17 @@ class JournalReads:
             except lmdb.MapResizedError:
                 self._adopt_map_size()
             except lmdb.Error as exc:
-                raise _env.translate(exc, self.path) from exc
+                raise self.noted(_env.translate(exc, self.path)) from exc
+            except JournalCorrupt as exc:
+                self.noted(exc)
+                raise
+
+    def noted(self, exc: JournalError) -> JournalError:
+        """Return ``exc``; when it is damage, first record it in the journal
+        (writers only: a reader changes nothing) so every later open refuses."""
+        if isinstance(exc, JournalCorrupt) and self.mode != "read":
+            _env.record_damage(self.path, str(exc.args[0] if exc.args else exc))
+        return exc
 
     def _adopt_map_size(self) -> None:
         with self._gate.exclusive():
@@ -102,8 +113,11 @@ class JournalReads:
         return self._read(self._read_last_seq)
 
     def get(self, seq: int) -> Record | None:
-        raw = self._read(lambda txn: _log.entry_raw(txn, self._dbs["log"], seq))
-        return Record(seq, decode_entry(raw)) if raw is not None else None
+        def find(txn: lmdb.Transaction) -> Record | None:
+            raw = _log.entry_raw(txn, self._dbs["log"], seq)
+            return Record(seq, decode_entry(raw)) if raw is not None else None
+
+        return self._read(find)
 
     def pending(self, track: str, limit: int | None = None, after: int = 0) -> list[Record]:
         """Pending entries of ``track`` in seq order, starting after seq ``after``."""
@@ -180,8 +194,11 @@ class JournalReads:
         return self._read(find)
 
     def manifest_get(self, path: bytes) -> FileState | None:
-        raw = self._read(lambda txn: txn.get(path_key(path), db=self._dbs["manifest"]))
-        return decode_state(raw) if raw is not None else None
+        def find(txn: lmdb.Transaction) -> FileState | None:
+            raw = txn.get(path_key(path), db=self._dbs["manifest"])
+            return _state_of(path, raw) if raw is not None else None
+
+        return self._read(find)
 
     def manifest_encoded(self, under: bytes | None = None) -> dict[bytes, bytes]:
         """Every path's *encoded* state (``codec.decode_state`` reads one) from
@@ -236,7 +253,7 @@ class JournalReads:
             path = txn.get(key, db=longpath) if key[:1] == b"\0" else key
             if path is None:
                 raise JournalCorrupt(f"manifest key {key.hex()} has no stored path")
-            out.append((key, b"" if path == b"/" else path, decode_state(raw)))
+            out.append((key, b"" if path == b"/" else path, _state_of(path, raw)))
             if len(out) >= _CHUNK:
                 break
         return out
@@ -338,6 +355,14 @@ class JournalReads:
     def wake(self) -> None:
         """Wake every waiter (shutdown, requeue)."""
         self._notify(None)
+
+
+def _state_of(path: bytes, raw: bytes) -> FileState:
+    """The decoded state of ``path``; damage names the path."""
+    try:
+        return decode_state(raw)
+    except DamagedRecord as exc:
+        raise DamagedRecord(f"manifest state of {bytes(path)!r}: {exc}", path=str(exc.path)) from exc
 
 
 def _manifest_range(cur: lmdb.Cursor, under: bytes) -> dict[bytes, bytes]:

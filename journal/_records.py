@@ -1,13 +1,16 @@
 """Log records: the entries of one batch stored column by column. Pure functions.
 
-Record v1: B version | I count | count x B op | count x B flags
+Record v2: B version | I count | count x B op | count x B flags
            | count x Q time_ns | count x I len(path) | count x I len(dest)
-           | every path | every dest
+           | every path | every dest | I crc32 of everything before it
+Record v1: the same without the crc (read, never written).
 
-Big-endian throughout. Columns let the append hot path encode a batch with a
-handful of C-level calls instead of several Python operations per entry (the
-journal's throughput goal is set against a bare LMDB loop). Every length is
-explicit and the total must match exactly, so a damaged record is rejected.
+Big-endian throughout. The crc makes a flipped bit in a stored record an
+error instead of a different path or operation (LMDB checksums nothing).
+Columns let the append hot path encode a batch with a handful of C-level
+calls instead of several Python operations per entry (the journal's
+throughput goal is set against a bare LMDB loop). Every length is explicit
+and the total must match exactly, so a damaged record is rejected.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from __future__ import annotations
 import struct
 from itertools import accumulate
 
-from .codec import encode_entry
-from .errors import CodecError
+from .codec import encode_entry, seal, unseal
+from .errors import CodecError, DamagedRecord
 from .types import Entry, Op
 
 __all__ = ["RECORD_VERSION", "encode_record", "decode_record", "record_count", "record_entry"]
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 _HEAD = struct.Struct(">BI")
 _PER_ENTRY = 1 + 1 + 8 + 4 + 4  # op, flags, time_ns, len(path), len(dest)
 _OPS = {int(op): op for op in Op}
@@ -33,7 +36,7 @@ def encode_record(entries: list[Entry]) -> bytes:
     paths = [e.path for e in entries]
     dests = [e.dest for e in entries]
     try:
-        return b"".join(
+        body = b"".join(
             [
                 _HEAD.pack(RECORD_VERSION, n),
                 bytes([e.op for e in entries]),
@@ -47,6 +50,7 @@ def encode_record(entries: list[Entry]) -> bytes:
         )
     except (struct.error, ValueError, TypeError) as exc:
         raise CodecError(f"entry out of range: {exc}") from exc
+    return seal(body)
 
 
 def record_count(raw: bytes) -> int:
@@ -54,9 +58,9 @@ def record_count(raw: bytes) -> int:
     try:
         version, count = _HEAD.unpack_from(raw)
     except struct.error as exc:
-        raise CodecError(f"truncated log record ({len(raw)} bytes)") from exc
-    if version != RECORD_VERSION:
-        raise CodecError(f"unknown log record version {version}")
+        raise DamagedRecord(f"truncated log record ({len(raw)} bytes)") from exc
+    if version not in (1, RECORD_VERSION):
+        raise DamagedRecord(f"unknown log record version {version}")
     return count
 
 
@@ -65,10 +69,12 @@ def decode_record(raw: bytes, skip: int = 0, limit: int | None = None) -> list[E
     whole record is checked, whichever entries are asked for."""
     raw = bytes(raw)
     n = record_count(raw)
+    if raw[0] != 1:  # version 1 was written before records carried a checksum
+        raw = unseal(raw, "log record")
     stop = n if limit is None else min(n, skip + limit)
     ops, flags, times, plens, dlens, path_at, dest_at = _columns(raw, n)
     if any(op not in _OPS for op in ops[skip:stop]):
-        raise CodecError("log record holds an unknown operation")
+        raise DamagedRecord("log record holds an unknown operation")
     return [
         Entry(
             _OPS[ops[i]],
@@ -85,7 +91,7 @@ def record_entry(raw: bytes, index: int) -> bytes:
     """Entry ``index`` of a record, encoded on its own (``codec.encode_entry``)."""
     n = record_count(raw)
     if not 0 <= index < n:
-        raise CodecError(f"log record of {n} entries has no entry {index}")
+        raise DamagedRecord(f"log record of {n} entries has no entry {index}")
     return encode_entry(decode_record(raw, index, 1)[0])
 
 
@@ -95,7 +101,7 @@ def _columns(
     """The columns of a record of ``n`` entries, and where each path and dest starts."""
     at = _HEAD.size
     if len(raw) < at + n * _PER_ENTRY:
-        raise CodecError(f"truncated log record ({len(raw)} bytes, {n} entries)")
+        raise DamagedRecord(f"truncated log record ({len(raw)} bytes, {n} entries)")
     ops, flags = raw[at : at + n], raw[at + n : at + 2 * n]
     at += 2 * n
     times = struct.unpack_from(f">{n}Q", raw, at)
@@ -105,5 +111,5 @@ def _columns(
     path_at = list(accumulate(plens, initial=at))
     dest_at = list(accumulate(dlens, initial=path_at[-1]))
     if dest_at[-1] != len(raw):
-        raise CodecError(f"malformed log record ({len(raw)} bytes, {n} entries)")
+        raise DamagedRecord(f"malformed log record ({len(raw)} bytes, {n} entries)")
     return ops, flags, times, plens, dlens, path_at, dest_at

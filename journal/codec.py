@@ -1,19 +1,26 @@
 """Versioned compact binary codec for journal records. Pure functions.
 
-Entry v1:     B version | B op | B flags | Q time_ns | I len(path) | I len(dest) | path | dest
-FileState v1: B version | B kind | Q size | I mode | I uid | I gid | q mtime_ns
+Entry v2:     B version | B op | B flags | Q time_ns | I len(path) | I len(dest) | path | dest
+              | I crc32 of everything before it (a dead letter's copy of its entry)
+Entry v1:     the same without the crc (read, never written).
+FileState v2: B version | B kind | Q size | I mode | I uid | I gid | q mtime_ns
               | q ctime_ns | Q inode | B len(digest) | I len(link) | digest | link
+              | I crc32 of everything before it
+FileState v1: the same without the crc (read, never written).
 Big-endian throughout. Every length is explicit, so a truncated or padded record
-is rejected instead of decoding to a shorter path. The version byte lets a later
-schema read old records.
+is rejected instead of decoding to a shorter path. The crc exists because LMDB
+checksums nothing: a flipped bit in a stored state must be reported, never
+taken for a changed file. The version byte lets a later schema read old
+records. Decoding failures raise ``DamagedRecord``.
 """
 
 from __future__ import annotations
 
 import functools
 import struct
+import zlib
 
-from .errors import CodecError
+from .errors import CodecError, DamagedRecord
 from .types import Entry, FileKind, FileState, Op
 
 __all__ = [
@@ -26,16 +33,34 @@ __all__ = [
     "encode_seq",
     "encode_seqs",
     "decode_seq",
+    "seal",
+    "unseal",
 ]
 
-ENTRY_VERSION = 1
-STATE_VERSION = 1
+ENTRY_VERSION = 2
+STATE_VERSION = 2
+_CRC = struct.Struct(">I")
 
 _ENTRY_HEAD = struct.Struct(">BBBQII")
 _STATE_HEAD = struct.Struct(">BBQIIIqqQBI")
 _SEQ = struct.Struct(">Q")
 _OPS = {int(op): op for op in Op}
 _KINDS = {int(k): k for k in FileKind}
+
+
+def seal(raw: bytes) -> bytes:
+    """``raw`` followed by its crc32."""
+    return raw + _CRC.pack(zlib.crc32(raw))
+
+
+def unseal(raw: bytes, what: str) -> bytes:
+    """``raw`` without its crc32, which must match."""
+    if len(raw) < _CRC.size:
+        raise DamagedRecord(f"damaged {what}: {len(raw)} bytes, too short for its checksum")
+    body = raw[: -_CRC.size]
+    if _CRC.unpack_from(raw, len(body))[0] != zlib.crc32(body):
+        raise DamagedRecord(f"damaged {what}: checksum mismatch ({len(raw)} bytes)")
+    return body
 
 
 def encode_seq(seq: int) -> bytes:
@@ -45,7 +70,7 @@ def encode_seq(seq: int) -> bytes:
 
 def decode_seq(raw: bytes) -> int:
     if len(raw) != _SEQ.size:
-        raise CodecError(f"malformed sequence key ({len(raw)} bytes)")
+        raise DamagedRecord(f"malformed sequence key ({len(raw)} bytes)")
     return _SEQ.unpack(raw)[0]
 
 
@@ -56,7 +81,7 @@ def encode_entry(entry: Entry) -> bytes:
         )
     except struct.error as exc:
         raise CodecError(f"entry out of range: {exc}") from exc
-    return head + entry.path + entry.dest
+    return seal(head + entry.path + entry.dest)
 
 
 def encode_entries(entries: list[Entry]) -> list[bytes]:
@@ -65,7 +90,7 @@ def encode_entries(entries: list[Entry]) -> list[bytes]:
     pack = _ENTRY_HEAD.pack
     try:
         return [
-            pack(ENTRY_VERSION, e.op, e.flags, e.time_ns, len(e.path), len(e.dest)) + e.path + e.dest
+            seal(pack(ENTRY_VERSION, e.op, e.flags, e.time_ns, len(e.path), len(e.dest)) + e.path + e.dest)
             for e in entries
         ]
     except struct.error as exc:
@@ -78,16 +103,22 @@ def encode_seqs(first: int, count: int) -> list[bytes]:
 
 
 def decode_entry(raw: bytes) -> Entry:
+    raw = bytes(raw)
+    if raw[:1] == b"\x01":  # version 1: written before entries carried a checksum
+        return _decode_entry_body(raw, 1)
+    return _decode_entry_body(unseal(raw, "journal entry"), ENTRY_VERSION)
+
+
+def _decode_entry_body(raw: bytes, expected: int) -> Entry:
     try:
         version, op, flags, time_ns, plen, dlen = _ENTRY_HEAD.unpack_from(raw)
     except struct.error as exc:
-        raise CodecError(f"truncated journal entry ({len(raw)} bytes)") from exc
-    if version != ENTRY_VERSION:
-        raise CodecError(f"unknown journal entry version {version}")
+        raise DamagedRecord(f"truncated journal entry ({len(raw)} bytes)") from exc
+    if version != expected:
+        raise DamagedRecord(f"unknown journal entry version {version}")
     start = _ENTRY_HEAD.size
     if start + plen + dlen != len(raw) or op not in _OPS:
-        raise CodecError(f"malformed journal entry ({len(raw)} bytes)")
-    raw = bytes(raw)
+        raise DamagedRecord(f"malformed journal entry ({len(raw)} bytes)")
     return Entry(_OPS[op], raw[start : start + plen], raw[start + plen :], time_ns, flags)
 
 
@@ -108,7 +139,7 @@ def encode_state(state: FileState) -> bytes:
         )
     except struct.error as exc:
         raise CodecError(f"manifest state out of range: {exc}") from exc
-    return head + state.digest + state.link
+    return seal(head + state.digest + state.link)
 
 
 _STATE_STAT = struct.Struct(">BBQIIIqqQ")  # an encoded state's head, up to the inode
@@ -121,15 +152,21 @@ call: it runs once per file of the tree)."""
 
 
 def decode_state(raw: bytes) -> FileState:
+    raw = bytes(raw)
+    if raw[:1] == b"\x01":  # version 1: written before states carried a checksum
+        return _decode_state_body(raw, 1)
+    return _decode_state_body(unseal(raw, "manifest state"), STATE_VERSION)
+
+
+def _decode_state_body(raw: bytes, expected: int) -> FileState:
     try:
         version, kind, size, mode, uid, gid, mtime, ctime, inode, dlen, llen = _STATE_HEAD.unpack_from(raw)
     except struct.error as exc:
-        raise CodecError(f"truncated manifest state ({len(raw)} bytes)") from exc
-    if version != STATE_VERSION or kind not in _KINDS:
-        raise CodecError(f"unknown manifest state version {version} or kind {kind}")
+        raise DamagedRecord(f"truncated manifest state ({len(raw)} bytes)") from exc
+    if version != expected or kind not in _KINDS:
+        raise DamagedRecord(f"unknown manifest state version {version} or kind {kind}")
     start = _STATE_HEAD.size
     if start + dlen + llen != len(raw):
-        raise CodecError(f"malformed manifest state ({len(raw)} bytes)")
-    raw = bytes(raw)
+        raise DamagedRecord(f"malformed manifest state ({len(raw)} bytes)")
     digest = raw[start : start + dlen]
     return FileState(_KINDS[kind], size, mode, uid, gid, mtime, ctime, inode, digest, raw[start + dlen :])

@@ -7,11 +7,20 @@ __all__ = [
     "JournalLocked",
     "JournalCorrupt",
     "NotAJournal",
+    "UnsafeJournal",
     "SchemaMismatch",
     "WrongRoot",
     "JournalFull",
     "CodecError",
+    "DamagedRecord",
+    "RECOVERY_HINT",
 ]
+
+RECOVERY_HINT = (
+    "move the journal directory aside (keep it for inspection) and start the agent again: "
+    "the startup scan rebuilds the journal from the tree; then run 'agent verify --repair' "
+    "to re-ship whatever the mirrors lack"
+)
 
 
 class JournalError(Exception):
@@ -43,18 +52,24 @@ class JournalLocked(JournalError):
 
 
 class JournalCorrupt(JournalError):
-    """The LMDB files cannot be read or fail validation."""
+    """The journal's files cannot be read or fail validation. Nothing damaged
+    is ever rewritten: the journal cannot be trusted, so it is set aside."""
 
-    hint = (
-        "move the journal directory aside and start the agent with an empty one; "
-        "then run 'agent verify --repair' to re-ship drifted paths"
-    )
+    hint = RECOVERY_HINT
 
 
 class NotAJournal(JournalError):
     """The directory holds files that are not a journal; nothing is overwritten."""
 
     hint = "point --journal at an empty directory or an existing msync-agent journal"
+
+
+class UnsafeJournal(JournalError):
+    """The directory is writable by someone other than its user: whoever can
+    write there can swap the journal's files for links and make the agent
+    write wherever they point. Nothing is opened; the hint names the fix."""
+
+    hint = "make the journal directory owned by the agent's user and writable by it alone"
 
 
 class SchemaMismatch(JournalError):
@@ -77,6 +92,11 @@ class JournalFull(JournalError):
 
 
 class CodecError(JournalError):
-    """A stored record cannot be decoded."""
+    """A record cannot be encoded (a value out of range) or decoded."""
 
-    hint = JournalCorrupt.hint
+    hint = RECOVERY_HINT
+
+
+class DamagedRecord(JournalCorrupt, CodecError):
+    """A stored value fails its checksum or does not decode: the bytes were
+    damaged on disk (LMDB keeps no checksums of its own)."""

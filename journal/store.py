@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _batches, _compact, _env, _intake, _log, _manifest, _pending
+from . import _batches, _compact, _env, _intake, _log, _manifest, _pending, _upgrade
 from ._env import Gate, Mode
 from ._fold import Folder
 from ._intake import Batch, Intake
@@ -66,6 +66,8 @@ class Journal(JournalReads):
         self._intake_lock: int | None = None
         self._folder: Folder | None = None  # the agent's unfolded intake batches
         self._appending = threading.RLock()  # one seq allocation at a time in this process
+        self.schema = SCHEMA_VERSION
+        self.intake_torn = ""  # what a crash left half written in the intake (dropped), if anything
 
     # ------------------------------------------------------------------ open/close
     @classmethod
@@ -98,8 +100,10 @@ class Journal(JournalReads):
         try:
             journal = cls._open_locked(jdir, mode, lock_fd, map_size)
             try:
+                _upgrade.refuse_old_schema(journal.schema, mode, jdir)
                 journal._init_meta(root, track_list)
                 journal._start_intake(fold_delay)
+                journal._upgrade()
             except BaseException:
                 journal._shut(fold=False)  # the lock is released below
                 raise
@@ -118,11 +122,13 @@ class Journal(JournalReads):
     def _open_locked(cls, jdir: Path, mode: Mode, lock_fd: int | None, map_size: int) -> Journal:
         env = _env.open_env(jdir, mode, map_size)
         try:
-            dbs, _new = open_dbs(env, mode != "read", str(jdir))
+            dbs, schema = open_dbs(env, mode != "read", str(jdir))
         except BaseException:
             env.close()
             raise
-        return cls(env, jdir, mode, lock_fd, dbs)
+        journal = cls(env, jdir, mode, lock_fd, dbs)
+        journal.schema = schema
+        return journal
 
     def close(self) -> None:
         """Fold what the intake holds into LMDB (when the disk allows; else it
@@ -151,18 +157,30 @@ class Journal(JournalReads):
     # ------------------------------------------------------------------ intake
     def _start_intake(self, fold_delay: float) -> None:
         """Agent: open (or create) the intake and fold what a crash left in it.
-        Client: open it, if the agent made one, to fold it before each write."""
+        Client: open it, if the agent made one, to fold it before each write.
+        Every mode refuses an intake whose acknowledged records are damaged."""
         if self.mode == "read":
+            self._check_intake()
             return
         self._intake_lock = _intake.open_lock(self.path)
         if self.mode != "agent":
+            self._check_intake()
             return
         self._intake = Intake.open(self.path, create=True)
         assert self._intake is not None
         self._folder = Folder(self._intake, self._fold, self._appending)
-        self._folder.recover()
+        self.intake_torn = self._folder.recover(lambda: self._snapshot(self._read_last_seq))
         self._fold()
         self._folder.start(fold_delay)
+
+    def _check_intake(self) -> None:
+        """Judge the agent's intake as :meth:`_start_intake` does for the agent."""
+        found = _intake.scan_as_reader(
+            self.path, self._intake_lock, lambda: self._snapshot(self._read_last_seq)
+        )
+        if found is not None and found.damage:
+            raise JournalCorrupt(found.damage, path=str(self.path / _intake.NAME))
+        self.intake_torn = found.torn if found is not None else ""
 
     def _fold(self) -> None:
         """Fold every acknowledged intake batch into LMDB now."""
@@ -191,6 +209,13 @@ class Journal(JournalReads):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _upgrade(self) -> None:
+        """The agent brings an older schema up to date, once the open is
+        accepted (root checked, intake judged and folded)."""
+        if self.schema != SCHEMA_VERSION and self.mode == "agent":
+            _upgrade.upgrade(self._write, self._dbs)
+            self.schema = SCHEMA_VERSION
 
     def _init_meta(self, root: str | bytes | None, tracks: tuple[str, ...]) -> None:
         root_b = os.fsencode(os.path.abspath(os.fsdecode(root))) if root is not None else None
@@ -250,7 +275,10 @@ class Journal(JournalReads):
                 except lmdb.Error as exc:
                     if self._folder is not None and batches:
                         self._folder.failed = True
-                    raise _env.translate(exc, self.path, need) from exc
+                    raise self.noted(_env.translate(exc, self.path, need)) from exc
+                except JournalCorrupt as exc:
+                    self.noted(exc)
+                    raise
                 if self._folder is not None:
                     self._folder.failed = False
                     self._folder.folded(batches)

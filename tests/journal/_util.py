@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import lmdb
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -49,4 +53,61 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str =
         time.sleep(0.01)
 
 
-__all__ = ["PYTHON", "ROOT", "child_argv", "run_child", "spawn", "stop", "wait_until"]
+def live_value(jdir: Path, db: bytes, key: bytes) -> bytes:
+    """The value LMDB holds now for ``key`` in database ``db`` (read with LMDB
+    itself, no lock taken, so nothing in the directory changes)."""
+    env = lmdb.open(str(jdir), max_dbs=8, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            raw = txn.get(key, db=env.open_db(db, txn=txn, create=False))
+    finally:
+        env.close()
+    assert raw is not None, (db, key)
+    return bytes(raw)
+
+
+def _flip_byte(path: Path, at: int) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        os.pwrite(fd, bytes([os.pread(fd, 1, at)[0] ^ 0x40]), at)
+    finally:
+        os.close(fd)
+
+
+def flip_once(path: Path, needle: bytes, offset: int) -> None:
+    """Flip one bit ``offset`` bytes into the only occurrence of ``needle``."""
+    hits = [m.start() for m in re.finditer(re.escape(needle), path.read_bytes())]
+    assert len(hits) == 1, f"{needle!r} occurs at {hits}"
+    _flip_byte(path, hits[0] + offset)
+
+
+def flip_value(jdir: Path, db: bytes, key: bytes, offset: int) -> bytes:
+    """Damage the live value of ``key`` in ``db``, ``offset`` bytes into it;
+    returns the damaged value as LMDB now reads it.
+
+    The value is found in ``data.mdb`` by content (key and value). LMDB may
+    have left identical stale copies on free pages: each copy is flipped in
+    turn and kept only if LMDB then reads the damaged value, else flipped back."""
+    value = live_value(jdir, db, key)
+    data = jdir / "data.mdb"
+    for hit in [m.start() for m in re.finditer(re.escape(key + value), data.read_bytes())]:
+        _flip_byte(data, hit + len(key) + offset)
+        damaged = live_value(jdir, db, key)
+        if damaged != value:
+            return damaged
+        _flip_byte(data, hit + len(key) + offset)  # a stale copy: put it back
+    raise AssertionError(f"no live copy of {key!r} found in {data}")
+
+
+__all__ = [
+    "PYTHON",
+    "ROOT",
+    "child_argv",
+    "run_child",
+    "spawn",
+    "stop",
+    "wait_until",
+    "live_value",
+    "flip_once",
+    "flip_value",
+]

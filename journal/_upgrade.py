@@ -1,0 +1,69 @@
+"""Upgrading a journal of an older schema in place (by the agent only).
+
+Schema 2 stored manifest states without a checksum. The agent re-encodes them
+with one, a chunk per transaction, and stamps the schema last: a crash midway
+leaves schema 2 with some states already done, and the next open finishes.
+Each old state is decoded first, so a damaged one is reported, not re-sealed.
+Old log records need nothing: they are read as they are until compaction
+drops them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from ._layout import SCHEMA_VERSION, Dbs
+from .codec import decode_state, encode_state
+from .errors import SchemaMismatch
+
+__all__ = ["refuse_old_schema", "upgrade", "upgrade_chunk"]
+
+_CHUNK = 10_000
+
+
+def refuse_old_schema(schema: int, mode: str, where: Path) -> None:
+    """A client must not write new-format values into an older journal whose
+    own agent may not read them; the agent upgrades it first."""
+    if schema != SCHEMA_VERSION and mode == "client":
+        raise SchemaMismatch(
+            f"journal {where} has schema {schema}; the agent upgrades it to {SCHEMA_VERSION}",
+            path=str(where),
+            hint="run 'agent run' of this version once (it upgrades the journal), then retry",
+        )
+
+
+def upgrade(write: Callable[[Callable[[lmdb.Transaction], Any]], Any], dbs: Dbs) -> None:
+    """Run :func:`upgrade_chunk` in successive write transactions until done."""
+    after: bytes | None = None
+    while True:
+        after = write(lambda txn, a=after: upgrade_chunk(txn, dbs, a))
+        if after is None:
+            return
+
+
+def upgrade_chunk(txn: lmdb.Transaction, dbs: Dbs, after: bytes | None, limit: int = _CHUNK) -> bytes | None:
+    """Re-encode the unsealed states among ``limit`` manifest keys after
+    ``after``; returns the last key looked at, or None when the manifest is
+    done and the schema record is stamped."""
+    cur = txn.cursor(db=dbs["manifest"])
+    found = cur.set_range(after) if after is not None else cur.first()
+    todo: list[tuple[bytes, bytes]] = []
+    last, seen = after, 0
+    while found and seen < limit:
+        key, raw = bytes(cur.key()), cur.value()
+        if key != after:
+            seen += 1
+            last = key
+            if raw[:1] == b"\x01":
+                todo.append((key, encode_state(decode_state(raw))))
+        found = cur.next()
+    for key, raw in todo:
+        txn.put(key, raw, db=dbs["manifest"])
+    if found:
+        return last
+    txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=dbs["meta"])
+    return None
