@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tests.soak.safefs import SafeTree
 
-__all__ = ["Node", "Difference", "scan", "compare"]
+__all__ = ["Node", "Difference", "scan", "compare", "show"]
+
+
+def show(path: bytes) -> str:
+    """A short printable path: long runs of one byte are written ``L{250}``."""
+    text = repr(path)[2:-1]
+    return re.sub(r"(.)\1{9,}", lambda m: f"{m.group(1)}{{{len(m.group(0))}}}", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +51,7 @@ class Difference:
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.path!r}: {self.what}{' (' + self.detail + ')' if self.detail else ''}"
+        return f"{show(self.path)}: {self.what}{' (' + self.detail + ')' if self.detail else ''}"
 
 
 def _kind(mode: int) -> str:
@@ -121,6 +129,10 @@ def _fields(a: Node, b: Node, seconds: bool) -> list[str]:
     return bad
 
 
+def _names(paths: Iterable[bytes]) -> str:
+    return ", ".join(show(p) for p in sorted(paths))
+
+
 def _groups(src: dict[bytes, Node]) -> dict[int, list[bytes]]:
     groups: dict[int, list[bytes]] = {}
     for path, node in src.items():
@@ -140,11 +152,11 @@ def compare(src: dict[bytes, Node], dst: dict[bytes, Node], seconds: bool = Fals
             continue
         bad = _fields(a, b, seconds)
         if bad and path in links:
-            bad.append("hard-linked with " + ", ".join(repr(p) for p in links[path] if p != path))
+            bad.append("hard-linked with " + _names(p for p in links[path] if p != path))
         if bad:
             out.append(Difference(path, "differs", "; ".join(bad)))
     for names in _groups(src).values():
         seen = {dst[p].data for p in names if p in dst and dst[p].kind == "file"}
         if len(seen) > 1:
-            out.append(Difference(names[0], "hard-link group differs on the mirror", repr(sorted(names))))
+            out.append(Difference(names[0], "hard-link group differs on the mirror", _names(names)))
     return sorted(out, key=lambda d: d.path)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tests.crash.agent_process import AGENT, AgentProcess, log_events, log_size, wait_for_log
 from tests.fixtures.rsyncd import start_rsyncd
-from tests.soak.compare import Difference, compare, scan
+from tests.soak.compare import Difference, compare, scan, show
+from tests.soak.verdict import disagreements
 from tests.soak.writer import Writer
 
 __all__ = ["SoakResult", "run_soak"]
@@ -47,6 +48,7 @@ class SoakResult:
     verify_code: int | None = None
     verify: dict = field(default_factory=dict)
     disagreements: list[str] = field(default_factory=list)
+    history: list[tuple[int, str, str, tuple[bytes, ...]]] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         out = [f"agent exited by itself: {c}" for c in self.crashes]
@@ -57,7 +59,7 @@ class SoakResult:
         if self.stop_code not in (0, None):
             out.append(f"agent exited {self.stop_code} on SIGTERM")
         for target, diffs in self.differences.items():
-            out += [f"{target}: {d}" for d in diffs]
+            out += [f"{target}: {d}{_story(self.history, d.path)}" for d in diffs]
         return out + self.disagreements
 
     def report(self, limit: int = 20) -> str:
@@ -69,8 +71,21 @@ class SoakResult:
         )
         shown = "\n  ".join(problems[:limit])
         more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
-        verdict = f"verify exit {self.verify_code}: {json.dumps(self.verify)[:1500]}"
-        return f"{head}\n  {len(problems)} problems:\n  {shown}{more}\n  {verdict}"
+        return f"{head}\n  {len(problems)} problems (verify exit {self.verify_code}):\n  {shown}{more}"
+
+
+def _story(history: list[tuple[int, str, str, tuple[bytes, ...]]], path: bytes, last: int = 4) -> str:
+    """The last writer changes that touched ``path``, an ancestor or something below it."""
+
+    def related(p: bytes) -> bool:
+        return p == path or path.startswith(p + b"/") or p.startswith(path + b"/")
+
+    hits = [h for h in history if any(related(p) for p in h[3])][-last:]
+    lines = [
+        f"#{step} agent {phase}: {op} {' -> '.join(show(p) for p in paths)}"
+        for step, phase, op, paths in hits
+    ]
+    return "".join("\n      " + line for line in lines)
 
 
 class _Agent:
@@ -125,6 +140,7 @@ def _overflow(agent: _Agent, writer: Writer, rng: random.Random, res: SoakResult
     wait_for_log(agent.log, "watch.started", 60, agent.mark)
     agent.signal(signal.SIGSTOP)
     res.stops += 1
+    writer.tree.phase = "stopped"
     try:
         for _ in range(rng.randrange(1, 15)):
             writer.step()
@@ -161,6 +177,7 @@ def _drive(agent: _Agent, writer: Writer, seed: int, ops: int, kills: int, res: 
             agent.start()
         if i == stop_at:
             _overflow(agent, writer, rng, res)
+        writer.tree.phase = "up" if agent.proc.alive() else "down"
         writer.step()
         if rng.random() < 0.1:
             time.sleep(rng.uniform(0, 0.05))
@@ -208,30 +225,7 @@ def _judge(agent: _Agent, src: Path, mirrors: dict[str, tuple[Path, bool]], res:
             "unparsed": out.stdout.decode(errors="replace")[-800:],
             "stderr": out.stderr.decode()[-800:],
         }
-    res.disagreements = _disagreements(res)
-
-
-def _disagreements(res: SoakResult) -> list[str]:
-    """Where verify's verdict is not the comparer's."""
-    found = any(res.differences.values())
-    if res.verify_code not in (0, 1):
-        return [
-            f"verify: exit {res.verify_code} (error), the comparer found {'drift' if found else 'nothing'}"
-        ]
-    out = []
-    if (res.verify_code == 0) == found:
-        out.append(f"verify: exit {res.verify_code} but the comparer found {'drift' if found else 'nothing'}")
-    if res.verify.get("clean") != (res.verify_code == 0):
-        out.append(f"verify: exit {res.verify_code} but clean={res.verify.get('clean')}")
-    if res.verify.get("local"):
-        out.append(f"verify: local audit findings {json.dumps(res.verify['local'])[:600]}")
-    for name, diffs in res.differences.items():
-        drift = (res.verify.get("targets", {}).get(name) or {}).get("drift", [])
-        if bool(drift) != bool(diffs):
-            out.append(
-                f"verify {name}: {len(drift)} drift {json.dumps(drift)[:600]} vs comparer {len(diffs)}"
-            )
-    return out
+    res.disagreements = disagreements(res.verify_code, res.verify, res.differences, tree)
 
 
 def run_soak(work: Path, seed: int, ops: int, kills: int) -> SoakResult:
@@ -243,6 +237,8 @@ def run_soak(work: Path, seed: int, ops: int, kills: int) -> SoakResult:
     (outside / "canary").write_bytes(b"outside the tree: never written\n")
     canary = scan(outside)
     writer = Writer(src, random.Random(seed), outside)
+    writer.tree.phase = "not started"
+    res.history = writer.history
     daemon = start_rsyncd(work / "rsyncd", module)
     flags = [
         "--root",

@@ -45,6 +45,40 @@ IDS = [0, 1234, 65534]
 MAX_ENTRIES = 400
 
 
+# the changing methods of SafeTree and which of their arguments are paths
+_MUTATORS = {
+    **dict.fromkeys(("write", "truncate", "rewrite_same_size", "chmod", "chown", "utime"), (0,)),
+    **dict.fromkeys(("mkdir_p", "mkfifo", "remove"), (0,)),
+    "symlink": (1,),
+    "link": (0, 1),
+    "rename": (0, 1),
+}
+
+
+class _RecordingTree(SafeTree):
+    """A SafeTree that notes every change it makes (for replay reports)."""
+
+    def __init__(self, root: bytes | str, history: list[tuple[int, str, str, tuple[bytes, ...]]]) -> None:
+        super().__init__(root)
+        self.history = history
+        self.step = 0
+        self.phase = ""
+        self.mute = False
+
+    def __getattribute__(self, name: str) -> object:
+        attr = super().__getattribute__(name)
+        if name not in _MUTATORS or super().__getattribute__("mute"):
+            return attr
+
+        def recorded(*args: object, **kwargs: object) -> object:
+            result = attr(*args, **kwargs)  # type: ignore[operator]
+            paths = tuple(args[i] for i in _MUTATORS[name])
+            self.history.append((self.step, self.phase, name, paths))  # type: ignore[arg-type]
+            return result
+
+        return recorded
+
+
 class Writer:
     """Mutates ``root`` one seeded operation at a time; ``outside`` is a
     directory outside the tree (made by the test) that symlinks may name."""
@@ -52,7 +86,8 @@ class Writer:
     def __init__(
         self, root: bytes | str, rng: random.Random, outside: bytes | str, owners: bool = True
     ) -> None:
-        self.tree = SafeTree(root)
+        self.history: list[tuple[int, str, str, tuple[bytes, ...]]] = []
+        self.tree = _RecordingTree(root, self.history)
         self.rng = rng
         self.outside = os.fsencode(outside)
         self.owners = owners and os.geteuid() == 0
@@ -82,6 +117,7 @@ class Writer:
     def step(self) -> str:
         """One operation; returns its name (``name!`` when it was impossible here)."""
         self._load()
+        self.tree.step += 1
         names = [n for n, (w, _f) in self.ops.items() if w]
         weights = [self.ops[n][0] for n in names]
         if len(self.entries) > MAX_ENTRIES:
@@ -279,8 +315,12 @@ class Writer:
             if self.tree.lstat(name) is None:
                 self.tree.write(name, b"burst\n")
         base = self._mtime_ns()
-        for i in range(events):
-            self.tree.utime(names[i % 2], base + i)
+        self.tree.mute = True
+        try:
+            for i in range(events):
+                self.tree.utime(names[i % 2], base + i)
+        finally:
+            self.tree.mute = False
         self.counts["burst_events"] += events
 
 
