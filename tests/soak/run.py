@@ -12,6 +12,7 @@ steps but not always the same moment.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -23,12 +24,12 @@ from tests.crash.agent_process import AGENT, AgentProcess, log_events, log_size,
 from tests.fixtures.rsyncd import start_rsyncd
 from tests.soak.compare import Difference, compare, scan, show
 from tests.soak.verdict import disagreements
-from tests.soak.writer import Writer
+from tests.soak.writer import History, Writer
 
 __all__ = ["SoakResult", "run_soak"]
 
 SENTINEL = b"soak-sentinel"
-CONVERGE_S = 240.0  # a deadline for polling, not a performance claim
+CONVERGE_S = float(os.environ.get("SOAK_CONVERGE_S", 90))  # a polling deadline, not a performance claim
 QUIET_POLLS = 3  # consecutive polls that must all find the agent idle
 
 
@@ -48,12 +49,18 @@ class SoakResult:
     verify_code: int | None = None
     verify: dict = field(default_factory=dict)
     disagreements: list[str] = field(default_factory=list)
-    history: list[tuple[int, str, str, tuple[bytes, ...]]] = field(default_factory=list)
+    history: list[History] = field(default_factory=list)
+    ship_problems: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         out = [f"agent exited by itself: {c}" for c in self.crashes]
         if not self.converged:
-            out.append(f"did not converge within {CONVERGE_S:.0f}s: status {json.dumps(self.status)}")
+            owed = {
+                n: (t.get("pending"), t.get("dead_letters"))
+                for n, t in self.status.get("targets", {}).items()
+            }
+            out.append(f"did not converge within {CONVERGE_S:.0f}s: (pending, dead) {owed}")
+            out += [f"  last ship problem: {r}" for r in self.ship_problems]
         if self.stops and not self.overflows:
             out.append("the SIGSTOP burst produced no logged inotify overflow")
         if self.stop_code not in (0, None):
@@ -74,18 +81,23 @@ class SoakResult:
         return f"{head}\n  {len(problems)} problems (verify exit {self.verify_code}):\n  {shown}{more}"
 
 
-def _story(history: list[tuple[int, str, str, tuple[bytes, ...]]], path: bytes, last: int = 4) -> str:
+def _story(history: list[History], path: bytes, last: int = 4) -> str:
     """The last writer changes that touched ``path``, an ancestor or something below it."""
 
     def related(p: bytes) -> bool:
         return p == path or path.startswith(p + b"/") or p.startswith(path + b"/")
 
-    hits = [h for h in history if any(related(p) for p in h[3])][-last:]
-    lines = [
-        f"#{step} agent {phase}: {op} {' -> '.join(show(p) for p in paths)}"
-        for step, phase, op, paths in hits
-    ]
-    return "".join("\n      " + line for line in lines)
+    hits = [h for h in history if any(related(p) for p in h.paths)][-last:]
+    return "".join("\n      " + _line(h) for h in hits)
+
+
+def _line(h: History) -> str:
+    return f"#{h.step} agent {h.phase} t={h.time_ns}: {h.op} {' -> '.join(show(p) for p in h.paths)}"
+
+
+def write_history(path: Path, history: list[History]) -> None:
+    """Every change of the run, one line each, for a post-mortem next to the journal."""
+    path.write_text("".join(_line(h) + "\n" for h in history))
 
 
 class _Agent:
@@ -208,8 +220,22 @@ def _converge(agent: _Agent, writer: Writer, mirrors: list[Path], res: SoakResul
         quiet = quiet + 1 if doc else 0
         time.sleep(0.3)
     res.converged = quiet >= QUIET_POLLS
+    if not res.converged:
+        res.ship_problems = _ship_problems(agent)
     out = agent.cli("status", "--json")
     res.status = json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr.decode()[-500:]}
+
+
+def _ship_problems(agent: _Agent, most: int = 5) -> list[str]:
+    """The distinct reasons of the latest failed or retried ships (for a run that did not converge)."""
+    seen: dict[str, str] = {}
+    for name in ("ship.retry", "ship.failed", "ship.dead", "ship.error", "ship.target_down"):
+        for e in agent.events(name):
+            reason = str(e.get("reason", ""))
+            seen[reason] = (
+                f"{e.get('target')}: {name} {show(os.fsencode(str(e.get('first', e.get('path')))))}: {reason}"
+            )
+    return list(seen.values())[-most:]
 
 
 def _judge(agent: _Agent, src: Path, mirrors: dict[str, tuple[Path, bool]], res: SoakResult) -> None:
@@ -261,6 +287,7 @@ def run_soak(work: Path, seed: int, ops: int, kills: int) -> SoakResult:
         _judge(agent, src, {"local": (local, False), "rsync": (module, True)}, res)
     finally:
         res.counts = dict(writer.counts)
+        write_history(work / "history.txt", writer.history)
         agent.kill()
         daemon.stop()
     assert scan(outside) == canary, "the writer changed the directory outside the tree"

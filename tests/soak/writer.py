@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 import random
 import stat
+import time
 from collections import Counter
 from collections.abc import Callable
+from typing import NamedTuple
 
 from tests.soak.safefs import SafeTree
 
-__all__ = ["Writer", "NAMES"]
+__all__ = ["Writer", "History", "NAMES"]
 
 # templates for names; %d keeps a few of each so renames meet existing targets
 NAMES = [
@@ -45,6 +47,16 @@ IDS = [0, 1234, 65534]
 MAX_ENTRIES = 400
 
 
+class History(NamedTuple):
+    """One change the writer made: its step, the agent's state then, what, where, when."""
+
+    step: int
+    phase: str
+    op: str
+    paths: tuple[bytes, ...]
+    time_ns: int
+
+
 # the changing methods of SafeTree and which of their arguments are paths
 _MUTATORS = {
     **dict.fromkeys(("write", "truncate", "rewrite_same_size", "chmod", "chown", "utime"), (0,)),
@@ -58,7 +70,7 @@ _MUTATORS = {
 class _RecordingTree(SafeTree):
     """A SafeTree that notes every change it makes (for replay reports)."""
 
-    def __init__(self, root: bytes | str, history: list[tuple[int, str, str, tuple[bytes, ...]]]) -> None:
+    def __init__(self, root: bytes | str, history: list[History]) -> None:
         super().__init__(root)
         self.history = history
         self.step = 0
@@ -73,7 +85,7 @@ class _RecordingTree(SafeTree):
         def recorded(*args: object, **kwargs: object) -> object:
             result = attr(*args, **kwargs)  # type: ignore[operator]
             paths = tuple(args[i] for i in _MUTATORS[name])
-            self.history.append((self.step, self.phase, name, paths))  # type: ignore[arg-type]
+            self.history.append(History(self.step, self.phase, name, paths, time.time_ns()))  # type: ignore[arg-type]
             return result
 
         return recorded
@@ -86,7 +98,7 @@ class Writer:
     def __init__(
         self, root: bytes | str, rng: random.Random, outside: bytes | str, owners: bool = True
     ) -> None:
-        self.history: list[tuple[int, str, str, tuple[bytes, ...]]] = []
+        self.history: list[History] = []
         self.tree = _RecordingTree(root, self.history)
         self.rng = rng
         self.outside = os.fsencode(outside)
