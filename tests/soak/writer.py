@@ -157,6 +157,14 @@ class Writer:
         pool = [p for k in kinds for p in self.by_kind[k]]
         return self.rng.choice(pool) if pool else None
 
+    def _on(self, kinds: tuple[str, ...], act: Callable[[bytes], object]) -> bool:
+        """Apply ``act`` to a random entry of one of ``kinds``; False when there is none."""
+        path = self._pick(*kinds)
+        if path is None:
+            return False
+        act(path)
+        return True
+
     def _name(self) -> bytes:
         return self.rng.choice(NAMES) % self.rng.randrange(6)
 
@@ -179,12 +187,10 @@ class Writer:
         return True
 
     def append(self) -> bool:
-        path = self._pick("file")
-        return path is not None and (self.tree.write(path, self._data()[:500] or b"+", append=True) or True)
+        return self._on(("file",), lambda p: self.tree.write(p, self._data()[:500] or b"+", append=True))
 
     def truncate(self) -> bool:
-        path = self._pick("file")
-        return path is not None and (self.tree.truncate(path, self.rng.randrange(0, 5000)) or True)
+        return self._on(("file",), lambda p: self.tree.truncate(p, self.rng.randrange(0, 5000)))
 
     def rewrite(self) -> bool:
         path = self._pick("file")
@@ -229,12 +235,10 @@ class Writer:
         return True
 
     def delete(self) -> bool:
-        path = self._pick("file", "link", "fifo")
-        return path is not None and (self.tree.remove(path) or True)
+        return self._on(("file", "link", "fifo"), self.tree.remove)
 
     def delete_tree(self) -> bool:
-        path = self._pick("dir")
-        return path is not None and (self.tree.remove(path) or True)
+        return self._on(("dir",), self.tree.remove)
 
     def mkdir_p(self) -> bool:
         base = self._new_path()
@@ -261,14 +265,12 @@ class Writer:
         return True
 
     def chown(self) -> bool:
-        path = self._pick("file", "dir", "fifo")
-        return path is not None and (
-            self.tree.chown(path, self.rng.choice(IDS), self.rng.choice(IDS)) or True
+        return self._on(
+            ("file", "dir", "fifo"), lambda p: self.tree.chown(p, self.rng.choice(IDS), self.rng.choice(IDS))
         )
 
     def utime(self) -> bool:
-        path = self._pick("file", "dir")
-        return path is not None and (self.tree.utime(path, self._mtime_ns()) or True)
+        return self._on(("file", "dir"), lambda p: self.tree.utime(p, self._mtime_ns()))
 
     # ---------------------------------------------------------------- links, fifos
     def _target(self, at: bytes) -> bytes:
@@ -315,7 +317,10 @@ class Writer:
 
     def fifo(self) -> bool:
         path = self._new_path()
-        return path not in self.kinds and (self.tree.mkfifo(path) or True)
+        if path in self.kinds:
+            return False
+        self.tree.mkfifo(path)
+        return True
 
     # ---------------------------------------------------------------- overflow
     def burst(self, events: int) -> None:
