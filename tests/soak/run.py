@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.crash.agent_process import AGENT, AgentProcess, log_events, log_size, wait_for_log
-from tests.fixtures.rsyncd import start_rsyncd
 from tests.soak.compare import Difference, compare, scan, show
+from tests.soak.mirrors import start_mirrors
 from tests.soak.verdict import disagreements
 from tests.soak.writer import History, Writer
 
@@ -37,6 +37,7 @@ QUIET_POLLS = 3  # consecutive polls that must all find the agent idle
 class SoakResult:
     seed: int
     ops: int
+    msync: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     kills: int = 0
     stops: int = 0
@@ -73,7 +74,8 @@ class SoakResult:
         problems = self.problems()
         counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
         head = (
-            f"soak seed={self.seed} (replay: SOAK_SEED={self.seed} SOAK_OPS={self.ops}) ops={self.ops}"
+            f"soak seed={self.seed} (replay: SOAK_SEED={self.seed} SOAK_OPS={self.ops}"
+            f"{' SOAK_MSYNC=1' if self.msync else ''}) ops={self.ops}"
             f" kills={self.kills} stops={self.stops} overflows={self.overflows}\n  operations: {counts}"
         )
         shown = "\n  ".join(problems[:limit])
@@ -254,41 +256,32 @@ def _judge(agent: _Agent, src: Path, mirrors: dict[str, tuple[Path, bool]], res:
     res.disagreements = disagreements(res.verify_code, res.verify, res.differences, tree)
 
 
-def run_soak(work: Path, seed: int, ops: int, kills: int) -> SoakResult:
-    """The whole run in ``work`` (which the caller removes)."""
-    res = SoakResult(seed, ops)
-    src, outside, local, module, journal = (work / n for n in ("src", "outside", "local", "rsync", "journal"))
-    for d in (src, outside, local, module):
-        d.mkdir()
+def run_soak(work: Path, seed: int, ops: int, kills: int, msync: bool = False) -> SoakResult:
+    """The whole run in ``work`` (which the caller removes). ``msync`` adds a
+    member of the msync double and keeps the names within what msync carries."""
+    res = SoakResult(seed, ops, msync)
+    src, outside, journal = work / "src", work / "outside", work / "journal"
+    src.mkdir()
+    outside.mkdir()
     (outside / "canary").write_bytes(b"outside the tree: never written\n")
     canary = scan(outside)
-    writer = Writer(src, random.Random(seed), outside)
+    writer = Writer(src, random.Random(seed), outside, carriable=msync)
     writer.tree.phase = "not started"
     res.history = writer.history
-    daemon = start_rsyncd(work / "rsyncd", module)
-    flags = [
-        "--root",
-        str(src),
-        "--journal",
-        str(journal),
-        "--target",
-        f"local:{local}",
-        "--target",
-        f"rsync:{daemon.url}",
-    ]
-    agent = _Agent(work, flags)
+    mirrors = start_mirrors(work, src, journal, msync)
+    agent = _Agent(work, mirrors.flags)
     try:
         for _ in range(20):
             writer.step()
         agent.start()
         _drive(agent, writer, seed, ops, kills, res)
-        _converge(agent, writer, [local, module], res)
+        _converge(agent, writer, [d for d, _s in mirrors.dirs.values()], res)
         res.stop_code = agent.proc.terminate()
-        _judge(agent, src, {"local": (local, False), "rsync": (module, True)}, res)
+        _judge(agent, src, mirrors.dirs, res)
     finally:
         res.counts = dict(writer.counts)
         write_history(work / "history.txt", writer.history)
         agent.kill()
-        daemon.stop()
+        mirrors.stop()
     assert scan(outside) == canary, "the writer changed the directory outside the tree"
     return res

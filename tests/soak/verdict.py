@@ -61,8 +61,9 @@ def disagreements(
         kind = src[path].kind if path in src else "absent"
         out.append(f"verify local audit: {show(path)}: {finding.get('why')} (source: {kind})")
     for name, diffs in differences.items():
-        target = doc.get("targets", {}).get(name) or {}
+        target = doc.get("targets", {}).get(name) or doc.get("targets", {}).get(name.split("/")[0]) or {}
         if target.get("error"):
             out.append(f"verify {name}: error {target['error']}")
-        out += _target(name, target.get("drift", []), diffs, src)
+        drift = [d for d in target.get("drift", []) if d.get("track", name) == name]
+        out += _target(name, drift, diffs, src)
     return out

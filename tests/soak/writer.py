@@ -96,9 +96,18 @@ class Writer:
     directory outside the tree (made by the test) that symlinks may name."""
 
     def __init__(
-        self, root: bytes | str, rng: random.Random, outside: bytes | str, owners: bool = True
+        self,
+        root: bytes | str,
+        rng: random.Random,
+        outside: bytes | str,
+        owners: bool = True,
+        carriable: bool = False,
     ) -> None:
         self.history: list[History] = []
+        # ``carriable``: only names and links every transport can carry (msync has
+        # documented limits: no newline, short names and paths, no links out of the base)
+        self.names = [n for n in NAMES if b"\n" not in n and len(n) < 40] if carriable else NAMES
+        self.carriable = carriable
         self.tree = _RecordingTree(root, self.history)
         self.rng = rng
         self.outside = os.fsencode(outside)
@@ -122,7 +131,7 @@ class Writer:
             "retarget": (2, self.retarget),
             "hardlink": (3, self.hardlink),
             "fifo": (1, self.fifo),
-            "long_path": (1, self.long_path),
+            "long_path": (0 if carriable else 1, self.long_path),
         }
 
     # ---------------------------------------------------------------- driver
@@ -166,7 +175,7 @@ class Writer:
         return True
 
     def _name(self) -> bytes:
-        return self.rng.choice(NAMES) % self.rng.randrange(6)
+        return self.rng.choice(self.names) % self.rng.randrange(6)
 
     def _new_path(self) -> bytes:
         where = self.rng.choice([b"", *self.by_kind["dir"]])
@@ -277,13 +286,9 @@ class Writer:
         siblings = [
             p.rsplit(b"/", 1)[-1] for p in self.kinds if p.rpartition(b"/")[0] == at.rpartition(b"/")[0]
         ]
-        choices = [
-            b"missing%d" % self.rng.randrange(3),
-            b"no/such/dir",
-            self.outside + b"/canary",
-            self.outside,
-            b"odd\ntarget \xff",
-        ]
+        choices = [b"missing%d" % self.rng.randrange(3), b"no/such/dir"]
+        if not self.carriable:
+            choices += [self.outside + b"/canary", self.outside, b"odd\ntarget \xff"]
         return self.rng.choice(choices + siblings[:3])
 
     def symlink(self) -> bool:
