@@ -154,7 +154,7 @@ def compare(src: dict[bytes, Node], dst: dict[bytes, Node], seconds: bool = Fals
         if bad and path in links:
             bad.append("hard-linked with " + _names(p for p in links[path] if p != path))
         if bad:
-            out.append(Difference(path, "differs", "; ".join(bad)))
+            out.append(Difference(path, f"{a.kind} differs", "; ".join(bad)))
     for names in _groups(src).values():
         seen = {dst[p].data for p in names if p in dst and dst[p].kind == "file"}
         if len(seen) > 1:
