@@ -30,8 +30,9 @@ SHORT_SEEDS = (1, 2, 4)
 KNOWN = (
     "known failures until the nothing-lost fixes land: scan DELETE overtaking a re-create (1), "
     "rsync dropping '#'/';' names (2), hard-link writes (4), mtime-only changes (5), "
-    "rsync DELETE under a file (6), verify blind spots and special files (8), "
-    "msync leaving a member directory's mtime at the time of a child's update"
+    "rsync DELETE under a file (6), verify blind spots and special files (8); and, found by this "
+    "soak: msync members' directory mtimes, directory mtimes after a fifo is made or removed, "
+    "rsync keeping a directory moved away during a transfer"
 )
 
 
