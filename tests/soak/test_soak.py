@@ -32,7 +32,7 @@ KNOWN = (
     "rsync dropping '#'/';' names (2), hard-link writes (4), mtime-only changes (5), "
     "rsync DELETE under a file (6), verify blind spots and special files (8); and, found by this "
     "soak: msync members' directory mtimes, directory mtimes after a fifo is made or removed, "
-    "rsync keeping a directory moved away during a transfer"
+    "rsync keeping a directory moved away during a transfer, rsync parent directory mtimes"
 )
 
 
