@@ -242,7 +242,7 @@ def _stderr_tail(stderr: bytes, limit: int = 300) -> str:
 class RsyncShipper:
     """One rsync target (``target.dest``: local path, rsync:// URL or host:path)."""
 
-    settles_parents = frozenset({ActionKind.PUT})  # implied dirs carry their mtime; deletes do not
+    settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # implied dirs; _settle_delete_parents
 
     def __init__(self, target: RsyncTarget, root: Path) -> None:
         self.name = target.name
@@ -260,6 +260,7 @@ class RsyncShipper:
             verdicts[id(action)] = PathVerdict(outcome, reason)
         if batches.delete:
             verdicts.update(self._run_deletes(batches.delete))
+            self._settle_delete_parents(batches, verdicts)
         for mode, todo in (("plain", batches.plain), ("recursive", batches.recursive)):
             if todo:
                 verdicts.update(self._run(mode, todo, self._root))
@@ -277,6 +278,33 @@ class RsyncShipper:
 
     def close(self) -> None:
         """Nothing is held between ships."""
+
+    def _settle_delete_parents(self, batches: Batches, verdicts: dict[int, PathVerdict]) -> None:
+        """A delete leaves the mirror's parent directory with the time of the
+        delete (rsync sets no implied directory there): send each parent again
+        as a directory entry, so it takes the source's mtime and mode. A parent
+        this plan sends anyway is left to that; a delete whose parent could not
+        be sent is RETRY (deleting again is a no-op), so the manifest never
+        claims an mtime the mirror did not get."""
+        sent = {a.path for a in (*batches.plain, *batches.recursive)}
+        by_parent: dict[bytes, list[Action]] = {}
+        for action in batches.delete:
+            parent = action.path.rpartition(b"/")[0]
+            if parent and parent not in sent and verdicts[id(action)].outcome is Outcome.OK:
+                by_parent.setdefault(parent, []).append(action)
+        parents = [
+            Action(ActionKind.PUT, p) for p in sorted(by_parent) if source_kind(self._root, p) == "dir"
+        ]
+        if not parents:
+            return
+        sent_parents = self._run("plain", parents, self._root)
+        for parent in parents:
+            verdict = sent_parents[id(parent)]
+            if verdict.outcome is not Outcome.OK:
+                for action in by_parent[parent.path]:
+                    verdicts[id(action)] = PathVerdict(
+                        Outcome.RETRY, f"parent mtime not set: {verdict.reason}"
+                    )
 
     def _run_deletes(self, actions: list[Action]) -> dict[int, PathVerdict]:
         """Deletes run from a skeleton holding only parent directories; a path

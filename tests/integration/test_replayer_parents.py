@@ -1,9 +1,7 @@
 """A directory's mtime moves when an entry in it is added or removed. The
-manifest follows what the mirror's directory got: a shipper that gives the
-mirror's parent directory the source's mtime has that mtime recorded (a
-restart scan then finds nothing), one that does not (rsync after a delete)
-leaves the old state, so the next scan ships the directory and the mirror
-gets the right mtime."""
+shippers give the mirror's parent directory the source's mtime after writing
+or deleting in it, and the manifest follows what the mirror's directory got,
+so a restart scan then finds nothing."""
 
 from __future__ import annotations
 
@@ -81,13 +79,15 @@ def test_entries_added_and_removed_keep_directory_states_true(rig: Rig) -> None:
 
     (rig.root / "d" / "f").unlink()
     rig.ship(Entry(Op.DELETE, b"d/f"))
-    if isinstance(rig.replayer.shipper, LocalShipper):
-        assert rig.scan() == []
-    else:  # rsync leaves the mirror's directory with the time of the delete
-        assert rig.scan() == [(Op.CHANGE, b"d")]
-        rig.ship()
-        assert rig.scan() == []
+    assert rig.mtime(rig.mirror, "d") == rig.mtime(rig.root, "d")  # at once, not at the next scan
+    assert rig.scan() == []
+
+    (rig.root / "d" / "sub").mkdir()
+    rig.ship(Entry(Op.CHANGE, b"d/sub", flags=IS_DIR))
+    (rig.root / "d" / "sub").rmdir()
+    rig.ship(Entry(Op.DELETE, b"d/sub", flags=IS_DIR))
     assert rig.mtime(rig.mirror, "d") == rig.mtime(rig.root, "d")
+    assert rig.scan() == []
 
 
 def test_a_parent_whose_own_change_fails_keeps_its_old_state(rig: Rig) -> None:
