@@ -112,6 +112,7 @@ class Watcher:
         self.commit_interval_ns = int(commit_interval_s * 1e9)
         self._last_commit = 0  # monotonic ns of the last append
         self._specials_logged: set[bytes] = set()
+        self._special_parents: dict[bytes, int] = {}  # directory -> mtime journaled for a special inside
         self.table = WatchTable()
         self.translator = Translator(self.table, excludes, int(move_wait_s * 1e9))
         self._fd: INotify | None = None
@@ -384,6 +385,7 @@ class Watcher:
             for wd in item.unwatch:
                 self._rm_watch(wd)
             if e.op in (Op.CHANGE, Op.ATTR) and not e.flags & IS_DIR and self._special(e.path, special):
+                entries.extend(self._special_parent(e))
                 continue
             entries.append(e)
             if e.op == Op.RESCAN:
@@ -412,6 +414,25 @@ class Watcher:
                 self._specials_logged.add(rel)
                 log.info("watch.special_skipped", path=_show(rel))
         return cache[rel]
+
+    def _special_parent(self, e: Entry) -> list[Entry]:
+        """Making a special file moves its directory's mtime, which mirrors do
+        carry: journal the directory, but only when its mtime is one not
+        journaled yet (a busy fifo's writes move nothing). The root's own
+        metadata is not replicated."""
+        parent = e.path.rpartition(b"/")[0]
+        if not parent:
+            return []
+        try:
+            mtime = os.lstat(self._abs(parent)).st_mtime_ns
+        except OSError:
+            return []
+        if self._special_parents.get(parent) == mtime:
+            return []
+        if len(self._special_parents) >= 10_000:
+            self._special_parents.clear()  # bounded memory; at worst one more entry
+        self._special_parents[parent] = mtime
+        return [Entry(Op.CHANGE, parent, time_ns=e.time_ns, flags=IS_DIR)]
 
     def _rm_watch(self, wd: int) -> None:
         assert self._fd is not None

@@ -222,3 +222,19 @@ def test_counters(watcher_rig: WatcherRig) -> None:
     wait_until(lambda: w.entries_journaled == len(watcher_rig.entries()))
     assert w.events_read >= w.entries_journaled >= 2
     assert w.batches >= 1 and w.overflows == 0
+
+
+def test_a_special_file_made_in_a_directory_journals_the_directory(watcher_rig: WatcherRig) -> None:
+    """A fifo itself is not replicated, but making or removing one moves its
+    directory's mtime, which is: the directory is journaled once per mtime it
+    gets, not once per write to the fifo."""
+    (watcher_rig.root / "d").mkdir()
+    watcher_rig.wait_for([(C, b"d", b"")])
+    start = len(watcher_rig.seen())
+    os.mkfifo(watcher_rig.root / "d" / "pipe")
+    keys = watcher_rig.barrier()[start:]
+    assert (C, b"d", b"") in keys and not any(k[1] == b"d/pipe" for k in keys)
+    start = len(keys) + start
+    os.chmod(watcher_rig.root / "d" / "pipe", 0o600)  # the directory's mtime does not move
+    keys = watcher_rig.barrier()[start:]
+    assert (C, b"d", b"") not in keys
