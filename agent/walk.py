@@ -29,7 +29,7 @@ import structlog
 
 from agent.excludes import Excludes
 
-__all__ = ["DirListing", "Walk", "join", "open_dir"]
+__all__ = ["DirListing", "Walk", "join", "open_dir", "open_parent", "root_dev", "split"]
 
 log = structlog.get_logger()
 
@@ -52,22 +52,53 @@ def join(parent: bytes, name: bytes) -> bytes:
     return parent + b"/" + name if parent else name
 
 
-def open_dir(root: bytes, rel: bytes, *, strict: bool = False) -> int:
+def split(rel: bytes) -> tuple[bytes, bytes]:
+    """(parent, name) of a relative path; the parent of a top entry is ``b""``."""
+    parent, _, name = rel.rpartition(b"/")
+    return parent, name
+
+
+def root_dev(root: bytes) -> int:
+    """The device of the tree: nothing on another one belongs to it."""
+    return os.stat(root).st_dev
+
+
+def open_dir(root: bytes, rel: bytes, *, strict: bool = False, dev: int | None = None) -> int:
     """Open the directory ``rel`` below ``root``. The last component is never
     followed if it is a symlink; with ``strict`` (and for paths too long for
-    one call) no component is, so the result is certainly inside ``root``."""
-    if not strict and len(root) + len(rel) < _LONG:
+    one call) no component is, so the result is certainly inside ``root``.
+    With ``dev`` every component must also lie on that device (no mount
+    point is crossed): otherwise ``OSError(EXDEV)``."""
+    if not strict and dev is None and len(root) + len(rel) < _LONG:
         return os.open(join(root, rel) if rel else root, _DIR_FLAGS)
     fd = os.open(root, _DIR_FLAGS)
     try:
+        _check_dev(fd, dev, b"")
         for part in rel.split(b"/") if rel else ():
             nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = nxt
+            _check_dev(fd, dev, rel)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def open_parent(root: bytes, rel: bytes, dev: int) -> tuple[int, bytes]:
+    """(open directory holding ``rel``, its last name), reached without
+    following a symlink or crossing a mount point, so whatever is then read
+    relative to the fd lies inside the tree. ``rel`` must be a clean
+    relative path (no empty, ``.`` or ``..`` component): ValueError."""
+    if not rel or rel.startswith(b"/") or any(p in (b"", b".", b"..") for p in rel.split(b"/")):
+        raise ValueError(f"not a path inside the tree: {rel!r}")
+    parent, name = split(rel)
+    return open_dir(root, parent, strict=True, dev=dev), name
+
+
+def _check_dev(fd: int, dev: int | None, rel: bytes) -> None:
+    if dev is not None and os.fstat(fd).st_dev != dev:
+        raise OSError(errno.EXDEV, "another filesystem (a mount point) on the way", rel)
 
 
 @dataclass(slots=True)
