@@ -92,8 +92,9 @@ def local_audit(root: bytes, journal: Journal, excludes: Excludes) -> list[Findi
     manifest = {p: s for p, s in journal.manifest_items() if p}
     pending = pending_paths(journal, journal.tracks())
     findings: list[Finding] = []
+    skipped: list[bytes] = []  # mount points, unreadable directories: contents unknown, not absent
     with Progress("verify local", len(manifest)) as progress:
-        for rel, st in walk(root, excludes):
+        for rel, st in walk(root, excludes, skipped=skipped):
             progress.advance()
             known = manifest.pop(rel, None)
             if is_covered(rel, pending):
@@ -109,7 +110,10 @@ def local_audit(root: bytes, journal: Journal, excludes: Excludes) -> list[Findi
                 continue  # vanished during the walk: its DELETE is on the way
             if why:
                 findings.append(Finding(rel, f"{why}, no pending entry (missed by journal)"))
+    unknown = tuple(p + b"/" for p in skipped)
     for path in manifest:
+        if path in skipped or (unknown and path.startswith(unknown)):
+            continue
         if not excludes.match(path, False) and not is_covered(path, pending):
             findings.append(Finding(path, "in the manifest, missing on disk, no pending delete"))
     # entries journaled while we walked are not misses
