@@ -99,6 +99,13 @@ def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
         return None
 
 
+def _mount_points(dir_fd: int, names: set[bytes]) -> set[bytes]:
+    """Entries of a source directory on another filesystem: the tree stops
+    there, so they are neither copied nor removed from the mirror."""
+    dev = os.fstat(dir_fd).st_dev
+    return {n for n in names if (st := _lstat(n, dir_fd)) is not None and st.st_dev != dev}
+
+
 def _open_chain(root_fd: int, parts: Sequence[bytes]) -> tuple[int, list[os.stat_result]] | None:
     """Open ``parts`` below ``root_fd`` as real directories only; None when one
     is missing or is not a directory (a symlink counts as not a directory)."""
@@ -406,10 +413,10 @@ class LocalShipper:
 
     def _sync_children(self, sfd: int, mfd: int) -> None:
         """Make the mirror directory's entries those of the source directory."""
-        wanted = {os.fsencode(n) for n in os.listdir(sfd)}
-        for extra in {os.fsencode(n) for n in os.listdir(mfd)} - wanted:
+        listed = {os.fsencode(n) for n in os.listdir(sfd)}
+        for extra in {os.fsencode(n) for n in os.listdir(mfd)} - listed:
             _remove(mfd, extra)
-        for child in sorted(wanted):
+        for child in sorted(listed - _mount_points(sfd, listed)):
             try:
                 self._put_entry(sfd, mfd, child, True)
             except SpecialFile:
