@@ -51,6 +51,7 @@ def state_from_stat(st: os.stat_result, digest: bytes = b"", link: bytes = b"") 
         inode=st.st_ino,
         digest=digest,
         link=link,
+        nlink=st.st_nlink if kind != FileKind.DIR else 1,
     )
 
 

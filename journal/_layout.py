@@ -8,6 +8,8 @@ databases.
 | latest   | path key                | seq of the newest entry naming it  |
 | longpath | ``\\0`` + blake3(path)  | the full path                      |
 | manifest | path key                | encoded FileState                  |
+| links    | Q inode + path key      | the path (only names of a manifest |
+|          |                         | state with nlink > 1)              |
 | pend     | track ``\\0`` seq       | empty                              |
 | dead     | track ``\\0`` seq       | I len(reason), reason, entry       |
 | meta     | name                    | schema, root, tracks, counters ... |
@@ -40,7 +42,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2  # 2: the log holds one record per batch (codec.encode_record)
-DB_NAMES = ("log", "latest", "longpath", "manifest", "pend", "dead", "meta")
+DB_NAMES = ("log", "latest", "longpath", "manifest", "pend", "dead", "meta", "links")
+ADDED_DBS = ("links",)  # created on the first writable open of a journal made before them
 MAX_DIRECT_KEY = 480  # LMDB keys are limited to 511 bytes; longer paths are hashed
 MAX_TRACK = 255
 PAIR = struct.Struct(">QQ")
@@ -88,7 +91,7 @@ def open_dbs(env: lmdb.Environment, writable: bool, where: str) -> tuple[Dbs, bo
     with env.begin() as txn:
         names = {bytes(k) for k in txn.cursor().iternext(values=False)}
     if names:
-        return _open_existing(env, names, where), False
+        return _open_existing(env, names, where, writable), False
     if not writable:
         raise NotAJournal(f"{where} holds no journal yet", path=where)
     with env.begin(write=True) as txn:
@@ -97,9 +100,11 @@ def open_dbs(env: lmdb.Environment, writable: bool, where: str) -> tuple[Dbs, bo
     return dbs, True
 
 
-def _open_existing(env: lmdb.Environment, names: set[bytes], where: str) -> Dbs:
+def _open_existing(env: lmdb.Environment, names: set[bytes], where: str, writable: bool) -> Dbs:
     """Handles are opened without a caller's transaction: LMDB keeps a handle
-    opened in a read transaction only if that transaction commits."""
+    opened in a read transaction only if that transaction commits. A
+    database added after the journal was made is created when writable and
+    left out otherwise (readers treat it as empty)."""
     if b"meta" not in names:
         raise NotAJournal(f"{where} holds an LMDB database that is not a journal", path=where)
     try:
@@ -109,9 +114,10 @@ def _open_existing(env: lmdb.Environment, names: set[bytes], where: str) -> Dbs:
     with env.begin() as txn:
         _check_schema(txn.get(b"schema", db=meta), where)
     missing = [n for n in DB_NAMES if n.encode() not in names]
-    if missing:
+    if [n for n in missing if n not in ADDED_DBS]:
         raise JournalCorrupt(f"journal {where} lacks databases {missing}", path=where)
-    return {n: env.open_db(n.encode(), create=False) for n in DB_NAMES}
+    opened = [n for n in DB_NAMES if n not in missing or writable]
+    return {n: env.open_db(n.encode(), create=n in missing) for n in opened}
 
 
 def _check_schema(raw: bytes | None, where: str) -> None:

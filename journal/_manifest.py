@@ -1,24 +1,47 @@
-"""Manifest writes inside a write transaction: the last shipped state per path."""
+"""Manifest writes inside a write transaction: the last shipped state per path,
+and the index of the names of multiply-linked files kept with it (a state with
+nlink > 1 has its (inode, path) in ``links``; every other state costs nothing)."""
 
 from __future__ import annotations
 
 import lmdb
 
 from ._layout import Dbs, path_key
+from .codec import encode_seq, state_inode_links
+from .errors import CodecError
 
-__all__ = ["put", "clear_below"]
+__all__ = ["put", "clear_below", "link_key"]
+
+
+def link_key(inode: int, pk: bytes) -> bytes:
+    """Key of one name of an inode in ``links``: all names of an inode are one key range."""
+    return encode_seq(inode) + pk
+
+
+def _unlink_old(txn: lmdb.Transaction, dbs: Dbs, pk: bytes, old: bytes | None) -> None:
+    if old is not None and "links" in dbs:
+        try:
+            inode, nlink = state_inode_links(old)
+        except CodecError:
+            return  # a damaged state indexes nothing; a stale index entry only costs a re-ship
+        if nlink > 1:
+            txn.delete(link_key(inode, pk), db=dbs["links"])
 
 
 def put(txn: lmdb.Transaction, dbs: Dbs, path: bytes, raw: bytes | None) -> None:
     """Store the encoded state ``raw`` for ``path`` (None removes it); a long
     path is keyed by its hash and its full name kept in ``longpath``."""
     pk = path_key(path)
+    _unlink_old(txn, dbs, pk, txn.get(pk, db=dbs["manifest"]))
     if raw is None:
         txn.delete(pk, db=dbs["manifest"])
         return
     txn.put(pk, raw, db=dbs["manifest"])
     if pk[:1] == b"\0":
         txn.put(pk, path, db=dbs["longpath"])
+    inode, nlink = state_inode_links(raw)
+    if nlink > 1 and "links" in dbs:
+        txn.put(link_key(inode, pk), path, db=dbs["links"])
 
 
 def clear_below(txn: lmdb.Transaction, dbs: Dbs, trees: list[bytes]) -> None:
@@ -30,6 +53,7 @@ def clear_below(txn: lmdb.Transaction, dbs: Dbs, trees: list[bytes]) -> None:
         below = tree + b"/"
         if cur.set_range(below):
             while cur.key().startswith(below):
+                _unlink_old(txn, dbs, cur.key(), cur.value())
                 if not cur.delete():
                     break
     unders = tuple(t + b"/" for t in trees)
@@ -42,4 +66,5 @@ def clear_below(txn: lmdb.Transaction, dbs: Dbs, trees: list[bytes]) -> None:
     for key in hashed:
         full = txn.get(key, db=longpath)
         if full is not None and full.startswith(unders):
+            _unlink_old(txn, dbs, key, txn.get(key, db=manifest))
             txn.delete(key, db=manifest)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -18,7 +18,7 @@ from . import _env, _log, _pending
 from ._env import Gate
 from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, entry_path_keys, path_key, track_prefix
 from ._records import decode_record
-from .codec import decode_entry, decode_seq, decode_state
+from .codec import STATE_HEAD_SIZE, decode_entry, decode_seq, decode_state, encode_seq, state_inode_links
 from .errors import JournalCorrupt
 from .types import Checkpoint, FileState, Record
 
@@ -225,6 +225,54 @@ class JournalReads:
             if len(out) >= _CHUNK:
                 break
         return out
+
+    def linked_names(self, inodes: Iterable[int]) -> dict[int, dict[bytes, FileState]]:
+        """For each inode, the manifest's names whose state says the file has
+        several names, with those states (from the hard-link index)."""
+
+        wanted = list(inodes)
+
+        def read(txn: lmdb.Transaction) -> dict[int, dict[bytes, FileState]]:
+            out: dict[int, dict[bytes, FileState]] = {i: {} for i in wanted}
+            links, manifest = self._dbs.get("links"), self._dbs["manifest"]
+            if links is None:
+                return out  # a journal made before the index, opened read-only
+            cur = txn.cursor(db=links)
+            for inode in wanted:
+                prefix = encode_seq(inode)
+                names = out[inode]
+                if not cur.set_range(prefix):
+                    continue
+                for key, path in cur:
+                    if key[:8] != prefix:
+                        break
+                    raw = txn.get(key[8:], db=manifest)
+                    if raw is not None:
+                        names[b"" if path == b"/" else bytes(path)] = decode_state(raw)
+            return out
+
+        return self._read(read)
+
+    def manifest_with_inodes(self, inodes: Iterable[int]) -> dict[int, dict[bytes, FileState]]:
+        """Every manifest path whose state names one of ``inodes``, with its
+        state: a pass over the whole manifest (inodes read from the encoded
+        states, nothing else decoded), for names the index cannot know (a
+        state recorded before the file got its other names)."""
+        wanted = set(inodes)
+
+        def read(txn: lmdb.Transaction) -> dict[int, dict[bytes, FileState]]:
+            out: dict[int, dict[bytes, FileState]] = {i: {} for i in wanted}
+            longpath = self._dbs["longpath"]
+            for key, raw in txn.cursor(db=self._dbs["manifest"]):
+                if len(raw) < STATE_HEAD_SIZE or state_inode_links(raw)[0] not in wanted:
+                    continue
+                path = txn.get(key, db=longpath) if key[:1] == b"\0" else key
+                state = decode_state(raw)
+                if path is not None and path != b"/":
+                    out[state.inode][bytes(path)] = state
+            return out
+
+        return self._read(read)
 
     def manifest_count(self) -> int:
         return self._read(lambda txn: txn.stat(self._dbs["manifest"])["entries"])

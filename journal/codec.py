@@ -3,6 +3,9 @@
 Entry v1:     B version | B op | B flags | Q time_ns | I len(path) | I len(dest) | path | dest
 FileState v1: B version | B kind | Q size | I mode | I uid | I gid | q mtime_ns
               | q ctime_ns | Q inode | B len(digest) | I len(link) | digest | link
+FileState v2: v1 with version 2, then I nlink: written only for a non-directory
+              with several names, so every other state stays byte-identical to
+              v1 (and matches ``state_stat_prefix``); v1 reads as nlink 1.
 Big-endian throughout. Every length is explicit, so a truncated or padded record
 is rejected instead of decoding to a shorter path. The version byte lets a later
 schema read old records.
@@ -23,6 +26,7 @@ __all__ = [
     "encode_state",
     "decode_state",
     "state_stat_prefix",
+    "state_inode_links",
     "encode_seq",
     "encode_seqs",
     "decode_seq",
@@ -30,10 +34,15 @@ __all__ = [
 
 ENTRY_VERSION = 1
 STATE_VERSION = 1
+STATE_VERSION_LINKED = 2
 
 _ENTRY_HEAD = struct.Struct(">BBBQII")
 _STATE_HEAD = struct.Struct(">BBQIIIqqQBI")
+STATE_HEAD_SIZE = _STATE_HEAD.size  # no encoded state is shorter
 _SEQ = struct.Struct(">Q")
+_NLINK = struct.Struct(">I")
+_INODE = struct.Struct(">Q")
+_INODE_AT = 38  # offset of the inode in every state's head
 _OPS = {int(op): op for op in Op}
 _KINDS = {int(k): k for k in FileKind}
 
@@ -92,9 +101,10 @@ def decode_entry(raw: bytes) -> Entry:
 
 
 def encode_state(state: FileState) -> bytes:
+    linked = state.nlink > 1
     try:
         head = _STATE_HEAD.pack(
-            STATE_VERSION,
+            STATE_VERSION_LINKED if linked else STATE_VERSION,
             state.kind,
             state.size,
             state.mode,
@@ -106,9 +116,10 @@ def encode_state(state: FileState) -> bytes:
             len(state.digest),
             len(state.link),
         )
+        tail = _NLINK.pack(state.nlink) if linked else b""
     except struct.error as exc:
         raise CodecError(f"manifest state out of range: {exc}") from exc
-    return head + state.digest + state.link
+    return head + state.digest + state.link + tail
 
 
 _STATE_STAT = struct.Struct(">BBQIIIqqQ")  # an encoded state's head, up to the inode
@@ -125,11 +136,24 @@ def decode_state(raw: bytes) -> FileState:
         version, kind, size, mode, uid, gid, mtime, ctime, inode, dlen, llen = _STATE_HEAD.unpack_from(raw)
     except struct.error as exc:
         raise CodecError(f"truncated manifest state ({len(raw)} bytes)") from exc
-    if version != STATE_VERSION or kind not in _KINDS:
+    if version not in (STATE_VERSION, STATE_VERSION_LINKED) or kind not in _KINDS:
         raise CodecError(f"unknown manifest state version {version} or kind {kind}")
     start = _STATE_HEAD.size
-    if start + dlen + llen != len(raw):
+    tail = _NLINK.size if version == STATE_VERSION_LINKED else 0
+    if start + dlen + llen + tail != len(raw):
         raise CodecError(f"malformed manifest state ({len(raw)} bytes)")
     raw = bytes(raw)
-    digest = raw[start : start + dlen]
-    return FileState(_KINDS[kind], size, mode, uid, gid, mtime, ctime, inode, digest, raw[start + dlen :])
+    digest, link = raw[start : start + dlen], raw[start + dlen : start + dlen + llen]
+    nlink = _NLINK.unpack_from(raw, len(raw) - tail)[0] if tail else 1
+    return FileState(_KINDS[kind], size, mode, uid, gid, mtime, ctime, inode, digest, link, nlink)
+
+
+def state_inode_links(raw: bytes) -> tuple[int, int]:
+    """(inode, link count) of an encoded state, read without decoding it: the
+    manifest's hard-link index is kept by these two alone."""
+    if len(raw) < _STATE_HEAD.size:
+        raise CodecError(f"truncated manifest state ({len(raw)} bytes)")
+    inode = _INODE.unpack_from(raw, _INODE_AT)[0]
+    if raw[0] != STATE_VERSION_LINKED:
+        return inode, 1
+    return inode, _NLINK.unpack_from(raw, len(raw) - _NLINK.size)[0]
