@@ -25,6 +25,7 @@ import structlog
 
 from agent.excludes import Excludes
 from agent.fsstate import capture_at, capture_in
+from agent.links import LinkSpreader
 from agent.plan import ActionKind, Plan
 from agent.planner import Selection, SettleMap, build_plan, resolve
 from agent.retry import Backoff, RetryPolicy
@@ -106,6 +107,7 @@ class Replayer:
         self.retries = 0  # (track, path) results RETRY
         self.failures = 0  # (track, path) results FAILED
         self.dead = 0  # entries moved to the dead-letter list
+        self._links = LinkSpreader(journal)
 
     # ------------------------------------------------------------------ loop
     def run(self, stop: threading.Event) -> None:
@@ -250,6 +252,7 @@ class Replayer:
     ) -> StepReport:
         deletes = {(t, a.path) for a in plan.actions if a.kind == ActionKind.DELETE for t in a.tracks}
         puts = {(t, a.path) for a in plan.actions if a.kind == ActionKind.PUT for t in a.tracks}
+        self._spread_links(puts, states, results)  # before the marks: a crash between re-ships, loses nothing
         dead_keys = self._judge(results.outcome, deletes | puts, deletes)
         not_ok = {k for k, (o, _) in results.outcome.items() if o != Outcome.OK}
         done_total = dead_total = 0
@@ -274,6 +277,17 @@ class Replayer:
             dead=dead_total,
             settled=done_total,
         )
+
+    def _spread_links(
+        self, puts: set[Key], states: Mapping[bytes, Mapping[bytes, FileState | None]], results: _Results
+    ) -> None:
+        """Journal the other names of multiply-linked files shipped OK: a
+        write through one name changed them all."""
+        shipped: dict[bytes, FileState | None] = {}
+        for path in {p for t, p in puts if results.outcome[(t, p)][0] == Outcome.OK}:
+            shipped.update(states.get(path, {}))
+        if spread := self._links.spread_from(shipped):
+            self._log.info("ship.links_spread", names=spread)
 
     def _judge(
         self, outcome: Mapping[Key, tuple[Outcome, str]], shipped: set[Key], deletes: set[Key]
