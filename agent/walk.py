@@ -34,6 +34,7 @@ __all__ = ["DirListing", "Walk", "join", "open_dir", "open_parent", "root_dev", 
 log = structlog.get_logger()
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _LONG = 3000  # absolute paths at least this long are opened component by component
 _S_IFMT = 0o170000
 _S_IFDIR = stat.S_IFDIR
@@ -64,14 +65,23 @@ def root_dev(root: bytes) -> int:
 
 
 def open_dir(root: bytes, rel: bytes, *, strict: bool = False, dev: int | None = None) -> int:
-    """Open the directory ``rel`` below ``root``. The last component is never
+    """Open the directory ``rel`` below ``root``. The root itself is trusted
+    as configured (a symlinked root is followed). The last component is never
     followed if it is a symlink; with ``strict`` (and for paths too long for
     one call) no component is, so the result is certainly inside ``root``.
     With ``dev`` every component must also lie on that device (no mount
     point is crossed): otherwise ``OSError(EXDEV)``."""
+    if not rel:
+        fd = os.open(root, _ROOT_FLAGS)
+        try:
+            _check_dev(fd, dev, b"")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
     if not strict and dev is None and len(root) + len(rel) < _LONG:
-        return os.open(join(root, rel) if rel else root, _DIR_FLAGS)
-    fd = os.open(root, _DIR_FLAGS)
+        return os.open(join(root, rel), _DIR_FLAGS)
+    fd = os.open(root, _ROOT_FLAGS)
     try:
         _check_dev(fd, dev, b"")
         for part in rel.split(b"/") if rel else ():

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import LocalTarget
 from agent.excludes import Excludes
+from agent.replayer import Replayer
 from agent.scanner import Scanner
-from journal import IS_DIR, Entry, Op
+from agent.shippers.local import LocalShipper
+from journal import IS_DIR, Entry, Journal, Op
 from tests.integration.test_replayer_local import TRACK, Rig, make_rig
 
 
@@ -102,3 +105,20 @@ def test_parent_component_swapped_for_a_symlink(rig: Rig, tmp_path: Path) -> Non
             assert f.read() == b"inside"
     assert not os.path.lexists(rig.mirror + b"/d/sub/foreign1")
     assert rig.pending() == [] and rig.journal.dead_letters(TRACK) == []
+
+
+def test_a_root_given_through_a_symlink_is_followed_once(tmp_path: Path) -> None:
+    """The configured root may itself be a symlink: it is trusted, so moved-in
+    trees below it are captured as usual."""
+    (tmp_path / "real" / "incoming" / "sub").mkdir(parents=True)
+    create(os.fsencode(tmp_path / "real" / "incoming" / "sub" / "f"), b"inside")
+    os.symlink(tmp_path / "real", tmp_path / "root")
+    with Journal.open(tmp_path / "journal", root=str(tmp_path / "root"), tracks=[TRACK]) as journal:
+        shipper = LocalShipper(LocalTarget(TRACK, tmp_path / "mirror"), tmp_path / "root")
+        try:
+            journal.append([Entry(Op.MOVE, b"elsewhere", b"incoming", flags=IS_DIR)])
+            Replayer(journal, shipper, tmp_path / "root", settle_s=0.0).step()
+        finally:
+            shipper.close()
+        assert journal.manifest_get(b"incoming/sub/f").size == len(b"inside")
+        assert {p for p, _ in journal.manifest_items()} >= {b"incoming", b"incoming/sub", b"incoming/sub/f"}
