@@ -21,7 +21,7 @@ import errno
 import operator
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import compress
 
@@ -131,7 +131,9 @@ class Walk:
 
     After iteration, :attr:`skipped` holds the directories and entries that
     were not looked into (another filesystem, unreadable, replaced while
-    walking): their contents are unknown, not absent.
+    walking): their contents are unknown, not absent. ``opened`` is called
+    with each directory's checked fd before it is listed (the watcher adds
+    its watch there, so nothing created meanwhile escapes both).
     """
 
     root: bytes
@@ -140,6 +142,7 @@ class Walk:
     start: bytes = b""
     skipped: list[bytes] = field(default_factory=list)
     errors: int = 0
+    opened: Callable[[bytes, int], bool] | None = None  # sees each checked directory before its listing
 
     def __iter__(self) -> Iterator[DirListing]:
         stack: list[tuple[bytes, int | None]] = [(self.start, None)]
@@ -149,6 +152,8 @@ class Walk:
             if fd is None:
                 continue
             try:
+                if self.opened is not None and not self.opened(rel, fd):
+                    continue  # the caller declined it: not listed, not descended
                 names, stats, subdirs = self._list(rel, fd)
                 yield DirListing(rel, fd, names, stats, len(subdirs))
             finally:
