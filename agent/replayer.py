@@ -107,7 +107,7 @@ class Replayer:
         self.retries = 0  # (track, path) results RETRY
         self.failures = 0  # (track, path) results FAILED
         self.dead = 0  # entries moved to the dead-letter list
-        self._links = LinkSpreader(journal)
+        self._links = LinkSpreader(journal, whole=getattr(shipper, "links_sent_together", False))
 
     # ------------------------------------------------------------------ loop
     def run(self, stop: threading.Event) -> None:
@@ -286,7 +286,13 @@ class Replayer:
         shipped: dict[bytes, FileState | None] = {}
         for path in {p for t, p in puts if results.outcome[(t, p)][0] == Outcome.OK}:
             shipped.update(states.get(path, {}))
-        if spread := self._links.spread_from(shipped):
+        in_plan = {p for _, p in results.outcome}
+        tracks = self.shipper.tracks
+
+        def busy(path: bytes) -> bool:
+            return path in in_plan or any(self.backoff.get(t, path) is not None for t in tracks)
+
+        if spread := self._links.spread_from(shipped, busy):
             self._log.info("ship.links_spread", names=spread)
 
     def _judge(
