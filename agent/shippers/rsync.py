@@ -34,7 +34,7 @@ __all__ = ["RsyncShipper", "Batches", "split_plan", "batch_argv", "covering_ance
 
 log = structlog.get_logger()
 
-_BASE_FLAGS = ("-a", "--numeric-ids", "--no-D", "--force", "--delete-missing-args", "--from0")
+_BASE_FLAGS = ("-a", "-H", "--numeric-ids", "--no-D", "--force", "--delete-missing-args", "--from0")
 _MODE_FLAGS = {
     "delete": ("--no-r", "--dirs", "--no-implied-dirs"),
     "plain": ("--no-r", "--dirs", "--ignore-times"),
@@ -162,6 +162,8 @@ def _stderr_tail(stderr: bytes, limit: int = 300) -> str:
 
 class RsyncShipper:
     """One rsync target (``target.dest``: local path, rsync:// URL or host:path)."""
+
+    links_sent_together = True  # -H links only the names of one run: groups must travel whole
 
     def __init__(self, target: RsyncTarget, root: Path) -> None:
         self.name = target.name
