@@ -29,6 +29,7 @@ import structlog
 from agent.config import LocalTarget
 from agent.plan import Action, ActionKind, Plan
 from agent.shippers.base import Outcome, ShipResult
+from agent.shippers.local_links import LinkedCopies
 
 __all__ = ["LocalShipper", "path_problem", "tracks_for", "classify_oserror", "SourceChanged"]
 
@@ -192,10 +193,12 @@ class LocalShipper:
         self._root = os.fsencode(root)
         self._as_root = os.geteuid() == 0
         self._swept: set[bytes] = set()  # mirror dirs already swept of stale temp files
+        self._linked = LinkedCopies()  # recent copies of multiply-linked files: keeps groups on the mirror
         self._log = log.bind(target=target.name)
 
     def close(self) -> None:
-        """Nothing is held between ships."""
+        """Only the directories of recent copies of multiply-linked files are held between ships."""
+        self._linked.clear()
 
     def ship(self, plan: Plan) -> Sequence[ShipResult]:
         mine = [a for a in plan.actions if tracks_for(a, self.tracks)]
@@ -335,6 +338,8 @@ class LocalShipper:
             st = os.fstat(sfd)
             if not stat.S_ISREG(st.st_mode):
                 raise SourceChanged("no longer a regular file")
+            if self._linked.link(st, mdir, name):
+                return  # another name of a file copied in this plan: the mirror keeps the group
             tmp = _tmp_name()
             tfd = os.open(
                 tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=mdir
@@ -345,6 +350,7 @@ class LocalShipper:
                 finally:
                     os.close(tfd)
                 _replace(mdir, tmp, name)
+                self._linked.remember(st, mdir, name)
             except BaseException:
                 _remove(mdir, tmp)
                 raise
