@@ -7,10 +7,12 @@ from __future__ import annotations
 import lmdb
 
 from ._layout import Dbs, path_key
-from .codec import encode_seq, state_inode_links
+from .codec import STATE_VERSION_LINKED, encode_seq, state_inode_links
 from .errors import CodecError
 
 __all__ = ["put", "clear_below", "link_key"]
+
+_LINKED = bytes([STATE_VERSION_LINKED])  # the version byte of a state with several names
 
 
 def link_key(inode: int, pk: bytes) -> bytes:
@@ -19,29 +21,30 @@ def link_key(inode: int, pk: bytes) -> bytes:
 
 
 def _unlink_old(txn: lmdb.Transaction, dbs: Dbs, pk: bytes, old: bytes | None) -> None:
-    if old is not None and "links" in dbs:
-        try:
-            inode, nlink = state_inode_links(old)
-        except CodecError:
-            return  # a damaged state indexes nothing; a stale index entry only costs a re-ship
-        if nlink > 1:
-            txn.delete(link_key(inode, pk), db=dbs["links"])
+    if old is None or old[:1] != _LINKED or "links" not in dbs:
+        return  # the common case, decided on the version byte alone
+    try:
+        inode, nlink = state_inode_links(old)
+    except CodecError:
+        return  # a damaged state indexes nothing; a stale index entry only costs a re-ship
+    if nlink > 1:
+        txn.delete(link_key(inode, pk), db=dbs["links"])
 
 
 def put(txn: lmdb.Transaction, dbs: Dbs, path: bytes, raw: bytes | None) -> None:
     """Store the encoded state ``raw`` for ``path`` (None removes it); a long
     path is keyed by its hash and its full name kept in ``longpath``."""
     pk = path_key(path)
-    _unlink_old(txn, dbs, pk, txn.get(pk, db=dbs["manifest"]))
     if raw is None:
-        txn.delete(pk, db=dbs["manifest"])
+        _unlink_old(txn, dbs, pk, txn.pop(pk, db=dbs["manifest"]))
         return
-    txn.put(pk, raw, db=dbs["manifest"])
+    _unlink_old(txn, dbs, pk, txn.replace(pk, raw, db=dbs["manifest"]))
     if pk[:1] == b"\0":
         txn.put(pk, path, db=dbs["longpath"])
-    inode, nlink = state_inode_links(raw)
-    if nlink > 1 and "links" in dbs:
-        txn.put(link_key(inode, pk), path, db=dbs["links"])
+    if raw[:1] == _LINKED and "links" in dbs:
+        inode, nlink = state_inode_links(raw)
+        if nlink > 1:
+            txn.put(link_key(inode, pk), path, db=dbs["links"])
 
 
 def clear_below(txn: lmdb.Transaction, dbs: Dbs, trees: list[bytes]) -> None:
