@@ -14,6 +14,7 @@ same-size rewrite is FAILED, not OK.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -26,16 +27,19 @@ from pathlib import Path
 import structlog
 
 from agent.config import ConfigError, MsyncTarget, tracks_of
+from agent.excludes import Excludes
 from agent.plan import Action, Plan
 from agent.shippers import _exec
 from agent.shippers import msync_parse as mp
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.msync_check import verify_skips
 from agent.shippers.msync_jobs import Item, Job, lane_jobs
+from agent.walk import Walk, join, root_dev
 
 __all__ = ["MsyncShipper"]
 
 log = structlog.get_logger()
+_NO_EXCLUDES = Excludes(())  # msync's own excludes are applied, with its matching rules
 _RANK = {mp.Kind.OK: 0, mp.Kind.UNACKED: 1, mp.Kind.RETRY: 2, mp.Kind.FAILED: 3}
 _OUTCOME = {mp.Kind.OK: Outcome.OK, mp.Kind.RETRY: Outcome.RETRY, mp.Kind.FAILED: Outcome.FAILED}
 
@@ -181,9 +185,10 @@ class MsyncShipper:
 
     def _plan_tree(self, it: Item, abspath: bytes) -> None:
         """A tree msync's -r would carry wrongly (msync_parse.scanner_carries)
-        goes out as explicit entries, children first, with --delete but no -r."""
-        below = self._walk(abspath, it.entry.echo)
-        if mp.scanner_carries(it.entry.echo, below):
+        goes out as explicit entries, children first, with --delete but no -r;
+        so does a tree holding a mount point, which msync's -r would cross."""
+        below, mounts = self._walk(it.action.path, it.entry.echo)
+        if not mounts and mp.scanner_carries(it.entry.echo, below):
             return
         it.entry, it.mirror = mp.Entry(it.entry.echo), True
         for rel, _ in below:
@@ -193,22 +198,29 @@ class MsyncShipper:
             else:
                 it.more.append(prep)
 
-    def _walk(self, abspath: bytes, echo: bytes) -> list[tuple[bytes, bool]]:
-        """(base-relative path, is_dir) of everything below a directory that
-        msync's excludes leave in, children before their directory."""
+    def _walk(self, top: bytes, echo: bytes) -> tuple[list[tuple[bytes, bool]], bool]:
+        """(base-relative path, is_dir) of everything below the directory
+        ``top`` that msync's excludes leave in, children before their
+        directory, read by the tree's one walker (no symlink followed, no
+        mount point crossed); and whether a mount point was met. A directory
+        it cannot read raises: its contents are unknown, not absent."""
+        tree = Walk(self._root, _NO_EXCLUDES, root_dev(self._root), top)
         pre: list[tuple[bytes, bool]] = []
-        stack = [(abspath, echo)]
-        while stack:
-            path, rel = stack.pop()
-            with os.scandir(path) as entries:
-                for de in entries:
-                    child, is_dir = rel + b"/" + de.name, de.is_dir(follow_symlinks=False)
-                    if mp.excluded(child, self._excludes, is_dir):
-                        continue
-                    pre.append((child, is_dir))
+        pruned: set[bytes] = set()  # excluded directories: nothing below them is sent
+        for listing in tree:
+            sub = listing.rel[len(top) :].lstrip(b"/")
+            base = join(echo, sub) if sub else echo
+            for name, st in zip(listing.names, listing.stats):
+                is_dir = stat.S_ISDIR(st.st_mode)
+                child = join(base, name)
+                if listing.rel in pruned or mp.excluded(child, self._excludes, is_dir):
                     if is_dir:
-                        stack.append((de.path, child))
-        return pre[::-1]
+                        pruned.add(join(listing.rel, name))
+                    continue
+                pre.append((child, is_dir))
+        if tree.errors:
+            raise OSError(errno.EACCES, f"{tree.errors} unreadable entries below")
+        return pre[::-1], bool(tree.skipped)
 
     def _link_target(self, abspath: bytes) -> bytes | str | None:
         """Base-relative final target of a link (re-sent to undo makuosan's chmod

@@ -84,3 +84,53 @@ def test_capture_and_audits_stay_off_a_mount_point(tmp_path: Path) -> None:
         assert not [p for p in paths if p.startswith(b"sub/mnt/")], key
     assert b"sub/plain" in seen["manifest"] and b"sub/plain" in seen["mirror"]
     assert out["capture"] == "EXDEV"
+
+
+MSYNC_CHILD = r"""
+import json, os, subprocess, sys
+from pathlib import Path
+root, state, msync = sys.argv[1:4]
+if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", root + "/d/mnt"]).returncode:
+    sys.exit(77)
+os.mkdir(root + "/d/mnt/deep")
+for rel in ("/d/mnt/inner", "/d/mnt/deep/more"):
+    fd = os.open(root + rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    os.write(fd, b"on another filesystem")
+    os.close(fd)
+    os.utime(root + rel, (1_700_000_000, 1_700_000_000))
+from agent.config import MsyncTarget
+from agent.plan import Action, ActionKind, Plan
+from agent.shippers.msync import MsyncShipper
+target = MsyncTarget(name="c", members=("mk2",), msync=msync, base=Path(root), batch=50)
+shipper = MsyncShipper(target, Path(root), env={"MSYNC_DOUBLE_STATE": state})
+results = shipper.ship(Plan((Action(ActionKind.PUT, b"d", recursive=True),)))
+print(json.dumps([[r.path.hex(), r.outcome.value] for r in results]))
+"""
+
+
+def test_msync_recursive_put_stays_off_a_mount_point(tmp_path: Path) -> None:
+    """A recursive msync PUT of a directory holding a mount point sends the
+    directory's own files, and nothing of the other filesystem reaches a member."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to mount a tmpfs in a private mount namespace")
+    from tests.doubles.fixtures import make_double
+
+    root = tmp_path / "root"
+    (root / "d" / "mnt").mkdir(parents=True)
+    (root / "d" / "plain").write_bytes(b"on the tree's filesystem")
+    for p in (root / "d" / "plain", root / "d"):
+        os.utime(p, (1_700_000_000, 1_700_000_000))
+    dbl = make_double(tmp_path / "dbl", base=root, jail=tmp_path)
+    argv = ["unshare", "-m", "--propagation", "private", "--", sys.executable, "-c", MSYNC_CHILD]
+    proc = subprocess.run(
+        [*argv, str(root), str(dbl.state), str(dbl.msync)], cwd=REPO, capture_output=True, timeout=120
+    )
+    if proc.returncode == 77 or b"unshare failed" in proc.stderr:
+        pytest.skip(f"cannot mount a tmpfs in a private namespace here: {proc.stderr[-200:]!r}")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    results = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert [outcome for _, outcome in results] == ["ok"]
+    member = dbl.member_dir("mk2")
+    sent = {os.path.relpath(os.path.join(d, n), member) for d, ds, fs in os.walk(member) for n in ds + fs}
+    assert "d/plain" in sent
+    assert not [p for p in sent if p.startswith("d/mnt/")], sorted(sent)
