@@ -215,6 +215,7 @@ def audit_rsync(root: bytes, target: RsyncTarget, excludes: Excludes) -> list[Fi
     argv = [
         target.rsync,
         "-a",
+        "-xx",  # a mount point and what lies below it are not part of the tree
         "--dry-run",
         "--checksum",
         "--itemize-changes",

@@ -38,7 +38,7 @@ _BASE_FLAGS = ("-a", "-H", "--numeric-ids", "--no-D", "--force", "--delete-missi
 _MODE_FLAGS = {
     "delete": ("--no-r", "--dirs", "--no-implied-dirs"),
     "plain": ("--no-r", "--dirs", "--ignore-times"),
-    "recursive": ("-r", "--delete", "--ignore-times"),
+    "recursive": ("-r", "-xx", "--delete", "--ignore-times"),  # -xx: a mount point is not part of the tree
 }
 _protect_cache: dict[str, tuple[str, ...]] = {}
 _SKELETON_PREFIX = "msync-agent-rsync-del-"

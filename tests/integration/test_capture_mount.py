@@ -134,3 +134,45 @@ def test_msync_recursive_put_stays_off_a_mount_point(tmp_path: Path) -> None:
     sent = {os.path.relpath(os.path.join(d, n), member) for d, ds, fs in os.walk(member) for n in ds + fs}
     assert "d/plain" in sent
     assert not [p for p in sent if p.startswith("d/mnt/")], sorted(sent)
+
+
+RSYNC_CHILD = r"""
+import json, os, subprocess, sys
+from pathlib import Path
+root, mirror = sys.argv[1:3]
+if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", root + "/d/mnt"]).returncode:
+    sys.exit(77)
+fd = os.open(root + "/d/mnt/inner", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+os.write(fd, b"on another filesystem")
+os.close(fd)
+from agent.audit import audit_rsync
+from agent.config import RsyncTarget
+from agent.excludes import Excludes
+from agent.plan import Action, ActionKind, Plan
+from agent.shippers.rsync import RsyncShipper
+target = RsyncTarget("t", mirror, timeout_s=60)
+shipper = RsyncShipper(target, Path(root))
+results = shipper.ship(Plan((Action(ActionKind.PUT, b"d", recursive=True),)))
+findings = audit_rsync(os.fsencode(root), target, Excludes(()))
+out = {"results": [r.outcome.value for r in results], "findings": [f.path.hex() for f in findings]}
+print(json.dumps(out))
+"""
+
+
+def test_rsync_put_and_audit_stay_off_a_mount_point(tmp_path: Path) -> None:
+    """rsync neither copies nor audits what lies below a mount point in the tree."""
+    if shutil.which("unshare") is None or shutil.which("rsync") is None or os.geteuid() != 0:
+        pytest.skip("needs root, rsync and unshare(1) to mount a tmpfs in a private mount namespace")
+    root, mirror = tmp_path / "root", tmp_path / "mirror"
+    (root / "d" / "mnt").mkdir(parents=True)
+    (root / "d" / "plain").write_bytes(b"on the tree's filesystem")
+    mirror.mkdir()
+    argv = ["unshare", "-m", "--propagation", "private", "--", sys.executable, "-c", RSYNC_CHILD]
+    proc = subprocess.run([*argv, str(root), str(mirror)], cwd=REPO, capture_output=True, timeout=120)
+    if proc.returncode == 77 or b"unshare failed" in proc.stderr:
+        pytest.skip(f"cannot mount a tmpfs in a private namespace here: {proc.stderr[-200:]!r}")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert out["results"] == ["ok"]
+    assert (mirror / "d" / "plain").exists() and not (mirror / "d" / "mnt" / "inner").exists()
+    assert not [p for p in map(bytes.fromhex, out["findings"]) if p.startswith(b"d/mnt/")]
