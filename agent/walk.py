@@ -1,13 +1,19 @@
-"""Walk one filesystem below a root, one directory listing at a time.
+"""Walk one filesystem below a root, one directory listing at a time: the
+tree's one walker, used by the scanner, the watcher, the replayer's capture,
+verify's audits, replay and the msync shipper's tree planning.
 
 The walk never follows a symlink, never leaves the root's filesystem and never
-descends into an excluded directory. Directories are opened with
+descends into an excluded directory. The root itself is trusted as configured
+(a symlinked root is followed once); nothing below it is. Directories are opened with
 ``O_NOFOLLOW`` and checked against the (dev, inode) seen in their parent's
 listing, so a directory swapped for a symlink mid-walk cannot lead the walk
 out of the root; such a directory is reported as skipped instead.
 
 Paths are ``bytes`` relative to the root, never decoded. Paths longer than
-``PATH_MAX`` are reached by opening one component at a time.
+``PATH_MAX`` are reached by opening one component at a time. A single path
+is reached the same way by :func:`open_parent` (every component opened with
+``O_NOFOLLOW`` relative to its parent and checked to lie on the root's
+device), so whatever is then read relative to its fd is inside the tree.
 
 Order, for speed: a directory's entries are stat'ed in name order and its
 subdirectories walked in inode order (closer together on disk and in the
