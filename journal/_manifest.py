@@ -17,7 +17,7 @@ from .codec import STATE_VERSION_LINKED, decode_state, encode_seq, state_inode_l
 from .errors import DamagedRecord
 from .types import FileState
 
-__all__ = ["put", "clear_below", "link_key"]
+__all__ = ["put", "clear_below", "link_key", "checked_state"]
 
 _LINKED = bytes([STATE_VERSION_LINKED])  # the version byte of a state with several names
 
@@ -75,12 +75,12 @@ def _forget(txn: lmdb.Transaction, dbs: Dbs, pk: bytes, path: bytes, old: bytes 
     one raises, which aborts the transaction."""
     if old is None:
         return
-    state = _check(old, path)
+    state = checked_state(old, path)
     if state.nlink > 1 and "links" in dbs:
         txn.delete(link_key(state.inode, pk), db=dbs["links"])
 
 
-def _check(raw: bytes, path: bytes) -> FileState:
+def checked_state(raw: bytes, path: bytes) -> FileState:
     """The stored state ``raw`` of ``path``; raises when it is damaged."""
     try:
         return decode_state(raw)

@@ -14,11 +14,11 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _env, _log, _pending
+from . import _env, _links, _log, _pending
 from ._env import Gate
 from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, entry_path_keys, path_key, track_prefix
 from ._records import decode_record
-from .codec import STATE_HEAD_SIZE, decode_entry, decode_seq, decode_state, encode_seq, state_inode_links
+from .codec import decode_entry, decode_seq, decode_state
 from .errors import DamagedRecord, JournalCorrupt, JournalError
 from .types import Checkpoint, FileState, Record
 
@@ -260,63 +260,15 @@ class JournalReads:
 
     def linked_names(self, inodes: Iterable[int]) -> dict[int, dict[bytes, FileState]]:
         """For each inode, the manifest's names whose state says the file has
-        several names, with those states (from the hard-link index). The
-        index is written with the manifest, so an entry that disagrees with
-        its key or with the state it names is damage, and raises."""
-
+        several names, with those states (from the hard-link index)."""
         wanted = list(inodes)
-
-        def read(txn: lmdb.Transaction) -> dict[int, dict[bytes, FileState]]:
-            out: dict[int, dict[bytes, FileState]] = {i: {} for i in wanted}
-            links = self._dbs.get("links")
-            if links is None:
-                return out  # a journal of an older schema, not upgraded yet
-            cur = txn.cursor(db=links)
-            for inode in wanted:
-                prefix = encode_seq(inode)
-                if not cur.set_range(prefix):
-                    continue
-                for key, path in cur:
-                    if key[:8] != prefix:
-                        break
-                    out[inode][bytes(path)] = self._indexed_state(txn, inode, bytes(key), bytes(path))
-            return out
-
-        return self._read(read)
-
-    def _indexed_state(self, txn: lmdb.Transaction, inode: int, key: bytes, path: bytes) -> FileState:
-        """The manifest state an index entry names, checked against it."""
-        if path_key(path) != key[8:]:
-            raise DamagedRecord(f"damaged hard-link index entry {key.hex()}: it names {path!r}")
-        raw = txn.get(key[8:], db=self._dbs["manifest"])
-        state = _state_of(path, raw) if raw is not None else None
-        if state is None or state.inode != inode or state.nlink < 2:
-            raise DamagedRecord(f"hard-link index entry of {path!r} disagrees with its manifest state")
-        return state
+        return self._read(lambda txn: _links.linked_names(txn, self._dbs, wanted))
 
     def manifest_with_inodes(self, inodes: Iterable[int]) -> dict[int, dict[bytes, FileState]]:
         """Every manifest path whose state names one of ``inodes``, with its
-        state: a pass over the whole manifest (inodes read from the encoded
-        states, only the matching ones decoded), for names the index cannot
-        know (a state recorded before the file got its other names, or
-        before the journal had the index)."""
+        state: a pass over the whole manifest, for names the index cannot know."""
         wanted = set(inodes)
-
-        def read(txn: lmdb.Transaction) -> dict[int, dict[bytes, FileState]]:
-            out: dict[int, dict[bytes, FileState]] = {i: {} for i in wanted}
-            longpath = self._dbs["longpath"]
-            for key, raw in txn.cursor(db=self._dbs["manifest"]):
-                if len(raw) < STATE_HEAD_SIZE or state_inode_links(raw)[0] not in wanted:
-                    continue
-                path = txn.get(key, db=longpath) if key[:1] == b"\0" else key
-                if path is None:
-                    raise JournalCorrupt(f"manifest key {key.hex()} has no stored path")
-                state = _state_of(path, raw)
-                if path != b"/":
-                    out[state.inode][bytes(path)] = state
-            return out
-
-        return self._read(read)
+        return self._read(lambda txn: _links.manifest_with_inodes(txn, self._dbs, wanted))
 
     def manifest_count(self) -> int:
         return self._read(lambda txn: txn.stat(self._dbs["manifest"])["entries"])
