@@ -8,6 +8,7 @@ member for msync. Every external program runs through ``agent.shippers._exec``.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -21,6 +22,7 @@ from agent.excludes import Excludes
 from agent.fsstate import kind_of
 from agent.logs import safe_path
 from agent.shippers import _exec
+from agent.walk import Walk, join, open_dir, root_dev, split
 from journal import FileKind
 
 __all__ = [
@@ -39,6 +41,9 @@ __all__ = [
 _CHUNK = 1 << 20
 _RULES_BUDGET = 256 * 1024  # argv bytes spent on excluding the source's special files
 _OWNERS = os.geteuid() == 0  # a local mirror carries owners only when shipped as root
+_Stat = os.stat_result
+_Listing = tuple[int | None, dict[bytes, _Stat]]
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,19 @@ class AuditError(AgentError):
 
 # ---------------------------------------------------------------------- local mirror
 def _same_content(a: bytes, b: bytes) -> bool:
-    with open(a, "rb", buffering=0) as fa, open(b, "rb", buffering=0) as fb:
+    fa, fb = os.open(a, _OPEN_FILE), None
+    try:
+        fb = os.open(b, _OPEN_FILE)
         while True:
-            ca, cb = fa.read(_CHUNK), fb.read(_CHUNK)
+            ca, cb = os.read(fa, _CHUNK), os.read(fb, _CHUNK)
             if ca != cb:
                 return False
             if not ca:
                 return True
+    finally:
+        os.close(fa)
+        if fb is not None:
+            os.close(fb)
 
 
 def _when(ns: int) -> str:
@@ -96,52 +107,74 @@ def _kind_name(mode: int) -> str:
     return "special file" if kind == FileKind.OTHER else kind.name.lower()
 
 
-def _listing(path: bytes, rel: bytes, excludes: Excludes) -> dict[bytes, os.stat_result]:
+def _mirror_listing(
+    dst_root: bytes, rel: bytes, excludes: Excludes, dev: int
+) -> tuple[int | None, dict[bytes, _Stat]]:
+    """(open fd, name -> lstat) of the mirror's directory ``rel``, reached
+    without following a symlink or crossing a mount point; (None, {}) when
+    the mirror holds no such directory there."""
     try:
-        with os.scandir(path) as it:
-            entries = list(it)
+        fd = open_dir(dst_root, rel, strict=True, dev=dev)
     except (FileNotFoundError, NotADirectoryError):
-        return {}
-    out = {}
-    for de in entries:
-        child = rel + b"/" + de.name if rel else de.name
+        return None, {}
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EXDEV):
+            return None, {}  # a link or a mount where the directory should be: its type is reported above
+        raise
+    out: dict[bytes, _Stat] = {}
+    for name in map(os.fsencode, os.listdir(fd)):
         try:
-            st = de.stat(follow_symlinks=False)
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             continue
-        if not excludes.match_self(child, stat.S_ISDIR(st.st_mode)):
-            out[de.name] = st
-    return out
+        if not excludes.match_self(join(rel, name), stat.S_ISDIR(st.st_mode)):
+            out[name] = st
+    return fd, out
 
 
 def compare_trees(src_root: bytes, dst_root: bytes, excludes: Excludes) -> list[Finding]:
-    """Direct compare of a tree with its mirror: content, type, mode, symlink
-    target, and extra entries on the mirror (reported once, at their top)."""
+    """Direct compare of a tree with its mirror (see ``_entry_diff``), and
+    extra entries on the mirror (reported once, at their top). The source
+    is read by the tree's one walker (no symlink followed, no mount point
+    crossed); a mount point's name is neither compared nor, on the mirror,
+    called extra."""
     if not os.path.isdir(dst_root):
         raise AuditError(f"mirror {safe_path(dst_root)} is not a directory")
     findings: list[Finding] = []
-    stack = [b""]
-    while stack:
-        rel = stack.pop()
-        src_dir, dst_dir = os.path.join(src_root, rel), os.path.join(dst_root, rel)
-        src_list, dst_list = _listing(src_dir, rel, excludes), _listing(dst_dir, rel, excludes)
-        for name in sorted(dst_list.keys() - src_list.keys()):
-            findings.append(Finding(rel + b"/" + name if rel else name, "extra on the mirror"))
-        for name in sorted(src_list):
-            child = rel + b"/" + name if rel else name
-            s, d = src_list[name], dst_list.get(name)
-            if d is None:
-                findings.append(Finding(child, "missing on the mirror"))
-            else:
-                try:
-                    why = _entry_diff(os.path.join(src_root, child), os.path.join(dst_root, child), s, d)
-                except FileNotFoundError:
-                    why = None
+    tree = Walk(src_root, excludes, root_dev(src_root))
+    mirror_dev, seen = root_dev(dst_root), 0
+    for listing in tree:
+        rel, fresh, seen = listing.rel, tree.skipped[seen:], len(tree.skipped)
+        hidden = {split(p)[1] for p in fresh if split(p)[0] == rel}  # mount points of this directory
+        mfd, dst_list = _mirror_listing(dst_root, rel, excludes, mirror_dev)
+        try:
+            src_list = dict(zip(listing.names, listing.stats))
+            for name in sorted(dst_list.keys() - src_list.keys() - hidden):
+                findings.append(Finding(join(rel, name), "extra on the mirror"))
+            for name in listing.names:
+                why = _compare_entry(listing.fd, mfd, name, src_list[name], dst_list.get(name))
                 if why:
-                    findings.append(Finding(child, why))
-            if stat.S_ISDIR(s.st_mode):
-                stack.append(child)
+                    findings.append(Finding(join(rel, name), why))
+        finally:
+            if mfd is not None:
+                os.close(mfd)
     return findings
+
+
+def _compare_entry(sfd: int, mfd: int | None, name: bytes, s: os.stat_result, d: _Stat | None) -> str | None:
+    """Why one entry differs, read through both directories' checked fds."""
+    if d is None or mfd is None:
+        return "missing on the mirror"
+    try:
+        return _entry_diff(_at(sfd, name), _at(mfd, name), s, d)
+    except FileNotFoundError:
+        return None
+
+
+def _at(dir_fd: int, name: bytes) -> bytes:
+    """A path naming ``name`` in the open directory ``dir_fd`` itself (not
+    whatever a path from the root would lead to now)."""
+    return b"/proc/self/fd/%d/%s" % (dir_fd, name)
 
 
 # ---------------------------------------------------------------------- rsync
@@ -239,6 +272,7 @@ def audit_rsync(
     argv: list[str | bytes] = [
         target.rsync,
         "-a",
+        "-xx",  # a mount point and what lies below it are not part of the tree
         "--dry-run",
         "--checksum",
         "--itemize-changes",

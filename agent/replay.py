@@ -27,6 +27,7 @@ from agent.errors import AgentError
 from agent.excludes import Excludes
 from agent.logs import safe_path
 from agent.progress import Progress
+from agent.walk import Walk, root_dev
 from journal import IS_DIR, Entry, Journal, JournalLocked, Op, Record
 
 __all__ = ["Since", "parse_since", "touched_paths", "current_entries", "select_tracks", "run_replay"]
@@ -98,34 +99,25 @@ def touched_paths(records: Iterable[Record]) -> tuple[set[bytes], set[bytes]]:
     return paths, moved
 
 
-def walk(root: bytes, excludes: Excludes, start: bytes = b"") -> Iterator[tuple[bytes, os.stat_result]]:
+def walk(
+    root: bytes, excludes: Excludes, start: bytes = b"", skipped: list[bytes] | None = None
+) -> Iterator[tuple[bytes, os.stat_result]]:
     """(relpath, lstat) of every non-excluded entry below ``root/start``,
-    parents before children, staying on one filesystem, never following links."""
-    top = os.path.join(root, start) if start else root
+    parents before children, from the tree's one walker: it never follows a
+    symlink and never crosses a mount point. ``skipped`` (when given)
+    receives the paths whose contents stayed unknown (mount points,
+    unreadable or replaced directories)."""
     try:
-        dev = os.lstat(top).st_dev
+        dev = root_dev(root)
     except OSError:
         return
-    stack = [start]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        for de in entries:
-            rel = rel_dir + b"/" + de.name if rel_dir else de.name
-            try:
-                st = de.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if excludes.match_self(rel, is_dir):
-                continue
-            yield rel, st
-            if is_dir and st.st_dev == dev:
-                stack.append(rel)
+    tree = Walk(root, excludes, dev, start)
+    for listing in tree:
+        prefix = listing.rel + b"/" if listing.rel else b""
+        for name, st in zip(listing.names, listing.stats):
+            yield prefix + name, st
+    if skipped is not None:
+        skipped.extend(tree.skipped)
 
 
 def current_entries(

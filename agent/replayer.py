@@ -23,11 +23,14 @@ from pathlib import Path
 
 import structlog
 
-from agent.fsstate import capture, kind_of, lstat_below
+from agent.excludes import Excludes
+from agent.fsstate import capture_at, capture_in, kind_of, lstat_below
+from agent.links import LinkSpreader
 from agent.plan import ActionKind, Plan
 from agent.planner import Selection, SettleMap, build_plan, resolve
 from agent.retry import Backoff, RetryPolicy
 from agent.shippers.base import Outcome, Shipper, ShipResult
+from agent.walk import Walk, root_dev
 from journal import FileKind, FileState, Journal, JournalCorrupt
 
 __all__ = ["Replayer", "StepReport"]
@@ -38,6 +41,7 @@ PAUSE_FACTOR = 4.0  # a step that settled nothing is followed by a pause of this
 SCAN_PAGES = 50  # pages of pending entries read per track and step (held ones included)
 _RANK = {Outcome.OK: 0, Outcome.RETRY: 1, Outcome.FAILED: 2}
 Key = tuple[str, bytes]
+_NO_EXCLUDES = Excludes(())  # the shipper applies excludes; the manifest records what was sent
 log = structlog.get_logger()
 
 
@@ -103,6 +107,7 @@ class Replayer:
         self.retries = 0  # (track, path) results RETRY
         self.failures = 0  # (track, path) results FAILED
         self.dead = 0  # entries moved to the dead-letter list
+        self._links = LinkSpreader(journal, whole=getattr(shipper, "links_sent_together", False))
 
     # ------------------------------------------------------------------ loop
     def run(self, stop: threading.Event) -> None:
@@ -195,13 +200,18 @@ class Replayer:
         during the ship is journaled anew, so the manifest never claims a
         state newer than the one sent."""
         out: dict[bytes, dict[bytes, FileState | None]] = {}
+        try:
+            dev = root_dev(self.root)
+        except OSError as exc:  # the root is gone: nothing to capture, the ship decides
+            log.warning("capture.failed", path=_show(b""), error=str(exc))
+            return out
         for action in plan.actions:
             if action.kind != ActionKind.PUT:
                 continue
             states = out.setdefault(action.path, {})
-            _capture_into(states, self.root, action.path)
-            if action.recursive and states.get(action.path) is not None:
-                _capture_below(states, self.root, action.path)
+            _capture_into(states, self.root, action.path, dev)
+            if action.recursive and _is_dir(states.get(action.path)):
+                _capture_below(states, self.root, action.path, dev)
         self._capture_parents(plan, out)
         return out
 
@@ -265,6 +275,7 @@ class Replayer:
     ) -> StepReport:
         deletes = {(t, a.path) for a in plan.actions if a.kind == ActionKind.DELETE for t in a.tracks}
         puts = {(t, a.path) for a in plan.actions if a.kind == ActionKind.PUT for t in a.tracks}
+        self._spread_links(puts, states, results)  # before the marks: a crash between re-ships, loses nothing
         dead_keys = self._judge(results.outcome, deletes | puts, deletes)
         not_ok = {k for k, (o, _) in results.outcome.items() if o != Outcome.OK}
         done_total = dead_total = 0
@@ -289,6 +300,23 @@ class Replayer:
             dead=dead_total,
             settled=done_total,
         )
+
+    def _spread_links(
+        self, puts: set[Key], states: Mapping[bytes, Mapping[bytes, FileState | None]], results: _Results
+    ) -> None:
+        """Journal the other names of multiply-linked files shipped OK: a
+        write through one name changed them all."""
+        shipped: dict[bytes, FileState | None] = {}
+        for path in {p for t, p in puts if results.outcome[(t, p)][0] == Outcome.OK}:
+            shipped.update(states.get(path, {}))
+        in_plan = {p for _, p in results.outcome}
+        tracks = self.shipper.tracks
+
+        def busy(path: bytes) -> bool:
+            return path in in_plan or any(self.backoff.get(t, path) is not None for t in tracks)
+
+        if spread := self._links.spread_from(shipped, busy):
+            self._log.info("ship.links_spread", names=spread)
 
     def _judge(
         self, outcome: Mapping[Key, tuple[Outcome, str]], shipped: set[Key], deletes: set[Key]
@@ -388,26 +416,34 @@ def _settled_parent(journal: Journal, root: bytes, parent: bytes) -> FileState |
     return replace(old, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
-def _capture_into(states: dict[bytes, FileState | None], root: bytes, rel: bytes) -> None:
-    if rel.startswith(b"/") or any(part in (b"", b".", b"..") for part in rel.split(b"/") if rel):
-        return  # never look outside the root; the shipper reports such a path as FAILED
+def _capture_into(states: dict[bytes, FileState | None], root: bytes, rel: bytes, dev: int) -> None:
+    """The state of ``rel``, read without leaving the tree (no symlink
+    followed, no mount point crossed); a path that is not a clean relative
+    one is not captured (the shipper reports it FAILED)."""
     try:
-        states[rel] = capture(_join(root, rel))
-    except OSError as exc:  # unreadable: ship decides; the manifest keeps its old state
+        states[rel] = capture_in(root, rel, dev)
+    except ValueError:
+        return
+    except OSError as exc:  # unreadable or another filesystem: the manifest keeps its old state
         log.warning("capture.failed", path=_show(rel), error=str(exc))
 
 
-def _capture_below(states: dict[bytes, FileState | None], root: bytes, rel: bytes) -> None:
-    """States of a subtree that arrived by a move (no symlinks followed)."""
-    top = _join(root, rel)
-    for dirpath, dirnames, filenames in os.walk(top):
-        base = (rel + dirpath[len(top) :]).lstrip(b"/")
-        for name in (*dirnames, *filenames):
-            _capture_into(states, root, base + b"/" + name if base else name)
+def _capture_below(states: dict[bytes, FileState | None], root: bytes, rel: bytes, dev: int) -> None:
+    """States of a subtree that arrived by a move, from the one walker that
+    never follows a symlink nor crosses a mount point; every entry is read
+    relative to its directory's checked fd."""
+    walk = Walk(root, _NO_EXCLUDES, dev, rel)
+    for listing in walk:
+        prefix = listing.rel + b"/" if listing.rel else b""
+        for name in listing.names:
+            try:
+                states[prefix + name] = capture_at(listing.fd, name, dev)
+            except OSError as exc:
+                log.warning("capture.failed", path=_show(prefix + name), error=str(exc))
 
 
-def _join(root: bytes, rel: bytes) -> bytes:
-    return root + b"/" + rel if rel else root
+def _is_dir(state: FileState | None) -> bool:
+    return state is not None and state.kind == FileKind.DIR
 
 
 def _show(path: bytes) -> str:

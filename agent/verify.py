@@ -86,8 +86,9 @@ def local_audit(root: bytes, journal: Journal, excludes: Excludes) -> tuple[list
     pending = [read_pending(journal, t) for t in journal.tracks()]
     findings: list[Finding] = []
     specials: list[bytes] = []
+    skipped: list[bytes] = []  # mount points, unreadable directories: contents unknown, not absent
     with Progress("verify local", len(manifest)) as progress:
-        for rel, st in walk(root, excludes):
+        for rel, st in walk(root, excludes, skipped=skipped):
             progress.advance()
             known = manifest.pop(rel, None)
             if kind_of(st.st_mode) == FileKind.OTHER:
@@ -106,7 +107,10 @@ def local_audit(root: bytes, journal: Journal, excludes: Excludes) -> tuple[list
                 continue  # vanished during the walk: its DELETE is on the way
             if why:
                 findings.append(Finding(rel, f"{why}, no pending entry (missed by journal)"))
+    unknown = tuple(p + b"/" for p in skipped)
     for path, known in manifest.items():
+        if path in skipped or (unknown and path.startswith(unknown)):
+            continue
         gone = known.kind != FileKind.OTHER and not excludes.match(path, False)
         if gone and not any_pending(path, pending):
             findings.append(Finding(path, "in the manifest, missing on disk, no pending delete"))

@@ -1,13 +1,19 @@
-"""Walk one filesystem below a root, one directory listing at a time.
+"""Walk one filesystem below a root, one directory listing at a time: the
+tree's one walker, used by the scanner, the watcher, the replayer's capture,
+verify's audits, replay and the msync shipper's tree planning.
 
 The walk never follows a symlink, never leaves the root's filesystem and never
-descends into an excluded directory. Directories are opened with
+descends into an excluded directory. The root itself is trusted as configured
+(a symlinked root is followed once); nothing below it is. Directories are opened with
 ``O_NOFOLLOW`` and checked against the (dev, inode) seen in their parent's
 listing, so a directory swapped for a symlink mid-walk cannot lead the walk
 out of the root; such a directory is reported as skipped instead.
 
 Paths are ``bytes`` relative to the root, never decoded. Paths longer than
-``PATH_MAX`` are reached by opening one component at a time.
+``PATH_MAX`` are reached by opening one component at a time. A single path
+is reached the same way by :func:`open_parent` (every component opened with
+``O_NOFOLLOW`` relative to its parent and checked to lie on the root's
+device), so whatever is then read relative to its fd is inside the tree.
 
 Order, for speed: a directory's entries are stat'ed in name order and its
 subdirectories walked in inode order (closer together on disk and in the
@@ -21,7 +27,7 @@ import errno
 import operator
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import compress
 
@@ -29,11 +35,12 @@ import structlog
 
 from agent.excludes import Excludes
 
-__all__ = ["DirListing", "Walk", "join", "open_dir"]
+__all__ = ["DirListing", "Walk", "join", "open_dir", "open_parent", "root_dev", "split"]
 
 log = structlog.get_logger()
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _LONG = 3000  # absolute paths at least this long are opened component by component
 _S_IFMT = 0o170000
 _S_IFDIR = stat.S_IFDIR
@@ -52,22 +59,62 @@ def join(parent: bytes, name: bytes) -> bytes:
     return parent + b"/" + name if parent else name
 
 
-def open_dir(root: bytes, rel: bytes, *, strict: bool = False) -> int:
-    """Open the directory ``rel`` below ``root``. The last component is never
+def split(rel: bytes) -> tuple[bytes, bytes]:
+    """(parent, name) of a relative path; the parent of a top entry is ``b""``."""
+    parent, _, name = rel.rpartition(b"/")
+    return parent, name
+
+
+def root_dev(root: bytes) -> int:
+    """The device of the tree: nothing on another one belongs to it."""
+    return os.stat(root).st_dev
+
+
+def open_dir(root: bytes, rel: bytes, *, strict: bool = False, dev: int | None = None) -> int:
+    """Open the directory ``rel`` below ``root``. The root itself is trusted
+    as configured (a symlinked root is followed). The last component is never
     followed if it is a symlink; with ``strict`` (and for paths too long for
-    one call) no component is, so the result is certainly inside ``root``."""
-    if not strict and len(root) + len(rel) < _LONG:
-        return os.open(join(root, rel) if rel else root, _DIR_FLAGS)
-    fd = os.open(root, _DIR_FLAGS)
+    one call) no component is, so the result is certainly inside ``root``.
+    With ``dev`` every component must also lie on that device (no mount
+    point is crossed): otherwise ``OSError(EXDEV)``."""
+    if not rel:
+        fd = os.open(root, _ROOT_FLAGS)
+        try:
+            _check_dev(fd, dev, b"")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    if not strict and dev is None and len(root) + len(rel) < _LONG:
+        return os.open(join(root, rel), _DIR_FLAGS)
+    fd = os.open(root, _ROOT_FLAGS)
     try:
+        _check_dev(fd, dev, b"")
         for part in rel.split(b"/") if rel else ():
             nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = nxt
+            _check_dev(fd, dev, rel)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def open_parent(root: bytes, rel: bytes, dev: int) -> tuple[int, bytes]:
+    """(open directory holding ``rel``, its last name), reached without
+    following a symlink or crossing a mount point, so whatever is then read
+    relative to the fd lies inside the tree. ``rel`` must be a clean
+    relative path (no empty, ``.`` or ``..`` component): ValueError."""
+    if not rel or rel.startswith(b"/") or any(p in (b"", b".", b"..") for p in rel.split(b"/")):
+        raise ValueError(f"not a path inside the tree: {rel!r}")
+    parent, name = split(rel)
+    return open_dir(root, parent, strict=True, dev=dev), name
+
+
+def _check_dev(fd: int, dev: int | None, rel: bytes) -> None:
+    if dev is not None and os.fstat(fd).st_dev != dev:
+        raise OSError(errno.EXDEV, "another filesystem (a mount point) on the way", rel)
 
 
 @dataclass(slots=True)
@@ -90,7 +137,9 @@ class Walk:
 
     After iteration, :attr:`skipped` holds the directories and entries that
     were not looked into (another filesystem, unreadable, replaced while
-    walking): their contents are unknown, not absent.
+    walking): their contents are unknown, not absent. ``opened`` is called
+    with each directory's checked fd before it is listed (the watcher adds
+    its watch there, so nothing created meanwhile escapes both).
     """
 
     root: bytes
@@ -99,6 +148,7 @@ class Walk:
     start: bytes = b""
     skipped: list[bytes] = field(default_factory=list)
     errors: int = 0
+    opened: Callable[[bytes, int], bool] | None = None  # sees each checked directory before its listing
 
     def __iter__(self) -> Iterator[DirListing]:
         stack: list[tuple[bytes, int | None]] = [(self.start, None)]
@@ -108,6 +158,8 @@ class Walk:
             if fd is None:
                 continue
             try:
+                if self.opened is not None and not self.opened(rel, fd):
+                    continue  # the caller declined it: not listed, not descended
                 names, stats, subdirs = self._list(rel, fd)
                 yield DirListing(rel, fd, names, stats, len(subdirs))
             finally:

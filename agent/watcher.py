@@ -13,15 +13,24 @@ import select
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 from inotify_simple import INotify
 
 from agent.errors import AgentError
-from agent.events import WATCH_MASK, Item, RawEvent, Translator, WatchTable, join, parse_events
+from agent.events import (
+    IN_DONT_FOLLOW,
+    WATCH_MASK,
+    Item,
+    RawEvent,
+    Translator,
+    WatchTable,
+    parse_events,
+)
 from agent.excludes import Excludes
+from agent.walk import DirListing, Walk
 from journal import IS_DIR, Entry, Journal, JournalFull, Op
 
 __all__ = ["Watcher", "RootError", "WatchLimitError", "read_limit"]
@@ -199,48 +208,55 @@ class Watcher:
         """Watch ``top`` and every directory below it, watch first, then list,
         so nothing created meanwhile escapes both. With ``found``, also
         journal CHANGE for everything already inside (a directory the watches
-        did not cover: created, moved in)."""
-        stack = [top]
-        while stack:
-            rel = stack.pop()
-            try:
-                if not self._add_watch(rel):
-                    continue
-            except _NoSpace as exc:
-                raise self._limit_error([*stack, rel]) from exc.__cause__
-            for child, st in self._children(rel):
-                if stat.S_ISDIR(st.st_mode):
-                    if st.st_dev != self._dev:
-                        log.warning("watch.mount_skipped", path=_show(child))
-                    else:
-                        stack.append(child)
-                    flags = IS_DIR
-                elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                    flags = 0
-                else:
-                    log.info("watch.special_skipped", path=_show(child))
-                    continue
-                if found is not None:
-                    found.append(Entry(Op.CHANGE, child, time_ns=self.clock_ns(), flags=flags))
+        did not cover: created, moved in). The tree's one walker opens each
+        directory (no symlink followed, no mount point crossed) and the watch
+        is put on that open directory, so a directory swapped for a link
+        cannot make the agent watch or list anything outside the tree."""
+        added: list[bytes] = []
+        tree = Walk(
+            self._root, self.excludes, self._dev, top, opened=lambda rel, fd: self._add_watch(rel, fd, added)
+        )
+        try:
+            for listing in tree:
+                self._found(listing, found)
+        except _NoSpace as exc:
+            raise self._limit_error(top, len(added)) from exc.__cause__
+        if top == b"" and b"" not in added:
+            raise RootError(f"cannot watch root {self.root}: it is gone or not readable")
 
-    def _add_watch(self, rel: bytes) -> bool:
+    def _found(self, listing: DirListing, found: list[Entry] | None) -> None:
+        prefix = listing.rel + b"/" if listing.rel else b""
+        for name, st in zip(listing.names, listing.stats):
+            if stat.S_ISDIR(st.st_mode):
+                flags = IS_DIR
+            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                flags = 0
+            else:
+                log.info("watch.special_skipped", path=_show(prefix + name))
+                continue
+            if found is not None:
+                found.append(Entry(Op.CHANGE, prefix + name, time_ns=self.clock_ns(), flags=flags))
+
+    def _add_watch(self, rel: bytes, fd: int, added: list[bytes]) -> bool:
+        """Watch the directory open as ``fd`` (through its /proc/self/fd
+        name, which is that directory whatever its path leads to now)."""
         assert self._fd is not None
         try:
-            wd = self._fd.add_watch(self._abs(rel), WATCH_MASK)
+            wd = self._fd.add_watch(b"/proc/self/fd/%d" % fd, WATCH_MASK & ~IN_DONT_FOLLOW)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise _NoSpace from exc
             if rel == b"":
                 raise RootError(f"cannot watch root {self.root}: {exc.strerror}") from exc
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                return False  # gone already; its DELETE/MOVED_FROM is on the way
             log.error("watch.failed", path=_show(rel), error=exc.strerror)
             return False
         self.table.add(wd, rel)
+        added.append(rel)
         return True
 
-    def _limit_error(self, unwatched: list[bytes]) -> WatchLimitError:
-        needed = len(self.table) + self._count_dirs(unwatched)
+    def _limit_error(self, top: bytes, added: int) -> WatchLimitError:
+        below = sum(1 for _ in Walk(self._root, self.excludes, self._dev, top))
+        needed = len(self.table) + below - added
         sysctl, value = read_limit("watches")
         return WatchLimitError(
             f"inotify watch limit reached: {sysctl} = {value}, watching {self.root} needs {needed} watches"
@@ -249,31 +265,6 @@ class Watcher:
             current=value,
             needed=needed,
         )
-
-    def _count_dirs(self, stack: list[bytes]) -> int:
-        count, todo = len(stack), list(stack)
-        while todo:
-            for child, st in self._children(todo.pop()):
-                if stat.S_ISDIR(st.st_mode) and st.st_dev == self._dev:
-                    count += 1
-                    todo.append(child)
-        return count
-
-    def _children(self, rel: bytes) -> Iterator[tuple[bytes, os.stat_result]]:
-        try:
-            with os.scandir(self._abs(rel)) as it:
-                for de in it:
-                    child = join(rel, de.name)
-                    try:
-                        st = de.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if not self.excludes.match_self(child, stat.S_ISDIR(st.st_mode)):
-                        yield child, st
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except PermissionError as exc:
-            log.error("watch.unreadable", path=_show(rel), error=exc.strerror)
 
     def _abs(self, rel: bytes) -> bytes:
         return self._root + b"/" + rel if rel else self._root

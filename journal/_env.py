@@ -361,7 +361,7 @@ def open_env(jdir: Path, mode: Mode, map_size: int) -> lmdb.Environment:
         env = lmdb.open(
             str(jdir),
             map_size=map_size,
-            max_dbs=8,
+            max_dbs=16,
             readonly=mode == "read",
             sync=True,
             metasync=True,

@@ -8,6 +8,8 @@ databases.
 | latest   | path key                | seq of the newest entry naming it  |
 | longpath | ``\\0`` + blake3(path)  | the full path                      |
 | manifest | path key                | encoded FileState                  |
+| links    | Q inode + path key      | the path (only names of a manifest |
+|          |                         | state with nlink > 1; schema 4)    |
 | pend     | track ``\\0`` seq       | empty                              |
 | dead     | track ``\\0`` seq       | I len(reason), reason, entry       |
 | meta     | name                    | schema, root, tracks, counters ... |
@@ -27,6 +29,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "UPGRADABLE",
     "DB_NAMES",
+    "ADDED_IN",
     "MAX_DIRECT_KEY",
     "PAIR",
     "COUNT",
@@ -40,9 +43,10 @@ __all__ = [
     "entry_path_keys",
 ]
 
-SCHEMA_VERSION = 3  # 3: records and manifest states carry a crc32
-UPGRADABLE = (2,)  # 2: one log record per batch, no checksums (opened, then upgraded by the agent)
-DB_NAMES = ("log", "latest", "longpath", "manifest", "pend", "dead", "meta")
+SCHEMA_VERSION = 4  # 4: the ``links`` index, and states of files with several names (codec v3)
+UPGRADABLE = (2, 3)  # 3: crc32 on records and states; 2: no checksums (read, then upgraded by the agent)
+DB_NAMES = ("log", "latest", "longpath", "manifest", "pend", "dead", "meta", "links")
+ADDED_IN = {"links": 4}  # databases a journal of an older schema lacks until the agent upgrades it
 MAX_DIRECT_KEY = 480  # LMDB keys are limited to 511 bytes; longer paths are hashed
 MAX_TRACK = 255
 PAIR = struct.Struct(">QQ")
@@ -101,7 +105,10 @@ def open_dbs(env: lmdb.Environment, writable: bool, where: str) -> tuple[Dbs, in
 
 def _open_existing(env: lmdb.Environment, names: set[bytes], where: str) -> tuple[Dbs, int]:
     """Handles are opened without a caller's transaction: LMDB keeps a handle
-    opened in a read transaction only if that transaction commits."""
+    opened in a read transaction only if that transaction commits. A
+    database added by a later schema is left out of a journal of an older
+    one (readers treat it as empty; the agent's upgrade creates it), so an
+    open changes nothing before it is accepted."""
     if b"meta" not in names:
         raise NotAJournal(f"{where} holds an LMDB database that is not a journal", path=where)
     try:
@@ -111,9 +118,9 @@ def _open_existing(env: lmdb.Environment, names: set[bytes], where: str) -> tupl
     with env.begin() as txn:
         schema = _check_schema(txn.get(b"schema", db=meta), where)
     missing = [n for n in DB_NAMES if n.encode() not in names]
-    if missing:
+    if [n for n in missing if ADDED_IN.get(n, 0) <= schema]:
         raise JournalCorrupt(f"journal {where} lacks databases {missing}", path=where)
-    return {n: env.open_db(n.encode(), create=False) for n in DB_NAMES}, schema
+    return {n: env.open_db(n.encode(), create=False) for n in DB_NAMES if n not in missing}, schema
 
 
 def _check_schema(raw: bytes | None, where: str) -> int:

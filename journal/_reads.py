@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import lmdb
 
-from . import _env, _log, _pending
+from . import _env, _links, _log, _pending
 from ._env import Gate
 from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, entry_path_keys, path_key, track_prefix
 from ._records import decode_record
@@ -257,6 +257,18 @@ class JournalReads:
             if len(out) >= _CHUNK:
                 break
         return out
+
+    def linked_names(self, inodes: Iterable[int]) -> dict[int, dict[bytes, FileState]]:
+        """For each inode, the manifest's names whose state says the file has
+        several names, with those states (from the hard-link index)."""
+        wanted = list(inodes)
+        return self._read(lambda txn: _links.linked_names(txn, self._dbs, wanted))
+
+    def manifest_with_inodes(self, inodes: Iterable[int]) -> dict[int, dict[bytes, FileState]]:
+        """Every manifest path whose state names one of ``inodes``, with its
+        state: a pass over the whole manifest, for names the index cannot know."""
+        wanted = set(inodes)
+        return self._read(lambda txn: _links.manifest_with_inodes(txn, self._dbs, wanted))
 
     def manifest_count(self) -> int:
         return self._read(lambda txn: txn.stat(self._dbs["manifest"])["entries"])

@@ -1,11 +1,17 @@
 """Upgrading a journal of an older schema in place (by the agent only).
 
-Schema 2 stored manifest states without a checksum. The agent re-encodes them
-with one, a chunk per transaction, and stamps the schema last: a crash midway
-leaves schema 2 with some states already done, and the next open finishes.
-Each old state is decoded first, so a damaged one is reported, not re-sealed.
-Old log records need nothing: they are read as they are until compaction
-drops them.
+Schema 3 lacks the ``links`` database: it is created first, in its own
+transaction. Schema 2 also stored manifest states without a checksum: the
+agent re-encodes them with one, a chunk per transaction. The schema is
+stamped last: a crash midway leaves the old schema with some of the work
+done, and the next open finishes it. Each old state is decoded first, so a
+damaged one is reported, not re-sealed. Old log records need nothing: they
+are read as they are until compaction drops them.
+
+No state of an older schema records a link count (schema 3 wrote none, and
+schema 2's states read as one name), so the new index starts empty: it
+fills as multiply-linked files are shipped again, and until then the
+replayer finds a file's other names by a pass over the manifest by inode.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 import lmdb
 
-from ._layout import SCHEMA_VERSION, Dbs
+from ._layout import ADDED_IN, SCHEMA_VERSION, Dbs
 from .codec import decode_state, encode_state
 from .errors import SchemaMismatch
 
@@ -36,19 +42,31 @@ def refuse_old_schema(schema: int, mode: str, where: Path) -> None:
         )
 
 
-def upgrade(write: Callable[[Callable[[lmdb.Transaction], Any]], Any], dbs: Dbs) -> None:
-    """Run :func:`upgrade_chunk` in successive write transactions until done."""
+def upgrade(
+    write: Callable[[Callable[[lmdb.Transaction], Any]], Any], env: lmdb.Environment, dbs: Dbs, schema: int
+) -> None:
+    """Run :func:`upgrade_chunk` in successive write transactions until the
+    manifest is done, then create the databases ``schema`` lacks (added to
+    ``dbs``) and stamp the schema, in one last transaction."""
     after: bytes | None = None
     while True:
         after = write(lambda txn, a=after: upgrade_chunk(txn, dbs, a))
         if after is None:
-            return
+            break
+    added = [n for n, since in ADDED_IN.items() if since > schema and n not in dbs]
+
+    def finish(txn: lmdb.Transaction) -> dict[str, Any]:
+        handles = {n: env.open_db(n.encode(), txn=txn, create=True) for n in added}
+        txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=dbs["meta"])
+        return handles
+
+    dbs.update(write(finish))
 
 
 def upgrade_chunk(txn: lmdb.Transaction, dbs: Dbs, after: bytes | None, limit: int = _CHUNK) -> bytes | None:
     """Re-encode the unsealed states among ``limit`` manifest keys after
     ``after``; returns the last key looked at, or None when the manifest is
-    done and the schema record is stamped."""
+    done."""
     cur = txn.cursor(db=dbs["manifest"])
     found = cur.set_range(after) if after is not None else cur.first()
     todo: list[tuple[bytes, bytes]] = []
@@ -63,7 +81,4 @@ def upgrade_chunk(txn: lmdb.Transaction, dbs: Dbs, after: bytes | None, limit: i
         found = cur.next()
     for key, raw in todo:
         txn.put(key, raw, db=dbs["manifest"])
-    if found:
-        return last
-    txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=dbs["meta"])
-    return None
+    return last if found else None

@@ -6,7 +6,10 @@ Entry v1:     the same without the crc (read, never written).
 FileState v2: B version | B kind | Q size | I mode | I uid | I gid | q mtime_ns
               | q ctime_ns | Q inode | B len(digest) | I len(link) | digest | link
               | I crc32 of everything before it
-FileState v1: the same without the crc (read, never written).
+FileState v3: v2 with version 3 and I nlink before the crc: written only for a
+              non-directory with several names, so every other state stays a
+              v2 record (and matches ``state_stat_prefix``).
+FileState v1: v2 without the crc (read, never written). v1 and v2 read as nlink 1.
 Big-endian throughout. Every length is explicit, so a truncated or padded record
 is rejected instead of decoding to a shorter path. The crc exists because LMDB
 checksums nothing: a flipped bit in a stored state must be reported, never
@@ -30,6 +33,7 @@ __all__ = [
     "encode_state",
     "decode_state",
     "state_stat_prefix",
+    "state_inode_links",
     "encode_seq",
     "encode_seqs",
     "decode_seq",
@@ -39,11 +43,17 @@ __all__ = [
 
 ENTRY_VERSION = 2
 STATE_VERSION = 2
+STATE_VERSION_LINKED = 3
 _CRC = struct.Struct(">I")
 
 _ENTRY_HEAD = struct.Struct(">BBBQII")
 _STATE_HEAD = struct.Struct(">BBQIIIqqQBI")
+STATE_HEAD_SIZE = _STATE_HEAD.size  # no encoded state is shorter
 _SEQ = struct.Struct(">Q")
+_NLINK = struct.Struct(">I")
+_INODE = struct.Struct(">Q")
+_INODE_AT = 38  # offset of the inode in every state's head
+_STATE_VERSIONS = (1, STATE_VERSION, STATE_VERSION_LINKED)
 _OPS = {int(op): op for op in Op}
 _KINDS = {int(k): k for k in FileKind}
 
@@ -123,9 +133,10 @@ def _decode_entry_body(raw: bytes, expected: int) -> Entry:
 
 
 def encode_state(state: FileState) -> bytes:
+    linked = state.nlink > 1
     try:
         head = _STATE_HEAD.pack(
-            STATE_VERSION,
+            STATE_VERSION_LINKED if linked else STATE_VERSION,
             state.kind,
             state.size,
             state.mode,
@@ -137,25 +148,27 @@ def encode_state(state: FileState) -> bytes:
             len(state.digest),
             len(state.link),
         )
+        tail = _NLINK.pack(state.nlink) if linked else b""
     except struct.error as exc:
         raise CodecError(f"manifest state out of range: {exc}") from exc
-    return seal(head + state.digest + state.link)
+    return seal(head + state.digest + state.link + tail)
 
 
 _STATE_STAT = struct.Struct(">BBQIIIqqQ")  # an encoded state's head, up to the inode
 
 state_stat_prefix = functools.partial(_STATE_STAT.pack, STATE_VERSION)
 """``state_stat_prefix(kind, size, mode, uid, gid, mtime_ns, ctime_ns, inode)``:
-the first bytes of every encoded state with exactly these stat fields, so a
-scan compares a stat result with a stored state without decoding it (a C-level
-call: it runs once per file of the tree)."""
+the first bytes of every encoded state with one name and exactly these stat
+fields, so a scan compares a stat result with a stored state without decoding
+it (a C-level call: it runs once per file of the tree). A state with several
+names never matches: the scan decodes and judges it."""
 
 
 def decode_state(raw: bytes) -> FileState:
     raw = bytes(raw)
     if raw[:1] == b"\x01":  # version 1: written before states carried a checksum
         return _decode_state_body(raw, 1)
-    return _decode_state_body(unseal(raw, "manifest state"), STATE_VERSION)
+    return _decode_state_body(unseal(raw, "manifest state"), raw[0])
 
 
 def _decode_state_body(raw: bytes, expected: int) -> FileState:
@@ -163,10 +176,26 @@ def _decode_state_body(raw: bytes, expected: int) -> FileState:
         version, kind, size, mode, uid, gid, mtime, ctime, inode, dlen, llen = _STATE_HEAD.unpack_from(raw)
     except struct.error as exc:
         raise DamagedRecord(f"truncated manifest state ({len(raw)} bytes)") from exc
-    if version != expected or kind not in _KINDS:
+    if version != expected or version not in _STATE_VERSIONS or kind not in _KINDS:
         raise DamagedRecord(f"unknown manifest state version {version} or kind {kind}")
     start = _STATE_HEAD.size
-    if start + dlen + llen != len(raw):
+    tail = _NLINK.size if version == STATE_VERSION_LINKED else 0
+    if start + dlen + llen + tail != len(raw):
         raise DamagedRecord(f"malformed manifest state ({len(raw)} bytes)")
-    digest = raw[start : start + dlen]
-    return FileState(_KINDS[kind], size, mode, uid, gid, mtime, ctime, inode, digest, raw[start + dlen :])
+    digest, link = raw[start : start + dlen], raw[start + dlen : start + dlen + llen]
+    nlink = _NLINK.unpack_from(raw, start + dlen + llen)[0] if tail else 1
+    if tail and nlink < 2:
+        raise DamagedRecord(f"malformed manifest state (link count {nlink})")
+    return FileState(_KINDS[kind], size, mode, uid, gid, mtime, ctime, inode, digest, link, nlink)
+
+
+def state_inode_links(raw: bytes) -> tuple[int, int]:
+    """(inode, link count) of an encoded state, read without checking it (the
+    whole state is decoded where it matters): the manifest pass that looks
+    for the names of an inode reads only these two."""
+    if len(raw) < _STATE_HEAD.size:
+        raise DamagedRecord(f"truncated manifest state ({len(raw)} bytes)")
+    inode = _INODE.unpack_from(raw, _INODE_AT)[0]
+    if raw[0] != STATE_VERSION_LINKED or len(raw) < _STATE_HEAD.size + _NLINK.size + _CRC.size:
+        return inode, 1
+    return inode, _NLINK.unpack_from(raw, len(raw) - _NLINK.size - _CRC.size)[0]

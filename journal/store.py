@@ -214,7 +214,7 @@ class Journal(JournalReads):
         """The agent brings an older schema up to date, once the open is
         accepted (root checked, intake judged and folded)."""
         if self.schema != SCHEMA_VERSION and self.mode == "agent":
-            _upgrade.upgrade(self._write, self._dbs)
+            _upgrade.upgrade(self._write, self._env, self._dbs, self.schema)
             self.schema = SCHEMA_VERSION
 
     def _init_meta(self, root: str | bytes | None, tracks: tuple[str, ...]) -> None:

@@ -65,7 +65,9 @@ class FileState:
     """The last shipped state of a path: what the scanner compares the disk with.
 
     ``digest`` is the blake3 of the content (files) or of the link target
-    (symlinks); empty when unknown or for directories.
+    (symlinks); empty when unknown or for directories. ``nlink`` is the
+    number of names of a non-directory (always 1 for a directory): a file
+    with several names is written through any of them.
     """
 
     kind: FileKind
@@ -78,6 +80,7 @@ class FileState:
     inode: int = 0
     digest: bytes = b""
     link: bytes = b""  # symlink target, verbatim
+    nlink: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ import structlog
 from agent.config import LocalTarget
 from agent.plan import Action, ActionKind, Plan
 from agent.shippers.base import Outcome, ShipResult
+from agent.shippers.local_links import LinkedCopies
 
 __all__ = ["LocalShipper", "path_problem", "tracks_for", "classify_oserror", "SourceChanged"]
 
@@ -94,6 +95,13 @@ def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def _mount_points(dir_fd: int, names: set[bytes]) -> set[bytes]:
+    """Entries of a source directory on another filesystem: the tree stops
+    there, so they are neither copied nor removed from the mirror."""
+    dev = os.fstat(dir_fd).st_dev
+    return {n for n in names if (st := _lstat(n, dir_fd)) is not None and st.st_dev != dev}
 
 
 def _open_chain(root_fd: int, parts: Sequence[bytes]) -> tuple[int, list[os.stat_result]] | None:
@@ -184,10 +192,12 @@ class LocalShipper:
         self._root = os.fsencode(root)
         self._as_root = os.geteuid() == 0
         self._swept: set[bytes] = set()  # mirror dirs already swept of stale temp files
+        self._linked = LinkedCopies()  # recent copies of multiply-linked files: keeps groups on the mirror
         self._log = log.bind(target=target.name)
 
     def close(self) -> None:
-        """Nothing is held between ships."""
+        """Only the directories of recent copies of multiply-linked files are held between ships."""
+        self._linked.clear()
 
     def ship(self, plan: Plan) -> Sequence[ShipResult]:
         mine = [a for a in plan.actions if tracks_for(a, self.tracks)]
@@ -326,6 +336,8 @@ class LocalShipper:
             st = os.fstat(sfd)
             if not stat.S_ISREG(st.st_mode):
                 raise SourceChanged("no longer a regular file")
+            if self._linked.link(st, mdir, name):
+                return  # another name of a file copied in this plan: the mirror keeps the group
             tmp = _tmp_name()
             tfd = os.open(
                 tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=mdir
@@ -336,6 +348,7 @@ class LocalShipper:
                 finally:
                     os.close(tfd)
                 _replace(mdir, tmp, name)
+                self._linked.remember(st, mdir, name)
             except BaseException:
                 _remove(mdir, tmp)
                 raise
@@ -404,10 +417,10 @@ class LocalShipper:
 
     def _sync_children(self, sfd: int, mfd: int) -> None:
         """Make the mirror directory's entries those of the source directory."""
-        wanted = {os.fsencode(n) for n in os.listdir(sfd)}
-        for extra in {os.fsencode(n) for n in os.listdir(mfd)} - wanted:
+        listed = {os.fsencode(n) for n in os.listdir(sfd)}
+        for extra in {os.fsencode(n) for n in os.listdir(mfd)} - listed:
             _remove(mfd, extra)
-        for child in sorted(wanted):
+        for child in sorted(listed - _mount_points(sfd, listed)):
             self._put_entry(sfd, mfd, child, True)
 
     def _settle_dirs(self, sroot: int, mroot: int, touched: set[bytes]) -> None:

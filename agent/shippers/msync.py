@@ -14,6 +14,7 @@ same-size rewrite is FAILED, not OK.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -26,16 +27,19 @@ from pathlib import Path
 import structlog
 
 from agent.config import ConfigError, MsyncTarget, tracks_of
+from agent.excludes import Excludes
 from agent.plan import Action, Plan
 from agent.shippers import _exec
 from agent.shippers import msync_parse as mp
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.msync_check import verify_skips
 from agent.shippers.msync_jobs import Item, Job, lane_jobs, parent_dirs
+from agent.walk import Walk, join, root_dev
 
 __all__ = ["MsyncShipper"]
 
 log = structlog.get_logger()
+_NO_EXCLUDES = Excludes(())  # msync's own excludes are applied, with its matching rules
 _RANK = {mp.Kind.OK: 0, mp.Kind.UNACKED: 1, mp.Kind.RETRY: 2, mp.Kind.FAILED: 3}
 _OUTCOME = {mp.Kind.OK: Outcome.OK, mp.Kind.RETRY: Outcome.RETRY, mp.Kind.FAILED: Outcome.FAILED}
 
@@ -185,9 +189,11 @@ class MsyncShipper:
 
     def _plan_tree(self, it: Item, abspath: bytes) -> None:
         """A tree msync's -r would carry wrongly (msync_parse.scanner_carries)
-        goes out as explicit entries, children first, with --delete but no -r."""
-        below, specials = self._walk(abspath, it.entry.echo)
-        if not specials and mp.scanner_carries(it.entry.echo, below):
+        goes out as explicit entries, children first, with --delete but no -r;
+        so does a tree holding a special file or a mount point, which msync's
+        -r would send or cross."""
+        below, unlisted = self._walk(it.action.path, it.entry.echo)
+        if not unlisted and mp.scanner_carries(it.entry.echo, below):
             return
         it.entry, it.mirror = mp.Entry(it.entry.echo), True
         for rel, _ in below:
@@ -197,28 +203,34 @@ class MsyncShipper:
             else:
                 it.more.append(prep)
 
-    def _walk(self, abspath: bytes, echo: bytes) -> tuple[list[tuple[bytes, bool]], bool]:
-        """(base-relative path, is_dir) of everything below a directory that
-        msync's excludes leave in, children before their directory, but no
-        fifo, socket or device (makuosan's -r would send those); and whether
-        there was any."""
+    def _walk(self, top: bytes, echo: bytes) -> tuple[list[tuple[bytes, bool]], bool]:
+        """(base-relative path, is_dir) of everything below the directory
+        ``top`` that msync's excludes leave in, children before their
+        directory, but no fifo, socket or device (makuosan's -r would send
+        those), read by the tree's one walker (no symlink followed, no mount
+        point crossed); and whether a special file or a mount point was met.
+        A directory it cannot read raises: its contents are unknown, not absent."""
+        tree = Walk(self._root, _NO_EXCLUDES, root_dev(self._root), top)
         pre: list[tuple[bytes, bool]] = []
+        pruned: set[bytes] = set()  # excluded directories: nothing below them is sent
         specials = False
-        stack = [(abspath, echo)]
-        while stack:
-            path, rel = stack.pop()
-            with os.scandir(path) as entries:
-                for de in entries:
-                    child, is_dir = rel + b"/" + de.name, de.is_dir(follow_symlinks=False)
-                    if mp.excluded(child, self._excludes, is_dir):
-                        continue
-                    if not (is_dir or de.is_file(follow_symlinks=False) or de.is_symlink()):
-                        specials = True
-                        continue
-                    pre.append((child, is_dir))
+        for listing in tree:
+            sub = listing.rel[len(top) :].lstrip(b"/")
+            base = join(echo, sub) if sub else echo
+            for name, st in zip(listing.names, listing.stats):
+                is_dir = stat.S_ISDIR(st.st_mode)
+                child = join(base, name)
+                if listing.rel in pruned or mp.excluded(child, self._excludes, is_dir):
                     if is_dir:
-                        stack.append((de.path, child))
-        return pre[::-1], specials
+                        pruned.add(join(listing.rel, name))
+                    continue
+                if not (is_dir or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    specials = True
+                    continue
+                pre.append((child, is_dir))
+        if tree.errors:
+            raise OSError(errno.EACCES, f"{tree.errors} unreadable entries below")
+        return pre[::-1], specials or bool(tree.skipped)
 
     def _link_target(self, abspath: bytes) -> bytes | str | None:
         """Base-relative final target of a link (re-sent to undo makuosan's chmod

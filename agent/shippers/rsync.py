@@ -52,7 +52,7 @@ __all__ = [
 
 log = structlog.get_logger()
 
-_BASE_FLAGS = ("-a", "--numeric-ids", "--no-D", "--force", "--delete-missing-args", "--from0")
+_BASE_FLAGS = ("-a", "-H", "--numeric-ids", "--no-D", "--force", "--delete-missing-args", "--from0")
 _MODE_FLAGS = {
     "delete": ("--no-r", "--dirs", "--no-implied-dirs"),
     "probe": (
@@ -64,7 +64,7 @@ _MODE_FLAGS = {
         f"--out-format={PROBE_FORMAT}",
     ),
     "plain": ("--no-r", "--dirs", "--ignore-times"),
-    "recursive": ("-r", "--delete", "--ignore-times"),
+    "recursive": ("-r", "-xx", "--delete", "--ignore-times"),  # -xx: a mount point is not part of the tree
 }
 _protect_cache: dict[str, tuple[str, ...]] = {}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -243,6 +243,7 @@ class RsyncShipper:
     """One rsync target (``target.dest``: local path, rsync:// URL or host:path)."""
 
     settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # implied dirs; _settle_delete_parents
+    links_sent_together = True  # -H links only the names of one run: groups must travel whole
 
     def __init__(self, target: RsyncTarget, root: Path) -> None:
         self.name = target.name

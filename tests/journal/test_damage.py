@@ -22,6 +22,7 @@ from journal import (
     WrongRoot,
     _intake,
 )
+from journal._layout import SCHEMA_VERSION
 from journal._records import decode_record, encode_record
 from journal.codec import decode_entry, decode_state, encode_entry, encode_state
 from journal.types import Entry, Op
@@ -29,6 +30,7 @@ from tests.journal._util import flip_value, live_value
 
 STATE = FileState(FileKind.FILE, 9, 0o644, 1, 2, 10**18, 10**18 + 5, 77, b"d" * 32, b"")
 LINK = FileState(FileKind.SYMLINK, 3, 0o777, 0, 0, 5, 6, 8, b"e" * 32, b"a/b")
+LINKED = FileState(FileKind.FILE, 4, 0o600, 0, 0, 7, 8, 99, b"f" * 32, b"", nlink=2)  # several names
 ENTRIES = [Entry(Op.CHANGE, b"a"), Entry(Op.MOVE, b"b\xff", b"c", 7, 1), Entry(Op.DELETE, b"", time_ns=3)]
 
 
@@ -37,7 +39,7 @@ def _flips(raw: bytes) -> list[bytes]:
     return [raw[:i] + bytes([raw[i] ^ (1 << b)]) + raw[i + 1 :] for i in range(len(raw)) for b in range(8)]
 
 
-@pytest.mark.parametrize("state", [STATE, LINK])
+@pytest.mark.parametrize("state", [STATE, LINK, LINKED])
 def test_every_flipped_bit_of_a_state_is_refused(state: FileState) -> None:
     raw = encode_state(state)
     assert decode_state(raw) == state
@@ -92,15 +94,17 @@ def _journal_with_states(jdir: Path) -> None:
         j.append([Entry(Op.CHANGE, b"a")])
 
 
-def _downgrade(jdir: Path) -> None:
-    """Rewrite the journal as schema 2 left it: states without checksums."""
+def _downgrade(jdir: Path, schema: int = 2) -> None:
+    """Rewrite the journal as ``schema`` left it: no hard-link index, and in
+    schema 2 states without checksums."""
     env = lmdb.open(str(jdir), max_dbs=8)
     try:
         manifest, meta = env.open_db(b"manifest"), env.open_db(b"meta")
         with env.begin(write=True) as txn:
-            for key, raw in list(txn.cursor(db=manifest)):
+            txn.drop(env.open_db(b"links", txn=txn), delete=True)
+            for key, raw in list(txn.cursor(db=manifest)) if schema == 2 else ():
                 txn.put(key, _v1(bytes(raw)), db=manifest)
-            txn.put(b"schema", b"2", db=meta)
+            txn.put(b"schema", b"%d" % schema, db=meta)
     finally:
         env.close()
 
@@ -118,11 +122,78 @@ def test_schema_2_is_upgraded_by_the_agent(tmp_path: Path) -> None:
     assert live_value(jdir, b"meta", b"schema") == b"2"
     assert live_value(jdir, b"manifest", b"a") == _v1(encode_state(STATE))
     with Journal.open(jdir) as j:
-        assert j.schema == 3
+        assert j.schema == SCHEMA_VERSION
         assert dict(j.manifest_items()) == {b"a": STATE, b"b/c": LINK}
         assert [r.entry.path for r in j.pending("t")] == [b"a"]
-    assert live_value(jdir, b"meta", b"schema") == b"3"
+        j.manifest_put({b"h": LINKED, b"d/h2": LINKED})  # the upgrade made the index
+        assert set(j.linked_names([LINKED.inode])[LINKED.inode]) == {b"h", b"d/h2"}
+    assert live_value(jdir, b"meta", b"schema") == b"%d" % SCHEMA_VERSION
     assert live_value(jdir, b"manifest", b"a") == encode_state(STATE)
+
+
+def test_schema_3_is_upgraded_by_the_agent(tmp_path: Path) -> None:
+    """A journal made before the hard-link index: readers see an empty index,
+    a client is refused, the agent creates the index and keeps every state."""
+    jdir = tmp_path / "j"
+    _journal_with_states(jdir)
+    _downgrade(jdir, 3)
+    with Journal.open(jdir, mode="read") as j:
+        assert j.linked_names([LINKED.inode]) == {LINKED.inode: {}}
+        assert dict(j.manifest_items()) == {b"a": STATE, b"b/c": LINK}
+    with pytest.raises(SchemaMismatch, match="schema 3"):
+        Journal.open(jdir, mode="client")
+    with Journal.open(jdir) as j:
+        assert j.schema == SCHEMA_VERSION
+        j.manifest_put({b"h": LINKED, b"d/h2": LINKED})
+        assert set(j.linked_names([LINKED.inode])[LINKED.inode]) == {b"h", b"d/h2"}
+    assert live_value(jdir, b"meta", b"schema") == b"%d" % SCHEMA_VERSION
+    assert live_value(jdir, b"manifest", b"a") == encode_state(STATE)
+    with Journal.open(jdir, mode="read") as j:
+        assert set(j.linked_names([LINKED.inode])[LINKED.inode]) == {b"h", b"d/h2"}
+
+
+def _journal_with_links(jdir: Path) -> None:
+    with Journal.open(jdir, root="/r", tracks=["t"]) as j:
+        j.manifest_put({b"h": LINKED, b"d/h2": LINKED, b"a": STATE})
+        j.append([Entry(Op.CHANGE, b"h")])
+
+
+def test_damaged_link_index_entry_is_refused(tmp_path: Path) -> None:
+    """An index entry whose path no longer matches its key is damage."""
+    jdir = tmp_path / "j"
+    _journal_with_links(jdir)
+    key = LINKED.inode.to_bytes(8, "big") + b"d/h2"
+    flip_value(jdir, b"links", key, 2)
+    with Journal.open(jdir) as j, pytest.raises(DamagedRecord, match="hard-link index"):
+        j.linked_names([LINKED.inode])
+    assert (jdir / "DAMAGED").exists()
+
+
+def test_link_index_disagreeing_with_the_manifest_is_refused(tmp_path: Path) -> None:
+    """An index entry naming a state of another inode (the manifest changed
+    behind the index's back) is damage, not a name of the file."""
+    jdir = tmp_path / "j"
+    _journal_with_links(jdir)
+    env = lmdb.open(str(jdir), max_dbs=8)
+    try:
+        with env.begin(write=True) as txn:
+            txn.put(b"d/h2", encode_state(STATE), db=env.open_db(b"manifest", txn=txn))
+    finally:
+        env.close()
+    with Journal.open(jdir, mode="read") as j, pytest.raises(DamagedRecord, match="disagrees"):
+        j.linked_names([LINKED.inode])
+
+
+def test_damaged_linked_state_keeps_its_index_entry(tmp_path: Path) -> None:
+    """Replacing a damaged state of a file with several names raises before
+    its index entry is touched: the transaction does nothing."""
+    jdir = tmp_path / "j"
+    _journal_with_links(jdir)
+    damaged = flip_value(jdir, b"manifest", b"d/h2", 70)
+    with Journal.open(jdir) as j, pytest.raises(DamagedRecord, match="d/h2"):
+        j.manifest_put({b"d/h2": STATE})
+    assert live_value(jdir, b"manifest", b"d/h2") == damaged
+    assert live_value(jdir, b"links", LINKED.inode.to_bytes(8, "big") + b"d/h2") == b"d/h2"
 
 
 def test_damaged_schema_2_state_stops_the_upgrade(tmp_path: Path) -> None:
