@@ -10,7 +10,8 @@ what msync can carry (``SOAK_MSYNC=0`` or ``1`` forces it off or on).
 Replay one seed: ``SOAK_SEED=N [SOAK_OPS=N] [SOAK_MSYNC=1] pytest tests/soak/test_soak.py``
 (the report prints the exact line). Long run: ``pytest -m soak tests/soak``
 with ``SOAK_SEEDS`` (how many seeds), ``SOAK_OPS`` (operations per seed),
-``SOAK_KILLS`` (SIGKILLs per seed) and ``SOAK_CONVERGE_S`` (the deadline for
+``SOAK_KILLS`` (SIGKILLs per seed), ``SOAK_KEEP=1`` (keep a failing run's tree,
+mirrors, journal and agent log) and ``SOAK_CONVERGE_S`` (the deadline for
 the agent to finish its work at the end).
 """
 
@@ -55,12 +56,15 @@ def _msync(seed: int) -> bool:
 
 def _run(seed: int, ops: int, kills: int) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"soak-{seed}-"))
+    keep = False
     try:
         res = run_soak(work, seed, ops, kills, msync=_msync(seed))
         print(res.report(limit=40))
-        assert not res.problems(), res.report()
+        keep = bool(res.problems()) and os.environ.get("SOAK_KEEP") == "1"
+        assert not res.problems(), res.report() + (f"\nkept for inspection: {work}" if keep else "")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.xfail(reason=KNOWN, strict=False)
