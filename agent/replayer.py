@@ -159,10 +159,11 @@ class Replayer:
         entries = sum(len(v) for v in per_track.values())
         if stop is not None and stop.is_set():
             return StepReport(held=held)
-        states = self._capture(plan)
-        started = time.monotonic()
-        results = self._ship(plan, settle)
-        report = self._settle(plan, settle, states, results, time.monotonic() - started)
+        with self.journal.shipping():  # a scan never sees a ship half done
+            states = self._capture(plan)
+            started = time.monotonic()
+            results = self._ship(plan, settle)
+            report = self._settle(plan, settle, states, results, time.monotonic() - started)
         return _with(report, entries=entries, actions=len(plan), held=held, raised=results.raised)
 
     # ------------------------------------------------------------------ select

@@ -206,6 +206,13 @@ class _Run:
         self.dev = 0  # the root's filesystem
 
     def run(self) -> ScanReport:
+        """No ship runs while the scan does (``Journal.scanning``): a path
+        captured and shipped before the snapshot but marked done after it
+        would be missing from both the snapshot and a tree that lost it."""
+        with self.s.journal.scanning():
+            return self._run()
+
+    def _run(self) -> ScanReport:
         s = self.s
         log.info("scan.start", root=s.root, start=self.start, threshold_ns=self.threshold)
         if self.start and s.excludes and s.excludes.match(self.start, True):

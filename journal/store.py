@@ -37,6 +37,7 @@ from ._fold import Folder
 from ._intake import Batch, Intake
 from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
+from ._steady import ShipGate
 from .codec import encode_seq, encode_state
 from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, WrongRoot
 from .types import Checkpoint, Entry, FileState, Op
@@ -64,6 +65,7 @@ class Journal(JournalReads):
         self.new_tracks: tuple[str, ...] = ()
         self._intake: Intake | None = None
         self._intake_lock: int | None = None
+        self._ships = ShipGate(path)
         self._folder: Folder | None = None  # the agent's unfolded intake batches
         self._appending = threading.RLock()  # one seq allocation at a time in this process
         self.schema = SCHEMA_VERSION
@@ -163,6 +165,7 @@ class Journal(JournalReads):
             self._check_intake()
             return
         self._intake_lock = _intake.open_lock(self.path)
+        self._ships.create()
         if self.mode != "agent":
             self._check_intake()
             return
@@ -471,6 +474,16 @@ class Journal(JournalReads):
             ]
 
         return self._write(do)
+
+    def shipping(self) -> contextlib.AbstractContextManager[None]:
+        """Hold while capturing, shipping and marking done one plan: a scan
+        waits for it, and it waits for a scan (any process; see ``_steady``)."""
+        return self._ships.shipping()
+
+    def scanning(self) -> contextlib.AbstractContextManager[None]:
+        """Hold from taking a manifest snapshot to the last append of a scan:
+        no ship starts or finishes meanwhile (any process)."""
+        return self._ships.scanning()
 
     def manifest_put(self, states: Mapping[bytes, FileState | None]) -> None:
         """Write manifest states without marking entries done (baseline seeding)."""
