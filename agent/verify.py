@@ -151,21 +151,40 @@ def _audit_one(
             lagging.append({**_finding_json(f), "pending_s": max(v.pending_s or 0.0 for _, v in verdicts)})
         else:
             drifted[(f.track, f.path)] = replace(f, why=worst.why)
-    for track in tracks:
-        for letter in ctx.journal.dead_letters(track):
-            key = (None if tracks == (target.name,) else track, letter.record.entry.path)
-            dead = f"dead letter: {letter.reason}"
-            old = drifted.get(key)
-            drifted[key] = Finding(key[1], f"{old.why}; {dead}" if old else dead, key[0])
+    dead = _dead_letters(ctx.journal, target, tracks, drifted)
     kept = sorted(drifted.values(), key=lambda f: (f.path, f.track or ""))
     doc = {
         "drift": [_finding_json(f) for f in kept],
+        "dead": dead,
         "lag": lagging,
         "error": error,
         "pending_skipped": len(lagging),
     }
     log.debug("verify.target", target=target.name, drift=len(kept), lag=len(lagging), error=error)
     return doc, kept
+
+
+def _dead_letters(
+    journal: Journal,
+    target: TargetConfig,
+    tracks: tuple[str, ...],
+    drifted: dict[tuple[str | None, bytes], Finding],
+) -> list[dict[str, Any]]:
+    """Every dead letter of the target, listed; where its path differs on the
+    mirror, the drift says so. A letter whose path the mirror holds as the
+    tree does is not drift: clean means the mirrors equal the tree, and the
+    comparison above is what knows. A move's letter names its destination."""
+    out = []
+    for track in tracks:
+        for letter in journal.dead_letters(track):
+            entry = letter.record.entry
+            path = entry.dest if entry.op == Op.MOVE else entry.path
+            key = (None if tracks == (target.name,) else track, path)
+            out.append({"path": safe_path(path), "track": track, "reason": letter.reason})
+            for k in (key, (None, path)):
+                if k in drifted and "dead letter: " + letter.reason not in drifted[k].why:
+                    drifted[k] = replace(drifted[k], why=f"{drifted[k].why}; dead letter: {letter.reason}")
+    return out
 
 
 def _tracks(f: Finding, tracks: tuple[str, ...]) -> tuple[str, ...]:
@@ -223,8 +242,6 @@ def _repair(
         for track in tracks:
             per_track.setdefault(track, set()).update(f.path for f in local)
         for f in drifts[target.name]:
-            if f.why.startswith("dead letter: "):
-                continue  # requeued below, as what it named
             for track in (f.track,) if f.track else tracks:
                 per_track[track].add(f.path)
     now = time.time_ns()
@@ -294,6 +311,7 @@ def render_verify(doc: dict[str, Any]) -> str:
             lines.append(
                 f"{f.get('track', name)}: lag: {f['path']}: {f['why']} (pending {f['pending_s']:.1f}s)"
             )
+        lines += [f"{d['track']}: dead letter: {d['path']}: {d['reason']}" for d in t.get("dead", [])]
         if not t["drift"] and not t["error"]:
             lines.append(f"{name}: clean ({len(t['lag'])} pending paths lagging)")
     errors = any(t["error"] for t in doc["targets"].values())

@@ -48,7 +48,7 @@ def test_clean_and_schema(shipped: Site) -> None:
     assert doc == {
         "clean": True,
         "local": [],
-        "targets": {"local": {"drift": [], "lag": [], "error": None, "pending_skipped": 0}},
+        "targets": {"local": {"drift": [], "dead": [], "lag": [], "error": None, "pending_skipped": 0}},
         "special": [],
         "lag_max_s": 60.4,
     }
@@ -145,7 +145,7 @@ def test_repair_queues_and_heals(shipped: Site) -> None:
         r.shipper.close()
     code, doc = verify(shipped)
     assert (code, doc["clean"], doc["local"]) == (0, True, [])
-    assert doc["targets"] == {"local": {"drift": [], "lag": [], "error": None, "pending_skipped": 0}}
+    assert doc["targets"] == {"local": {"drift": [], "dead": [], "lag": [], "error": None, "pending_skipped": 0}}
 
 
 def test_missing_mirror_is_error(shipped: Site) -> None:

@@ -1,6 +1,6 @@
 """``agent verify`` never says clean while a mirror differs: pending paths
 are lag only while young and not failing, a root entry hides nothing,
-owner and mtime count, dead letters are drift, and special files are listed
+owner and mtime count, dead letters mark the paths that differ, and special files are listed
 once, never as drift."""
 
 from __future__ import annotations
@@ -97,14 +97,28 @@ def test_root_entry_hides_nothing(shipped: Site) -> None:
     assert [d["path"] for d in doc["local"]] == ["docs/a.txt"]
 
 
-def test_dead_letter_is_drift(shipped: Site) -> None:
-    """A dead letter is drift even where the mirror happens to match."""
+def test_dead_letter_is_drift_where_the_mirror_differs(shipped: Site) -> None:
+    """A dead letter names its path in the drift where the mirror differs; where
+    the mirror matches the tree it is listed, not drift (clean means the
+    mirrors equal the tree). A moved path's letter names the destination."""
     first, _ = shipped.journal_tree([b"docs/a.txt"])
+    moved, _ = shipped.journal_tree([b"index.html"])
     with shipped.open() as j:
         j.mark_dead("local", {first: "mirror refused"})
+        j.append([Entry(Op.MOVE, b"old.html", dest=b"index.html")])
+        j.mark_dead("local", {moved: "refused too", moved + 1: "move refused"})
+    code, doc = verify(shipped)
+    assert code == 0, doc
+    listed = {(d["path"], d["reason"]) for d in doc["targets"]["local"]["dead"]}
+    assert listed == {
+        ("docs/a.txt", "mirror refused"),
+        ("index.html", "refused too"),
+        ("index.html", "move refused"),
+    }
+    (shipped.mirror / "docs" / "a.txt").write_bytes(b"stale\n")
     code, doc = verify(shipped)
     assert code == 1
-    assert drift(doc) == {"docs/a.txt": "dead letter: mirror refused"}
+    assert drift(doc) == {"docs/a.txt": "content differs; dead letter: mirror refused"}
 
 
 # ---------------------------------------------------------------------- owner and mtime
