@@ -145,7 +145,9 @@ def test_repair_queues_and_heals(shipped: Site) -> None:
         r.shipper.close()
     code, doc = verify(shipped)
     assert (code, doc["clean"], doc["local"]) == (0, True, [])
-    assert doc["targets"] == {"local": {"drift": [], "dead": [], "lag": [], "error": None, "pending_skipped": 0}}
+    assert doc["targets"] == {
+        "local": {"drift": [], "dead": [], "lag": [], "error": None, "pending_skipped": 0}
+    }
 
 
 def test_missing_mirror_is_error(shipped: Site) -> None:
