@@ -12,11 +12,11 @@ import errno
 import fnmatch
 import os
 import stat
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tests.doubles import double_fs as fs
+from tests.doubles.double_state import Drops, Timing
 
 __all__ = ["Member", "Daemon", "Desync", "tokenize", "getopt", "SEND_HELP", "SYNC_HELP", "DSYNC_HELP"]
 
@@ -117,8 +117,11 @@ class Daemon:
     members: list[Member]
     level: int = 0
     excludes: list[bytes] = field(default_factory=list)
-    timeout_delay: float = 0.0
+    timing: Timing = field(default_factory=Timing)
+    drops: Drops | None = None  # kept by the sender across invocations
+    emit: Callable[[bytes, bool], None] | None = None  # (line, to stderr) as it is said
     chmod_log: bytes = b"/dev/null"
+    stall_log: bytes = b"/dev/null"
     cant_send: bool = False  # makuosan -s
     out: list[bytes] = field(default_factory=list)
     err: list[bytes] = field(default_factory=list)
@@ -128,7 +131,16 @@ class Daemon:
 
     # ------------------------------------------------------------------ output
     def say(self, line: bytes) -> None:
-        (self.err if line.startswith(b"error:") else self.out).append(line)
+        """msync puts lines starting with ``error:`` on stderr, the rest on stdout."""
+        self._put(line, line.startswith(b"error:"))
+
+    def say_out(self, line: bytes) -> None:
+        self._put(line, False)
+
+    def _put(self, line: bytes, err: bool) -> None:
+        (self.err if err else self.out).append(line)
+        if self.emit is not None:
+            self.emit(line, err)
 
     def listed(self) -> list[Member]:
         return [m for m in self.members if m.state in _LISTED and m.name not in self.dropped]
@@ -184,7 +196,7 @@ class Daemon:
             return self.listed()
         found = [m for m in self.listed() if m.label == host and host]
         if not found:
-            self.out.append(host + b" is not contained in members")
+            self.say_out(host + b" is not contained in members")
             return None
         return found
 
@@ -198,15 +210,29 @@ class Daemon:
                 self.say(b"skipro " + m.label + b":" + rel)
             return False
         if m.state == "timeout" and m.handled >= m.timeout_after:
-            if m.update_then_timeout and self.level >= 1:
-                self.say(b"update " + m.label + b":" + rel)  # not a completion receipt
-            time.sleep(self.timeout_delay)
-            self.say(b"error: receive time out: " + self.cmdline)
-            self.say(b"error: receive time out: " + m.ip + b"(" + m.label + b")")
-            self.dropped.add(m.name)
+            self._time_out(m, rel)
             return False
         m.handled += 1
         return True
+
+    def _time_out(self, m: Member, rel: bytes) -> None:
+        """The member stopped answering: the sender retries it (500 ms x 120),
+        then drops it for this and every later invocation until it pings. One
+        cut during a transfer keeps the partial temp file in its tree."""
+        if m.update_then_timeout:
+            if self.level >= 1:
+                self.say(b"update " + m.label + b":" + rel)  # not a completion receipt
+            st = fs.lstat_or_none(self.src(rel))
+            if st is not None and stat.S_ISREG(st.st_mode):
+                fs.leave_partial(self.src(rel), self.dst(m, rel), st, self.jail)
+        with open(self.stall_log, "ab") as f:
+            f.write(b"%d %s %s\n" % (os.getpid(), m.name, rel))
+        self.timing.stall()
+        self.say(b"error: receive time out: " + self.cmdline)
+        self.say(b"error: receive time out: " + m.ip + b"(" + m.label + b")")
+        self.dropped.add(m.name)
+        if self.drops is not None:
+            self.drops.drop(m.name.decode("latin-1"))
 
     # ------------------------------------------------------------------ paths
     def src(self, rel: bytes) -> bytes:
@@ -229,13 +255,14 @@ class Daemon:
             self.delete_on(rel, members, dry)
             return
         if stat.S_ISSOCK(st.st_mode):
-            self.out.append(b"skip: unix domain socket " + rel)
+            self.say_out(b"skip: unix domain socket " + rel)
             return
+        self.timing.entry()
         dry_hit = False
         for m in members:
             if not self.contact(m, rel):
                 continue
-            if not fs.needs_update(st, fs.lstat_or_none(self.dst(m, rel)), self.as_root):
+            if not fs.needs_update(st, self.dst(m, rel), self.as_root, self.src(rel)):
                 if self.level >= 2:
                     self.say((b"(dryrun) " if dry else b"") + b"skip   " + m.label + b":" + rel)
                 continue
@@ -291,7 +318,7 @@ class Daemon:
         if st is None:
             return
         if stat.S_ISDIR(st.st_mode):
-            for name in sorted(os.listdir(self.src(rel))):
+            for name in fs.listdir(self.src(rel)):
                 child = rel + b"/" + name if rel else name
                 if not self.excluded(child):
                     yield from self.walk(child)
@@ -306,7 +333,7 @@ class Daemon:
         so the daemon re-splits it on its spaces); the base itself is not sent."""
         opts = (b"-n " if dry else b"") + (b" -t " + host + b" " if host else b"")
         if not rel:
-            for name in sorted(os.listdir(self.base)):
+            for name in fs.listdir(self.base):
                 yield from self._scan_child(name.replace(b" ", b"\\ "), opts)
             return
         yield from self._scan_child(rel, opts)
@@ -316,7 +343,7 @@ class Daemon:
             return
         st = fs.lstat_or_none(self.src(path))
         if st is not None and stat.S_ISDIR(st.st_mode):
-            for name in sorted(os.listdir(self.src(path))):
+            for name in fs.listdir(self.src(path)):
                 yield from self._scan_child((path + b"/" + name).replace(b" ", b"\\ "), opts)
         yield b"send " + opts + path
 
@@ -347,7 +374,7 @@ class Daemon:
                     continue
                 except OSError as exc:
                     reason = os.fsencode(exc.strerror or str(exc))
-                    self.out.append(b"delete error (" + reason + b") " + m.label + b":" + victim)
+                    self.say_out(b"delete error (" + reason + b") " + m.label + b":" + victim)
                     continue
                 self.say(b"delete " + m.label + b":" + victim)
 
@@ -361,7 +388,7 @@ class Daemon:
             return []
         out: list[bytes] = []
         if stat.S_ISDIR(st.st_mode) and (top or recursive):
-            for name in sorted(os.listdir(self.dst(m, rel))):
+            for name in fs.listdir(self.dst(m, rel)):
                 child = rel + b"/" + name if rel else name
                 if not self.excluded(child):
                     out += self._listing(m, child, recursive, False)
@@ -390,6 +417,6 @@ class Daemon:
             if dst_st is None or not stat.S_ISREG(dst_st.st_mode):
                 self.say(b"error: No such file or directory " + m.label + b":" + rel)
             elif not fs.same_content(self.src(rel), dst):
-                self.out.append(m.label + b": NG " + rel)
+                self.say_out(m.label + b": NG " + rel)
             elif self.level >= 1:
-                self.out.append(m.label + b": OK " + rel)
+                self.say_out(m.label + b": OK " + rel)

@@ -22,6 +22,8 @@ __all__ = [
     "apply_entry",
     "remove_entry",
     "same_content",
+    "leave_partial",
+    "listdir",
 ]
 
 _TEMP_SEQ = count(os.getpid() * 1000)
@@ -42,12 +44,24 @@ def _sec(st: os.stat_result) -> int:
     return st.st_mtime_ns // 1_000_000_000
 
 
-def needs_update(src: os.stat_result, dst: os.stat_result | None, as_root: bool) -> bool:
-    """makuosan's statcmp (§5): mtime in whole seconds, mode, size of regular
+def listdir(path: bytes) -> list[bytes]:
+    """Names in directory-read order, as makuosan's walks see them (never sorted)."""
+    return os.listdir(path)
+
+
+def needs_update(src: os.stat_result, dst_path: bytes, as_root: bool, src_path: bytes) -> bool:
+    """makuosan's statcmp: mtime in whole seconds, mode, size of regular
     files, type/rdev, and owner only when the receiver runs as root. Content
-    and symlink targets are never compared."""
+    is never compared. A symlink is compared by its target and owner, never
+    by its own mtime (members give it the time of the send)."""
+    dst = lstat_or_none(dst_path)
     if dst is None or stat.S_IFMT(src.st_mode) != stat.S_IFMT(dst.st_mode):
         return True
+    if stat.S_ISFIFO(src.st_mode):
+        return True  # a member never keeps a fifo's mtime, so every send updates it
+    if stat.S_ISLNK(src.st_mode):
+        owner = (src.st_uid & 0xFFFF, src.st_gid & 0xFFFF) != (dst.st_uid, dst.st_gid)
+        return os.readlink(src_path) != os.readlink(dst_path) or (as_root and owner)
     if _sec(src) != _sec(dst) or stat.S_IMODE(src.st_mode) != stat.S_IMODE(dst.st_mode):
         return True
     if stat.S_ISREG(src.st_mode) and src.st_size != dst.st_size:
@@ -114,6 +128,9 @@ def _set_filestat(dst: bytes, st: os.stat_result, as_root: bool, jail: bytes, lo
         os.chmod(dst, stat.S_IMODE(st.st_mode))
     if as_root:
         os.chown(dst, st.st_uid & 0xFFFF, st.st_gid & 0xFFFF, follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        os.utime(dst, follow_symlinks=False)  # members keep the time of the send, not the source's
+        return
     secs = _sec(st) * 1_000_000_000
     atime = (st.st_ctime_ns // 1_000_000_000) * 1_000_000_000
     os.utime(dst, ns=(atime, secs), follow_symlinks=False)
@@ -134,7 +151,7 @@ def apply_entry(
             os.mkdir(dst, 0o700)
         _set_filestat(dst, st, as_root, jail, log)
         return
-    tmp = dst + b".makuo%09d" % (next(_TEMP_SEQ) % 1_000_000_000)
+    tmp = _temp_name(dst)
     _create_temp(src, tmp, st)
     try:
         if old is not None and stat.S_ISDIR(old.st_mode):
@@ -144,6 +161,22 @@ def apply_entry(
         remove_entry(tmp)
         raise
     _set_filestat(dst, st, as_root, jail, log)
+
+
+def _temp_name(dst: bytes) -> bytes:
+    return dst + b".makuo%09d" % (next(_TEMP_SEQ) % 1_000_000_000)
+
+
+def leave_partial(src: bytes, dst: bytes, st: os.stat_result, jail: bytes) -> None:
+    """A member cut off mid-transfer: the first half of the file stays in its
+    temp ``NAME.makuoNNNNNNNNN`` and is never renamed into place."""
+    check_jail(jail, os.path.dirname(dst) or b".")
+    _make_parents(os.path.dirname(dst), jail)
+    with open(src, "rb") as fin:
+        data = fin.read(max(0, st.st_size // 2))
+    fd = os.open(_temp_name(dst), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fout:
+        fout.write(data)
 
 
 def remove_entry(path: bytes) -> None:

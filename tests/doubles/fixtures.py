@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.doubles.double_state import Drops
+
 __all__ = ["MsyncDouble", "make_double", "msync_double"]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -108,6 +110,24 @@ class MsyncDouble:
         """argv (without argv[0]) of every msync run, in order."""
         return self._read_log("invocations.log")
 
+    def drops(self) -> Drops:
+        """The sender's dropped members (kept across invocations)."""
+        return Drops(self.state, 0.0)
+
+    def dropped(self) -> set[str]:
+        path = self.state / "dropped.json"
+        return set(json.loads(path.read_text())) if path.exists() else set()
+
+    def model_seconds(self) -> list[float]:
+        """What each finished invocation would have cost on a real cluster, in order."""
+        return [float(rec[0]) for rec in self._read_log("timing.log")]
+
+    def stalls(self) -> list[tuple[int, bytes, bytes]]:
+        """(msync pid, member, path) of every dead-member stall that began."""
+        path = self.state / "stalls.log"
+        lines = path.read_bytes().splitlines() if path.exists() else []
+        return [(int(pid), member, rel) for pid, member, rel in (ln.split(b" ", 2) for ln in lines)]
+
     def outside_chmods(self) -> list[bytes]:
         path = self.state / "chmod_outside.log"
         return path.read_bytes().splitlines() if path.exists() else []
@@ -148,6 +168,7 @@ def make_double(
             "listening": list(listening),
             "password": password,
             "timeout_delay": 0.0,
+            "time_scale": 0.0,
             "members": cfg_members,
         }
     )

@@ -5,17 +5,24 @@ directory named by ``$MSYNC_DOUBLE_STATE``:
 
 - ``config.json``: ``base`` (makuosan -b), ``jail`` (nothing is written outside
   it), ``listening`` (console targets that accept: ``tcp:HOST:PORT`` or
-  ``unix:PATH``), ``password`` (console -K secret or null), ``timeout_delay``
-  (seconds a timeout takes instead of 60), ``cant_send`` (makuosan -s), and ``members``: name ->
+  ``unix:PATH``), ``password`` (console -K secret or null), ``time_scale``
+  (0 = instant, 1 = a real cluster's speed, see ``double_state``),
+  ``timeout_delay`` (seconds added to the scaled 60 s dead-member stall),
+  ``ping_delay`` (seconds, scaled, before a dropped member that answers again
+  is listed again; default 10), ``member_order`` (``random``, the default:
+  members answer in an order that changes per invocation, or ``listed``),
+  ``cant_send`` (makuosan -s), and ``members``: name ->
   ``{dir, ip, state, timeout_after, update_then_timeout, immutable}`` where
   state is ``up``, ``down``/``absent`` (not listed, skipped silently),
-  ``timeout`` (answers ``timeout_after`` commands, then times out and is
-  dropped for the rest of the invocation), ``readonly`` (makuosan -r) or
-  ``noname`` (listed with an empty name, §7); ``immutable`` paths fail to
-  delete with EPERM.
-- logs written by the double: ``invocations.log`` (argv per run),
-  ``console.log`` (each command line the daemon got), ``chmod_outside.log``
-  (symlink chmods that would have left the jail). Behaviour follows
+  ``timeout`` (answers ``timeout_after`` commands, then stalls, times out and
+  is dropped: for the rest of the invocation and for later ones until it
+  answers again and pings), ``readonly`` (makuosan -r) or ``noname`` (listed
+  with an empty name, §7); ``immutable`` paths fail to delete with EPERM.
+- written by the double: ``invocations.log`` (argv per run), ``console.log``
+  (each command line the daemon got), ``chmod_outside.log`` (symlink chmods
+  that would have left the jail), ``stalls.log`` (``PID MEMBER PATH`` when a
+  stall starts), ``dropped.json`` (the sender's dropped members). Output is
+  written line by line as the daemon says it. Behaviour follows
 docs/msync.md, quirks included: the client side here (§2, §3, §6:
 option parsing, console targets, password, the 254-byte command line,
 desync on newlines), the daemon side in ``double_daemon.py``.
@@ -25,12 +32,17 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.doubles.double_daemon import Daemon, Desync, Member
 from tests.doubles.double_fs import JailError
+from tests.doubles.double_state import PING_S, Drops, Timing
+
+Sink = Callable[[bytes, bool], None]
 
 __all__ = [
     "main",
@@ -146,7 +158,12 @@ def _command_lines(o: Options, path: bytes | None) -> list[bytes]:
     return [_command_prefix(o, w) + tail for w in words]
 
 
-def _daemon(state: Path, cfg: dict, level: int, excludes: list[bytes]) -> Daemon:
+def _daemon(state: Path, cfg: dict, o: Options, emit: Sink | None) -> Daemon:
+    level = int(o.values["l"]) if "l" in o.values else o.verbose
+    scale = float(cfg.get("time_scale", 0.0))
+    drops = Drops(state, float(cfg.get("ping_delay", PING_S)) * scale)
+    answering = {name: m.get("state", "up") != "timeout" for name, m in cfg["members"].items()}
+    dropped = {n.encode() for n in drops.current(answering)}
     members = [
         Member(
             name.encode(),
@@ -159,15 +176,21 @@ def _daemon(state: Path, cfg: dict, level: int, excludes: list[bytes]) -> Daemon
         )
         for name, m in cfg["members"].items()
     ]
+    if cfg.get("member_order", "random") == "random":
+        random.shuffle(members)  # acknowledgement order: whoever answers first
     return Daemon(
         base=os.fsencode(cfg["base"]),
         jail=os.fsencode(os.path.realpath(cfg["jail"])),
         members=members,
         level=level,
-        excludes=excludes,
-        timeout_delay=float(cfg.get("timeout_delay", 0.0)),
+        excludes=o.excludes,
+        timing=Timing(scale, _target(o).startswith(b"tcp:"), float(cfg.get("timeout_delay", 0.0))),
+        drops=drops,
+        emit=emit,
         chmod_log=os.fsencode(state / "chmod_outside.log"),
+        stall_log=os.fsencode(state / "stalls.log"),
         cant_send=bool(cfg.get("cant_send", False)),
+        dropped=dropped,
     )
 
 
@@ -177,9 +200,13 @@ def _log(state: Path, name: str, record: list[bytes] | bytes) -> None:
         f.write(json.dumps([x.decode("latin-1") for x in items]) + "\n")
 
 
+def _target(o: Options) -> bytes:
+    return o.values.get("c", os.fsencode(os.environ.get("MSYNC_TARGET", DEFAULT_TARGET)))
+
+
 def _connect(o: Options, cfg: dict) -> bytes | None:
     """None when the console accepts us, else msync's own error line (rc 1)."""
-    target = o.values.get("c", os.fsencode(os.environ.get("MSYNC_TARGET", DEFAULT_TARGET)))
+    target = _target(o)
     if target.decode("latin-1") not in cfg.get("listening", [DEFAULT_TARGET]):
         return b"can't connect " + target
     password = cfg.get("password")
@@ -193,8 +220,12 @@ def _connect(o: Options, cfg: dict) -> bytes | None:
     return None
 
 
-def run(argv: list[bytes], state: Path, cfg: dict) -> tuple[int, list[bytes], list[bytes]]:
-    """One msync invocation: (exit status, stdout lines, stderr lines)."""
+def run(
+    argv: list[bytes], state: Path, cfg: dict, emit: Sink | None = None
+) -> tuple[int, list[bytes], list[bytes]]:
+    """One msync invocation: (exit status, stdout lines, stderr lines). The
+    daemon's lines also go to ``emit`` as they are said; msync's own lines
+    (usage, connection errors) only in the result."""
     _log(state, "invocations.log", argv)
     try:
         o = parse_args(argv)
@@ -210,15 +241,20 @@ def run(argv: list[bytes], state: Path, cfg: dict) -> tuple[int, list[bytes], li
     refused = _connect(o, cfg)
     if refused is not None:
         return 1, [], [refused]
-    level = int(o.values["l"]) if "l" in o.values else o.verbose
-    d = _daemon(state, cfg, level, o.excludes)
+    d = _daemon(state, cfg, o, emit)
+    d.timing.invocation()
     if "members" in o.flags:
-        listed = sorted(d.listed(), key=lambda m: m.label)
+        listed = d.listed()
         names = max((len(m.label) for m in listed), default=0)
         ips = max((len(m.ip) for m in listed), default=0)
-        lines = [m.label.ljust(names) + b" " + m.ip.ljust(ips) + b" " + MEMBER_VERSION for m in listed]
-        return 0, [*lines, b"Total: %d members" % len(listed)], []
+        for m in listed:
+            d.say_out(m.label.ljust(names) + b" " + m.ip.ljust(ips) + b" " + MEMBER_VERSION)
+        d.say_out(b"Total: %d members" % len(listed))
+        d.timing.command(produced_output=True)
+        _log(state, "timing.log", [b"%.6f" % d.timing.model, *argv])
+        return 0, d.out, d.err
     rc = _send_all(o, d, state)
+    _log(state, "timing.log", [b"%.6f" % d.timing.model, *argv])
     return rc, d.out, d.err
 
 
@@ -231,25 +267,40 @@ def _send_all(o: Options, d: Daemon, state: Path) -> int:
                 d.err += [b"error: command too long", b"error: makuosan socket error. (" + line + b")"]
                 return 1
             _log(state, "console.log", line)
+            said = len(d.out) + len(d.err)
             try:
                 d.execute(line + b"\r\n")
             except Desync:
                 d.err.append(b"quit error?!")
                 return 1
+            d.timing.command(produced_output=len(d.out) + len(d.err) > said)
     return 0
+
+
+def _emit(line: bytes, err: bool) -> None:
+    stream = sys.stderr.buffer if err else sys.stdout.buffer
+    stream.write(line + b"\n")
+    stream.flush()
 
 
 def main(argv: list[bytes] | None = None) -> int:
     args = [os.fsencode(a) for a in sys.argv[1:]] if argv is None else argv
     state, cfg = _load_state()
+    streamed: list[tuple[bytes, bool]] = []
+
+    def emit(line: bytes, err: bool) -> None:
+        streamed.append((line, err))
+        _emit(line, err)
+
     try:
-        rc, out, err = run(args, state, cfg)
+        rc, out, err = run(args, state, cfg, emit)
     except JailError as exc:
         sys.stderr.write(f"msync-double: {exc}\n")
         return 99
-    for stream, lines in ((sys.stdout.buffer, out), (sys.stderr.buffer, err)):
-        stream.write(b"".join(line + b"\n" for line in lines))
-        stream.flush()
+    said = {False: [x for x, e in streamed if not e], True: [x for x, e in streamed if e]}
+    for is_err, lines in ((False, out), (True, err)):
+        for line in lines[len(said[is_err]) :]:  # msync's own lines, after the daemon's
+            _emit(line, is_err)
     return rc
 
 
