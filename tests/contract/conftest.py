@@ -38,10 +38,6 @@ RIGS = ["local", "rsync-path", "rsync-daemon", "msync"]
 # Contract cases a transport is known to fail today, with why. Strict: the
 # day one passes, the marker must go.
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("msync", "test_symlink_create_and_retarget"): (
-        "msync: a symlink retargeted within the same mtime second is reported OK while members"
-        " keep the old target (timing-dependent, so not strict)"
-    ),
     ("msync", "test_file_replaced_by_fifo_is_removed"): (
         "msync: members keep what they had at a path that became a fifo, because makuosan"
         " deletes on members only paths the sender lacks (the fifo is not sent)"

@@ -132,6 +132,40 @@ def test_member_timeout_mid_batch(rig: Rig) -> None:
     assert all(res[("c/mk2", n)].outcome == Outcome.OK and mirrored(rig, n, "mk2") for n in names)
 
 
+def test_member_kept_dropped_stays_pending_until_it_pings(rig: Rig) -> None:
+    """The sender keeps a timed-out member dropped: later plans and ``-t``
+    catch-ups cannot reach it, so its track stays RETRY until it pings again."""
+    rig.dbl.set_member("mk3", state="timeout")
+    for n in (b"a", b"b"):
+        write(rig.root, n, n)
+    assert outcomes(rig.ship(put(b"a")), b"a") == {"c/mk2": Outcome.OK, "c/mk3": Outcome.RETRY}
+    res = rig.ship(put(b"b"))
+    assert outcomes(res, b"b") == {"c/mk2": Outcome.OK, "c/mk3": Outcome.RETRY}
+    rig.dbl.update(time_scale=1.0, ping_delay=3600.0)  # answers again, but has not pinged yet
+    rig.dbl.set_member("mk3", state="up")
+    catch_up = [put(n, tracks=frozenset({"c/mk3"})) for n in (b"a", b"b")]
+    res = rig.ship(*catch_up)
+    assert {r.outcome for r in res.values()} == {Outcome.RETRY}
+    assert not (rig.dbl.member_dir("mk3") / "a").exists()
+    rig.dbl.drops().ping("mk3")
+    res = rig.ship(*catch_up)
+    assert {r.outcome for r in res.values()} == {Outcome.OK}
+    assert mirrored(rig, b"a", "mk3") and mirrored(rig, b"b", "mk3")
+
+
+def test_delete_for_a_member_kept_dropped_is_not_done(rig: Rig) -> None:
+    """A delete the dropped member cannot answer is never verified as done."""
+    write(rig.root, b"gone", b"g")
+    rig.ship(put(b"gone"))
+    rig.dbl.set_member("mk3", state="timeout")
+    write(rig.root, b"x", b"x")
+    rig.ship(put(b"x"))  # mk3 times out and is dropped
+    os.unlink(rig.root / "gone")
+    res = rig.ship(Action(ActionKind.DELETE, b"gone"))
+    assert outcomes(res, b"gone") == {"c/mk2": Outcome.OK, "c/mk3": Outcome.RETRY}
+    assert (rig.dbl.member_dir("mk3") / "gone").exists()
+
+
 HOSTILE = [b"-rf", b"--delete", b"a b", b"two  spaces", b"$(touch pwned)", b"\xff\xfe", b"c" * 240, b"-r"]
 UNCARRIABLE = [b"trail ", b"x\ny", b"c" * 241]
 
