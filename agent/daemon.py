@@ -3,8 +3,10 @@
 Threads: the watcher (ingest), one replayer per target, one scan worker; the
 main thread handles signals, publishes runtime counters and compacts. Signal
 handlers only set a flag. Shutdown: stop reading, let the watcher commit its
-last batch and checkpoint, give in-flight ships a bounded time (what is not
-marked done stays pending), exit 0.
+last batch and checkpoint, give in-flight ships a moment, then end the
+process groups of external programs still running (a msync blocked on a dead
+makuosan member would hold the stop for a minute); what is not marked done
+stays pending; exit 0.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from agent.replay import walk
 from agent.replayer import Replayer
 from agent.runtime import encode_failing, write_runtime
 from agent.scanner import Scanner, ScanReport
-from agent.shippers import make_shipper
+from agent.shippers import _exec, make_shipper
 from agent.verify_trace import read_trace
 from agent.watcher import Watcher
 from journal import IS_DIR, Entry, FileKind, Journal, JournalCorrupt, JournalFull, Op
@@ -38,6 +40,7 @@ __all__ = ["run_agent", "Agent"]
 log = structlog.get_logger("agent.daemon")
 
 STOP_GRACE_S = 20.0
+ABORT_AFTER_S = 0.5  # in-flight ships may finish this long before their programs are ended
 SEED_FLAG = 0x80  # on a RESCAN entry: "this track still needs the whole tree"
 COMPACT_EVERY_S = 3600.0
 RESCAN_MIN_INTERVAL_S = 5.0
@@ -92,6 +95,7 @@ class Agent:
     # ---------------------------------------------------------------- startup
     def start(self) -> None:
         """Watch first, then scan from the checkpoint, then ship (docs/design.md §5-§6)."""
+        _exec.resume()
         fresh = self.journal.last_seq() == 0 and self.journal.manifest_count() == 0
         if not fresh and self.journal.new_tracks:  # mark them first: a crash mid-seed is seen again
             rescan = Entry(Op.RESCAN, b"", time_ns=time.time_ns(), flags=SEED_FLAG)
@@ -269,9 +273,21 @@ class Agent:
             self.metrics.update_verify(read_trace(Path(self.config.journal)))
         return (now, events_in, out)
 
+    def _end_programs(self) -> None:
+        """Let workers finish briefly, then end every external program still
+        running: its results are not OK, so its entries stay pending."""
+        deadline = time.monotonic() + ABORT_AFTER_S
+        for worker in self.workers:
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        if any(w.thread.is_alive() for w in self.workers):
+            ended = _exec.abort_all()
+            if ended:
+                log.info("agent.stop_programs", ended=ended, note="their entries stay pending")
+
     def shutdown(self) -> int:
         self.stop.set()
         self.journal.wake()
+        self._end_programs()
         deadline = time.monotonic() + STOP_GRACE_S
         for worker in self.workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))

@@ -2,6 +2,9 @@
 
 argv lists only (never a shell), a scrubbed environment, stdin from a bytes
 buffer or /dev/null, and a timeout that kills the whole process group.
+``abort_all`` ends every running child's group at once and refuses new ones:
+shutdown must never wait on a program that blocks (msync waits up to 60 s
+per dead makuosan member).
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ExecResult", "run", "SAFE_ENV_KEYS"]
+__all__ = ["ExecResult", "run", "abort_all", "resume", "SAFE_ENV_KEYS"]
 
 SAFE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR")
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -28,6 +32,29 @@ class ExecResult:
     seconds: float
     timed_out: bool = False
     missing: bool = False  # the program could not be started (ENOENT / EACCES)
+    aborted: bool = False  # ended (or never started) because the agent is stopping
+
+
+_lock = threading.Lock()
+_running: set[int] = set()  # process group ids of children still running
+_aborting = threading.Event()
+
+
+def abort_all() -> int:
+    """Kill the process group of every running child and make later calls
+    return ``aborted`` at once, without starting anything. Safe from any
+    thread; returns how many groups were killed."""
+    with _lock:
+        _aborting.set()
+        groups = list(_running)
+    for pgid in groups:
+        _kill_group(pgid)
+    return len(groups)
+
+
+def resume() -> None:
+    """Allow children again (an agent started anew in the same process, e.g. tests)."""
+    _aborting.clear()
 
 
 def scrubbed_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -52,6 +79,8 @@ def run(
     ``missing=True`` with returncode 127, a timeout ``timed_out=True``.
     """
     start = time.monotonic()
+    if _aborting.is_set():
+        return ExecResult(tuple(argv), -signal.SIGKILL, b"", b"agent stopping", 0.0, aborted=True)
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -65,6 +94,10 @@ def run(
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         return ExecResult(tuple(argv), 127, b"", str(exc).encode(), time.monotonic() - start, missing=True)
+    with _lock:
+        _running.add(proc.pid)
+    if _aborting.is_set():  # abort_all ran between the check above and the registration
+        _kill_group(proc.pid)
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
         timed_out = False
@@ -76,7 +109,13 @@ def run(
         _kill_group(proc.pid)
         proc.wait()
         raise
-    return ExecResult(tuple(argv), proc.returncode, out, err, time.monotonic() - start, timed_out)
+    finally:
+        with _lock:
+            _running.discard(proc.pid)
+    aborted = _aborting.is_set() and proc.returncode < 0
+    return ExecResult(
+        tuple(argv), proc.returncode, out, err, time.monotonic() - start, timed_out, aborted=aborted
+    )
 
 
 def _kill_group(pgid: int) -> None:
