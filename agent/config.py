@@ -68,6 +68,7 @@ class MsyncTarget:
     batch: int = 200  # paths per msync invocation
     concurrency: int = 4  # msync processes at once (the daemon has 8 console slots)
     timeout_s: float = 300.0
+    stall_s: float = 3.0  # an msync call silent this long is blocked on a member that stopped answering
     kind: str = "msync"
 
 
@@ -208,11 +209,12 @@ _TARGET_KEYS: dict[str, dict[str, Callable[[Mapping[str, object], str, str, Path
         "batch": lambda t, k, w, b: _int_in(t, k, w, 1, 100_000),
         "concurrency": lambda t, k, w, b: _int_in(t, k, w, 1, 7),
         "timeout_s": lambda t, k, w, b: parse_duration(t[k], w + k),
+        "stall_s": lambda t, k, w, b: parse_duration(t[k], w + k),
     },
 }
 _TARGET_TYPES = {"local": LocalTarget, "rsync": RsyncTarget, "msync": MsyncTarget}
 _REQUIRED = {"local": ("path",), "rsync": ("dest",), "msync": ()}
-_ALIASES = {"timeout": "timeout_s"}
+_ALIASES = {"timeout": "timeout_s", "stall": "stall_s"}
 
 
 def _parse_target(table: object, index: int, base: Path) -> TargetConfig:

@@ -10,6 +10,7 @@ per dead makuosan member).
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import threading
@@ -33,6 +34,7 @@ class ExecResult:
     timed_out: bool = False
     missing: bool = False  # the program could not be started (ENOENT / EACCES)
     aborted: bool = False  # ended (or never started) because the agent is stopping
+    stalled: bool = False  # killed after ``idle_timeout`` seconds without any output
 
 
 _lock = threading.Lock()
@@ -72,11 +74,15 @@ def run(
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | bytes | None = None,
+    idle_timeout: float | None = None,
 ) -> ExecResult:
     """Run ``argv`` to completion or until ``timeout`` seconds, then kill its group.
 
     Never raises for the child's failure: a missing program gives
     ``missing=True`` with returncode 127, a timeout ``timed_out=True``.
+    With ``idle_timeout`` (no ``stdin`` then), a child that writes nothing
+    for that long is killed too and reported ``stalled``: a program that
+    reports progress line by line and went quiet is blocked.
     """
     start = time.monotonic()
     if _aborting.is_set():
@@ -98,8 +104,12 @@ def run(
         _running.add(proc.pid)
     if _aborting.is_set():  # abort_all ran between the check above and the registration
         _kill_group(proc.pid)
+    stalled = False
     try:
-        out, err = proc.communicate(stdin, timeout=timeout)
+        if idle_timeout is None:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        else:
+            out, err, stalled = _watch(proc, start + timeout, idle_timeout)
         timed_out = False
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid)
@@ -114,8 +124,43 @@ def run(
             _running.discard(proc.pid)
     aborted = _aborting.is_set() and proc.returncode < 0
     return ExecResult(
-        tuple(argv), proc.returncode, out, err, time.monotonic() - start, timed_out, aborted=aborted
+        tuple(argv),
+        proc.returncode,
+        out,
+        err,
+        time.monotonic() - start,
+        timed_out,
+        aborted=aborted,
+        stalled=stalled,
     )
+
+
+def _watch(proc: subprocess.Popen[bytes], deadline: float, idle: float) -> tuple[bytes, bytes, bool]:
+    """Read both pipes as output arrives; kill the group after ``idle``
+    seconds of silence (-> stalled) and raise TimeoutExpired at ``deadline``."""
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    stalled = False
+    with selectors.DefaultSelector() as sel:
+        for pipe in (proc.stdout, proc.stderr):
+            sel.register(pipe, selectors.EVENT_READ)
+        last = time.monotonic()
+        while sel.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                raise subprocess.TimeoutExpired(proc.args, 0)
+            if not stalled and now - last >= idle:
+                stalled = True
+                _kill_group(proc.pid)  # the pipes close; what was written is still read
+            for key, _ in sel.select(min(deadline - now, max(0.01, idle - (now - last)))):
+                data = os.read(key.fd, 65536)
+                if data:
+                    chunks[key.fd].append(data)
+                    last = time.monotonic()
+                else:
+                    sel.unregister(key.fileobj)
+    proc.wait()
+    return b"".join(chunks[out_fd]), b"".join(chunks[err_fd]), stalled
 
 
 def _kill_group(pgid: int) -> None:

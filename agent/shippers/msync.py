@@ -9,7 +9,9 @@ FAILED with a reason, never sent approximately. Paths go out with
 ``--sync`` (create, update or delete in one command); a recursive PUT with
 ``--delete -r`` so the member's subtree ends up equal, extras removed. A
 file some member skipped is content-checked (msync_check), so a lost
-same-size rewrite is FAILED, not OK.
+same-size rewrite is FAILED, not OK. A call that stops making progress
+(a member stopped answering and makuosan waits a minute for it) is ended and
+each member is tried alone, so the live ones are not held (msync_stall).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from agent.shippers import msync_parse as mp
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.msync_check import verify_skips
 from agent.shippers.msync_jobs import Item, Job, lane_jobs, parent_dirs
+from agent.shippers.msync_stall import SUSPECT_S, Suspects, idle_limit
 from agent.walk import Walk, join, root_dev
 
 __all__ = ["MsyncShipper"]
@@ -68,7 +71,8 @@ def password_file_problem(path: Path | None) -> str | None:
 
 class MsyncShipper:
     """Ships plans to one makuosan cluster. ``env`` is extra environment for the
-    msync process (e.g. ``MSYNC_TARGET``); ``clock`` gives the current time."""
+    msync process (e.g. ``MSYNC_TARGET``); ``clock`` gives the current time;
+    a member that stalled a call is sent nothing for ``suspect_s`` seconds."""
 
     def __init__(
         self,
@@ -78,6 +82,7 @@ class MsyncShipper:
         env: Mapping[str, str] | None = None,
         excludes: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
+        suspect_s: float = SUSPECT_S,
     ) -> None:
         self.name = target.name
         self.tracks = tracks_of(target)
@@ -98,6 +103,7 @@ class MsyncShipper:
             raise ConfigError(f"target {target.name}: {problem}")
         self._lock = threading.Lock()
         self._absent_since: dict[str, float] = {}  # track -> monotonic time first seen absent
+        self._suspects = Suspects(hold_s=suspect_s)
 
     # ------------------------------------------------------------------ public
     def ship(self, plan: Plan) -> list[ShipResult]:
@@ -176,6 +182,7 @@ class MsyncShipper:
                     return Outcome.FAILED, f"symlink target cannot be re-sent after the link: {resend}"
                 it.resend = resend
         it.is_dir = stat.S_ISDIR(st.st_mode)
+        it.biggest = st.st_size if stat.S_ISREG(st.st_mode) else 0
         if not it.is_dir and mp.same_second(st.st_mtime_ns, self._clock()):
             return Outcome.RETRY, "mtime is the current second (a same-second rewrite would be lost)"
         it.entry = mp.Entry(prep.echo, recursive=it.action.recursive and it.is_dir)
@@ -192,7 +199,9 @@ class MsyncShipper:
         goes out as explicit entries, children first, with --delete but no -r;
         so does a tree holding a special file or a mount point, which msync's
         -r would send or cross."""
-        below, unlisted = self._walk(it.action.path, it.entry.echo)
+        sizes: list[int] = []
+        below, unlisted = self._walk(it.action.path, it.entry.echo, sizes)
+        it.biggest = max(sizes, default=0)
         if not unlisted and mp.scanner_carries(it.entry.echo, below):
             return
         it.entry, it.mirror = mp.Entry(it.entry.echo), True
@@ -203,13 +212,14 @@ class MsyncShipper:
             else:
                 it.more.append(prep)
 
-    def _walk(self, top: bytes, echo: bytes) -> tuple[list[tuple[bytes, bool]], bool]:
+    def _walk(self, top: bytes, echo: bytes, sizes: list[int]) -> tuple[list[tuple[bytes, bool]], bool]:
         """(base-relative path, is_dir) of everything below the directory
         ``top`` that msync's excludes leave in, children before their
         directory, but no fifo, socket or device (makuosan's -r would send
         those), read by the tree's one walker (no symlink followed, no mount
         point crossed); and whether a special file or a mount point was met.
-        A directory it cannot read raises: its contents are unknown, not absent."""
+        The sizes of its regular files go to ``sizes``. A directory it cannot
+        read raises: its contents are unknown, not absent."""
         tree = Walk(self._root, _NO_EXCLUDES, root_dev(self._root), top)
         pre: list[tuple[bytes, bool]] = []
         pruned: set[bytes] = set()  # excluded directories: nothing below them is sent
@@ -228,6 +238,8 @@ class MsyncShipper:
                     specials = True
                     continue
                 pre.append((child, is_dir))
+                if stat.S_ISREG(st.st_mode):
+                    sizes.append(st.st_size)
         if tree.errors:
             raise OSError(errno.EACCES, f"{tree.errors} unreadable entries below")
         return pre[::-1], specials or bool(tree.skipped)
@@ -326,13 +338,13 @@ class MsyncShipper:
             return None, "msync --members printed no member list"
         return [n for n in names if n], ""
 
-    def _exec(self, argv: list[bytes]) -> _exec.ExecResult:
+    def _exec(self, argv: list[bytes], idle: float | None = None) -> _exec.ExecResult:
         t = self._t
         opts: list[bytes] = []
         opts += [b"-c", os.fsencode(t.console)] if t.console else []
         opts += [b"-K", os.fsencode(t.password_file)] if t.password_file else []
         full = [argv[0], *opts, *argv[1:]]
-        return _exec.run(full, timeout=t.timeout_s, env=self._env)
+        return _exec.run(full, timeout=t.timeout_s, env=self._env, idle_timeout=idle)
 
     def _hosts_needed(self, it: Item, listed: list[bytes]) -> list[bytes]:
         """Members this item goes to; tracks of absent members are RETRY."""
@@ -343,7 +355,10 @@ class MsyncShipper:
         absent = [tr for tr in it.tracks if self._member_of[tr] not in listed]
         if absent:
             self._set(it, absent, Outcome.RETRY, "member absent from msync --members")
-        return [self._member_of[tr] for tr in it.tracks if self._member_of[tr] in listed]
+        silent = [tr for tr in it.tracks if tr not in absent and self._suspects.active(self._member_of[tr])]
+        if silent:
+            self._set(it, silent, Outcome.RETRY, "member stopped answering lately; tried again in a minute")
+        return [self._member_of[tr] for tr in it.tracks if tr not in absent and tr not in silent]
 
     def _lanes(self, live: list[Item], listed: list[bytes]) -> list[list[Job]]:
         """Lanes run concurrently, the jobs of a lane strictly in plan order. A lane
@@ -429,8 +444,11 @@ class MsyncShipper:
             host=job.host,
             tokens=tokens,
         )
-        res = self._exec(argv)
+        idle = idle_limit(self._t.stall_s, max((it.biggest for it in job.items), default=0))
+        res = self._exec(argv, idle)
         log.debug("ship.msync.run", target=self.name, paths=len(tokens), rc=res.returncode, s=res.seconds)
+        if res.stalled:
+            return self._after_stall(job, tokens, hosts, entries, dry=dry)
         if res.missing or res.timed_out:
             why = f"msync not found: {self._t.msync}" if res.missing else "msync timed out"
             return {(h, i): mp.Verdict(mp.Kind.RETRY, why) for h in hosts for i in range(len(entries))}
@@ -438,7 +456,39 @@ class MsyncShipper:
             return mp.classify_dry_run(res.returncode, res.stdout, res.stderr, hosts, entries)
         verdicts = mp.classify(res.returncode, res.stdout, res.stderr, hosts, entries)
         sent = (res.stdout, res.stderr, hosts, entries)
-        return verify_skips(self._exec, os.fsencode(self._t.msync), self._base, job.host, sent, verdicts)
+        check = lambda a: self._exec(a, idle)  # noqa: E731
+        return verify_skips(check, os.fsencode(self._t.msync), self._base, job.host, sent, verdicts)
+
+    def _after_stall(
+        self, job: Job, tokens: list[bytes], hosts: list[bytes], entries: list[mp.Entry], *, dry: bool
+    ) -> dict[tuple[bytes, int], mp.Verdict]:
+        """The call went silent: a member stopped answering and makuosan would
+        wait a minute for it. Each member is tried alone, in parallel: who
+        answers gets its verdicts now; who stalls alone becomes suspect."""
+        named = [h for h in hosts if h] if job.host is None else []
+        if len(named) < 2:
+            for h in [job.host] if job.host is not None else named:
+                self._suspects.mark(h)
+            who = b", ".join([job.host] if job.host is not None else named).decode("utf-8", "replace")
+            log.warning("ship.msync.stalled", target=self.name, members=who, paths=len(tokens))
+            why = mp.Verdict(mp.Kind.RETRY, f"no progress from msync: member {who} stopped answering")
+            return {(h, i): why for h in hosts for i in range(len(entries))}
+        out = {
+            (h, i): mp.Verdict(mp.Kind.RETRY, "member listed without a name")
+            for h in hosts
+            if not h
+            for i in range(len(entries))
+        }
+
+        def alone(host: bytes) -> dict[tuple[bytes, int], mp.Verdict]:
+            return self._run(
+                Job(host, job.recursive, job.items, job.delete), tokens, [host], entries, dry=dry
+            )
+
+        with ThreadPoolExecutor(max_workers=len(named)) as pool:
+            for part in pool.map(alone, named):
+                out.update(part)
+        return out
 
     def _verify_deletes(
         self, job: Job, unacked: list[tuple[Item, dict[bytes, mp.Verdict]]], hosts: list[bytes]

@@ -50,3 +50,17 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_quiet_child_is_killed_as_stalled_and_its_output_kept() -> None:
+    """``idle_timeout``: output so far is returned; silence ends the group."""
+    res = _exec.run(["/bin/sh", "-c", "echo one; echo two >&2; sleep 600"], timeout=600, idle_timeout=0.5)
+    assert res.stalled and res.returncode < 0
+    assert (res.stdout, res.stderr) == (b"one\n", b"two\n")
+
+
+def test_a_child_that_keeps_talking_is_not_stalled() -> None:
+    """Steady output, slower overall than the idle limit, runs to its end."""
+    script = "for i in 1 2 3 4 5 6; do echo $i; sleep 0.5; done"
+    res = _exec.run(["/bin/sh", "-c", script], timeout=600, idle_timeout=2.0)
+    assert not res.stalled and res.returncode == 0 and res.stdout.split() == [b"%d" % i for i in range(1, 7)]
