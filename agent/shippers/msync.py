@@ -201,7 +201,7 @@ class MsyncShipper:
         -r would send or cross."""
         sizes: list[int] = []
         below, unlisted = self._walk(it.action.path, it.entry.echo, sizes)
-        it.biggest = max(sizes, default=0)
+        it.biggest, it.below = max(sizes, default=0), len(below)
         if not unlisted and mp.scanner_carries(it.entry.echo, below):
             return
         it.entry, it.mirror = mp.Entry(it.entry.echo), True
@@ -444,7 +444,8 @@ class MsyncShipper:
             host=job.host,
             tokens=tokens,
         )
-        idle = idle_limit(self._t.stall_s, max((it.biggest for it in job.items), default=0))
+        biggest = max((it.biggest for it in job.items), default=0)
+        idle = idle_limit(self._t.stall_s, biggest, sum(it.below for it in job.items))
         res = self._exec(argv, idle)
         log.debug("ship.msync.run", target=self.name, paths=len(tokens), rc=res.returncode, s=res.seconds)
         if res.stalled:

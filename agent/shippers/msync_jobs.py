@@ -27,6 +27,7 @@ class Item:
     resend: mp.Prepared | None = None  # a symlink's in-base target, re-sent after the link
     is_dir: bool = False
     biggest: int = 0  # size of the largest regular file it carries: how long a member may stay silent
+    below: int = 0  # entries below a recursive put (members list them for --delete)
     # A tree msync's -r cannot carry goes out entry by entry with --delete
     # (no -r): ``more`` is everything below the root, children first.
     mirror: bool = False

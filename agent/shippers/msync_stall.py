@@ -18,14 +18,17 @@ __all__ = ["Suspects", "idle_limit", "SUSPECT_S", "SLOWEST_BPS"]
 
 SUSPECT_S = 60.0  # makuosan itself gives a silent member up after 500 ms x 120
 SLOWEST_BPS = 5 * 1024 * 1024  # a file in flight may be this slow before its silence counts
+ENTRY_S = 0.001  # a walk or a --delete listing may be silent this long per entry (makuosan: ~0.2 ms)
 
 
-def idle_limit(stall_s: float, biggest: int) -> float | None:
+def idle_limit(stall_s: float, biggest: int, entries: int = 0) -> float | None:
     """Seconds of silence after which a call is blocked: ``stall_s`` plus the
-    time the biggest file of the call may take to cross. None: never."""
+    time the biggest file of the call may take to cross, plus the time
+    members may take to list ``entries`` for a ``--delete`` (which prints
+    only what it deletes). None: never."""
     if stall_s <= 0:
         return None
-    return stall_s + biggest / SLOWEST_BPS
+    return stall_s + biggest / SLOWEST_BPS + entries * ENTRY_S
 
 
 class Suspects:

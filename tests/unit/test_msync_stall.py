@@ -101,6 +101,7 @@ def test_stall_limit_grows_with_the_biggest_file() -> None:
     assert idle_limit(3.0, 0) == 3.0
     assert idle_limit(3.0, 50 * 1024 * 1024) == pytest.approx(13.0)
     assert idle_limit(0.0, 10) is None
+    assert idle_limit(3.0, 0, 20_000) == pytest.approx(23.0)  # a --delete listing of a big tree
 
 
 def test_suspects_expire() -> None:
