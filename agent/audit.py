@@ -344,13 +344,24 @@ def _msync_run(target: MsyncTarget, argv: list[str], env: dict[str, str] | None)
     return result
 
 
+# A member writes NAME.makuoNNNNNNNNN, then renames it to NAME; one cut off
+# mid-transfer keeps the temp file until makuosan's receive GC removes it.
+_MAKUO_TEMP = re.compile(rb"(?:^|/)[^/]+\.makuo[0-9]{6,9}$")
+
+
+def _makuo_temp(path: bytes, why: str) -> bool:
+    """An extra on a member that is makuosan's own temp file: not drift."""
+    return why == _DRY_WHY[b"delete"] and _MAKUO_TEMP.search(path) is not None
+
+
 def _member_findings(
     root: bytes, target: MsyncTarget, member: str, specials: set[bytes], env: dict[str, str] | None
 ) -> list[Finding]:
     """``--check -r`` (content of regular files) and a ``--delete -r`` dry
     run (makuosan's metadata comparison, and extras) for one member. A
     special file's path is skipped: members never keep a fifo's mtime, so
-    its dry run always answers update."""
+    its dry run always answers update. makuosan's temp files left by a cut
+    transfer are not drift either: the member never shows them as NAME."""
     base = os.fsencode(target.base) if target.base else root
     check = _msync_run(target, ["-t", member, "--check", "-r"], env)
     dry = _msync_run(target, ["-t", member, "-n", "-v", "--delete", "-r"], env)
@@ -360,8 +371,9 @@ def _member_findings(
         *parse_msync_dryrun(dry.stdout, member),
     ]:
         rel = os.path.relpath(os.path.join(base, path), root)
-        if rel not in (b".", b"..") and not rel.startswith(b"../") and rel not in specials:
-            found.setdefault(rel, why)
+        if rel in (b".", b"..") or rel.startswith(b"../") or rel in specials or _makuo_temp(rel, why):
+            continue
+        found.setdefault(rel, why)
     return [Finding(p, w, track=f"{target.name}/{member}") for p, w in sorted(found.items())]
 
 
