@@ -297,9 +297,11 @@ class MsyncShipper:
         """Send the parent directories of what was shipped OK again, deepest
         first, so members take their mtime (and mode) from the source after
         entries inside changed. Best effort: a member that misses it differs
-        in that directory's mtime only, which verify reports and repairs."""
+        in that directory's mtime only, which verify reports and repairs.
+        Only members that took part get it (``-t`` unless every expected
+        member did), silently (level 0), and a call that stays silent past
+        its time is ended: a member cut off must not hold the others."""
         tokens = []
-        prefix = mp.command_prefix()
         shipped = [it.action.path for it in live if any(r.outcome is Outcome.OK for r in it.results.values())]
         for parent in parent_dirs(shipped):
             try:
@@ -308,12 +310,29 @@ class MsyncShipper:
             except OSError:
                 continue
             prep = mp.prepare(self._rel(parent))
-            if not isinstance(prep, str) and mp.fits(prep.token, prefix):
+            if not isinstance(prep, str):
                 tokens.append(prep.token)
-        for start in range(0, len(tokens), max(1, self._t.batch)):
-            chunk = tokens[start : start + max(1, self._t.batch)]
-            res = self._exec(mp.build_argv(os.fsencode(self._t.msync), excludes=self._excludes, tokens=chunk))
-            log.debug("ship.msync.settle_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
+        for host in self._settle_hosts(live) if tokens else []:
+            fitting = [t for t in tokens if mp.fits(t, mp.command_prefix(host=host))]
+            for start in range(0, len(fitting), max(1, self._t.batch)):
+                chunk = fitting[start : start + max(1, self._t.batch)]
+                argv = mp.build_argv(
+                    os.fsencode(self._t.msync), excludes=self._excludes, level=0, host=host, tokens=chunk
+                )
+                res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)))
+                log.debug("ship.msync.settle_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
+                if res.stalled:
+                    log.warning("ship.msync.settle_stalled", target=self.name, host=host)
+                    break
+
+    def _settle_hosts(self, live: list[Item]) -> list[bytes | None]:
+        """[None] (no ``-t``) when every expected member took the plan, else
+        each member that did."""
+        if not self._member_of:
+            return [None]
+        took = {r.track for it in live for r in it.results.values() if r.outcome is Outcome.OK}
+        hosts = sorted({self._member_of[t] for t in took if t in self._member_of})
+        return [None] if len(hosts) == len(set(self._member_of.values())) else list(hosts)
 
     def _members(self) -> tuple[list[bytes] | None, str]:
         listed, why = self._read_members()

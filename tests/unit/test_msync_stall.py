@@ -75,6 +75,26 @@ def test_live_member_is_current_while_the_other_is_cut_mid_send(dbl: MsyncDouble
     assert not _has_all(dbl, "mk3")
 
 
+def test_parent_directories_are_settled_without_waiting_for_the_cut_member(dbl: MsyncDouble) -> None:
+    """The re-send of shipped paths' parent directories must not block on mk3 either."""
+    (dbl.base / "d").mkdir()
+    for n in NAMES:
+        (dbl.base / "d" / n.decode()).write_bytes(n)
+        os.utime(dbl.base / "d" / n.decode(), (OLD, OLD))
+    dbl.set_member("mk3", state="timeout")
+    shipper = _shipper(dbl)
+    plan = Plan(tuple(Action(ActionKind.PUT, b"d/" + n, tracks=frozenset({"c/mk2", "c/mk3"})) for n in NAMES))
+    got: list[list[ShipResult]] = []
+    worker = threading.Thread(target=lambda: got.append(list(shipper.ship(plan))))
+    worker.start()
+    try:
+        worker.join(45)  # makuosan would hold each call to mk3 for 60 s
+        assert not worker.is_alive(), "a call waited for the dead member"
+    finally:
+        worker.join()
+    assert _by_track(got[0]) == {"c/mk2": {Outcome.OK}, "c/mk3": {Outcome.RETRY}}
+
+
 def test_suspect_member_is_left_out_then_caught_up(dbl: MsyncDouble) -> None:
     """While mk3 is suspect, plans go to mk2 alone (``-t``) without a new
     stall; once mk3 answers again, its pending paths catch up."""
