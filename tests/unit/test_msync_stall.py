@@ -34,7 +34,7 @@ def dbl(tmp_path: Path) -> MsyncDouble:
 
 
 def _shipper(dbl: MsyncDouble, **kw: object) -> MsyncShipper:
-    target = MsyncTarget(name="c", members=("mk2", "mk3"), msync=str(dbl.msync), base=dbl.base, stall_s=1.0)
+    target = MsyncTarget(name="c", members=("mk2", "mk3"), msync=str(dbl.msync), base=dbl.base, stall_s=2.0)
     return MsyncShipper(target, dbl.base, env=dbl.env(), **kw)
 
 
