@@ -23,6 +23,7 @@ from pathlib import Path
 
 import structlog
 
+from agent.absorb import unexplained
 from agent.excludes import Excludes
 from agent.fsstate import capture_at, capture_in, kind_of, lstat_below
 from agent.links import LinkSpreader
@@ -31,7 +32,7 @@ from agent.planner import Selection, SettleMap, build_plan, resolve
 from agent.retry import Backoff, RetryPolicy
 from agent.shippers.base import Outcome, Shipper, ShipResult
 from agent.walk import Walk, root_dev
-from journal import FileKind, FileState, Journal, JournalCorrupt
+from journal import FileKind, FileState, Journal, JournalCorrupt, Record
 
 __all__ = ["Replayer", "StepReport"]
 
@@ -163,6 +164,7 @@ class Replayer:
             states = self._capture(plan)
             started = time.monotonic()
             results = self._ship(plan, settle)
+            states = _absorbable(states, [r for rs in per_track.values() for r in rs], self._wall_ns())
             report = self._settle(plan, settle, states, results, time.monotonic() - started)
         return _with(report, entries=entries, actions=len(plan), held=held, raised=results.raised)
 
@@ -375,6 +377,19 @@ class Replayer:
 
 
 # ---------------------------------------------------------------------- helpers
+def _absorbable(
+    states: Mapping[bytes, Mapping[bytes, FileState | None]], records: Sequence[Record], now_ns: int
+) -> dict[bytes, dict[bytes, FileState | None]]:
+    """The captured states without those the shipped entries do not explain
+    (see :mod:`agent.absorb`): the manifest keeps its old state for them, so
+    the event on its way, or the scan after a lost one, ships them again.
+    The renewed mtimes of parent directories are the shippers' own doing and
+    always kept."""
+    own = {rel: s for top, got in states.items() for rel, s in got.items() if _at_or_below(rel, top)}
+    drop = unexplained(records, own, now_ns)
+    return {top: {rel: s for rel, s in got.items() if rel not in drop} for top, got in states.items()}
+
+
 def _states_for(
     track: str,
     ok_paths: Sequence[bytes],

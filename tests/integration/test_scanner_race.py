@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ class Rig:
     def ship_all(self, rels: list[bytes]) -> None:
         """Journal and ship the tree as it is, as a running agent would have."""
         self.journal.append(
-            Entry(Op.CHANGE, rel, time_ns=1, flags=IS_DIR if os.path.isdir(self.abs(rel)) else 0)
+            Entry(Op.CHANGE, rel, time_ns=time.time_ns(), flags=IS_DIR if os.path.isdir(self.abs(rel)) else 0)
             for rel in rels
         )
         self.drain()

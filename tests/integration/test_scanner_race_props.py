@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,7 +83,7 @@ class World:
 
     def event(self, op: Op, rel: bytes, flags: int = 0) -> None:
         if self.watching:
-            self.queued.append(Entry(op, rel, time_ns=1, flags=flags))
+            self.queued.append(Entry(op, rel, time_ns=time.time_ns(), flags=flags))
 
     def flush(self) -> None:
         if self.queued:
