@@ -9,8 +9,10 @@ no difference, and a track that shipped the path earlier would keep the old
 state for ever (a path moved away stays on that mirror). So the manifest
 takes a captured state only when the journal explains it: a path found gone
 needs a removal among the entries shipped (a DELETE or a move away of it or
-of a directory above it); a path found present must not have changed (ctime)
-after the newest of those entries at it, above it or below it. Otherwise the
+of a directory above it); a file or link found present must not have changed
+(ctime) after the newest of those entries at it or above it. A directory's
+ctime moves with every entry made or removed inside it, each journaled on its
+own, so a directory found present is always taken. Otherwise the
 manifest keeps what it had, and the event (when it arrives) or the scan
 (after a loss) ships the path again.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from journal import FileState, Op, Record
+from journal import FileKind, FileState, Op, Record
 
 __all__ = ["unexplained"]
 
@@ -59,6 +61,8 @@ def unexplained(
             if path not in removed and not removed.intersection(above):
                 out.add(path)
             continue
+        if state.kind == FileKind.DIR:
+            continue  # its ctime moves with every entry made or removed inside, journaled on their own
         newest = max([below.get(path, 0), *(exact.get(a, 0) for a in above)])
         if 0 < newest < state.ctime_ns <= now_ns:  # 0: entries without a time say nothing
             out.add(path)

@@ -35,6 +35,7 @@ def test_entries_above_and_below_explain_a_directory_and_its_children() -> None:
     subtree is explained by the move above it."""
     records = [rec(1, Op.CHANGE, b"d", 10, flags=IS_DIR), rec(2, Op.CHANGE, b"d/f", 12)]
     assert unexplained(records, {b"d": state(11, FileKind.DIR), b"d/f": state(11)}, 100 * S) == set()
+    assert unexplained(records, {b"d": state(99, FileKind.DIR)}, 100 * S) == set()  # a directory is taken
     assert unexplained(records, {b"d/g": state(9)}, 100 * S) == set()  # older than d's entry
     assert unexplained(records, {b"d/g": state(11)}, 100 * S) == {b"d/g"}  # a sibling explains nothing
 
