@@ -13,8 +13,8 @@ of a directory above it); a file or link found present must not have changed
 (ctime) after the newest of those entries at it or above it. A directory's
 ctime moves with every entry made or removed inside it, each journaled on its
 own, so a directory found present is always taken. Otherwise the
-manifest keeps what it had, and the event (when it arrives) or the scan
-(after a loss) ships the path again.
+manifest keeps what it had, and the replayer journals the path again for
+every track (a duplicate if the event was only on its way).
 """
 
 from __future__ import annotations

@@ -29,10 +29,11 @@ from agent.fsstate import capture_at, capture_in, kind_of, lstat_below
 from agent.links import LinkSpreader
 from agent.plan import ActionKind, Plan
 from agent.planner import Selection, SettleMap, build_plan, resolve
+from agent.recheck import ScanRecheck
 from agent.retry import Backoff, RetryPolicy
 from agent.shippers.base import Outcome, Shipper, ShipResult
 from agent.walk import Walk, root_dev
-from journal import FileKind, FileState, Journal, JournalCorrupt, Record
+from journal import Entry, FileKind, FileState, Journal, JournalCorrupt, Op, Record
 
 __all__ = ["Replayer", "StepReport"]
 
@@ -164,7 +165,14 @@ class Replayer:
             states = self._capture(plan)
             started = time.monotonic()
             results = self._ship(plan, settle)
-            states = _absorbable(states, [r for rs in per_track.values() for r in rs], self._wall_ns())
+            records = [r for rs in per_track.values() for r in rs]
+            states_before = states
+            states, again = _absorbable(states, records, self._wall_ns(), self.journal.manifest_get)
+            if again:  # the tree moved past the journal: every track ships these paths again
+                # under the append locks, a path found gone that exists again is a CHANGE:
+                # this DELETE must not land after the watcher's entry for the re-creation
+                recheck = ScanRecheck(self.root, root_dev(self.root))
+                self.journal.append(_again(again, states_before, self._wall_ns()), recheck=recheck)
             report = self._settle(plan, settle, states, results, time.monotonic() - started)
         return _with(report, entries=entries, actions=len(plan), held=held, raised=results.raised)
 
@@ -378,16 +386,34 @@ class Replayer:
 
 # ---------------------------------------------------------------------- helpers
 def _absorbable(
-    states: Mapping[bytes, Mapping[bytes, FileState | None]], records: Sequence[Record], now_ns: int
-) -> dict[bytes, dict[bytes, FileState | None]]:
+    states: Mapping[bytes, Mapping[bytes, FileState | None]],
+    records: Sequence[Record],
+    now_ns: int,
+    shipped: Callable[[bytes], FileState | None],
+) -> tuple[dict[bytes, dict[bytes, FileState | None]], set[bytes]]:
     """The captured states without those the shipped entries do not explain
-    (see :mod:`agent.absorb`): the manifest keeps its old state for them, so
-    the event on its way, or the scan after a lost one, ships them again.
-    The renewed mtimes of parent directories are the shippers' own doing and
+    (see :mod:`agent.absorb`), and those paths: the manifest keeps its old
+    state for them, and they are journaled again for every track, so a track
+    that shipped them before gets the change whose event may be lost. The
+    renewed mtimes of parent directories are the shippers' own doing and
     always kept."""
     own = {rel: s for top, got in states.items() for rel, s in got.items() if _at_or_below(rel, top)}
-    drop = unexplained(records, own, now_ns)
-    return {top: {rel: s for rel, s in got.items() if rel not in drop} for top, got in states.items()}
+    # only a state some track was given can be held by a mirror that missed the change
+    drop = {p for p in unexplained(records, own, now_ns) if shipped(p) is not None}
+    kept = {top: {rel: s for rel, s in got.items() if rel not in drop} for top, got in states.items()}
+    return kept, drop
+
+
+def _again(
+    paths: set[bytes], states: Mapping[bytes, Mapping[bytes, FileState | None]], now_ns: int
+) -> list[Entry]:
+    """Entries that explain what was found: a DELETE for a path found gone
+    (a CHANGE would find it gone again and explain nothing), a CHANGE for a
+    path found changed."""
+    found = {rel: s for got in states.values() for rel, s in got.items() if rel in paths}
+    return [
+        Entry(Op.CHANGE if found.get(p) is not None else Op.DELETE, p, time_ns=now_ns) for p in sorted(paths)
+    ]
 
 
 def _states_for(
