@@ -106,7 +106,7 @@ class Writer:
         self.history: list[History] = []
         # ``carriable``: only what every transport can carry (msync has documented
         # limits: no newline, short names and paths, no links out of the base, no
-        # same-size rewrite into an already shipped mtime second)
+        # same-size rewrite into an already shipped mtime second, no fifos)
         self.names = [n for n in NAMES if b"\n" not in n and len(n) < 40] if carriable else NAMES
         self.carriable = carriable
         self.tree = _RecordingTree(root, self.history)
@@ -134,7 +134,9 @@ class Writer:
             "symlink": (4, self.symlink),
             "retarget": (2, self.retarget),
             "hardlink": (3, self.hardlink),
-            "fifo": (1, self.fifo),
+            # members keep what they had where a shipped path became a fifo (makuosan
+            # deletes only what the sender lacks): a documented msync limit
+            "fifo": (0 if carriable else 1, self.fifo),
             "long_path": (0 if carriable else 1, self.long_path),
         }
 
