@@ -4,7 +4,6 @@ intake batches into LMDB. Functions of a transaction, no state of their own."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 
 import lmdb
@@ -104,10 +103,8 @@ def requeue(txn: lmdb.Transaction, dbs: Dbs, last: int, letters: Iterable[DeadLe
 
 
 def _as_changes(entry: Entry) -> list[Entry]:
-    """The CHANGE entries that re-ship whatever ``entry`` touched, as it is
-    now; stamped now, since they ask for the state of now."""
+    """The CHANGE entries that re-ship whatever ``entry`` touched, as it is now."""
     if entry.op == Op.RESCAN:
         return [entry]
     paths = [entry.path, entry.dest] if entry.op == Op.MOVE else [entry.path]
-    now = time.time_ns()
-    return [Entry(Op.CHANGE, p, time_ns=now, flags=entry.flags) for p in paths]
+    return [Entry(Op.CHANGE, p, time_ns=entry.time_ns, flags=entry.flags) for p in paths]
