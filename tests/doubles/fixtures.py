@@ -20,7 +20,7 @@ import pytest
 
 from tests.doubles.double_state import Drops
 
-__all__ = ["MsyncDouble", "make_double", "msync_double"]
+__all__ = ["MsyncDouble", "make_double", "msync_double", "write_file"]
 
 _REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = """#!{python} -I
@@ -179,3 +179,12 @@ def make_double(
 def msync_double(tmp_path: Path) -> Iterator[MsyncDouble]:
     """A double with two members, mk2 and mk3, both up; base is ``tmp_path/dbl/base``."""
     yield make_double(tmp_path / "dbl")
+
+
+def write_file(path: Path, data: bytes, mtime: int | None = None) -> Path:
+    """Write ``data`` to ``path`` (parents made), optionally with an mtime in seconds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path

@@ -7,25 +7,12 @@ import os
 import re
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.doubles import double_state as ds
-from tests.doubles.fixtures import MsyncDouble
+from tests.doubles.fixtures import MsyncDouble, write_file
 from tests.helpers.wait import wait_until
-
-
-def _write(path: Path, data: bytes, mtime: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-    return path
-
-
-def _lines(b: bytes) -> list[bytes]:
-    return b.splitlines()
 
 
 def test_timed_out_member_stays_dropped_for_later_invocations(msync_double: MsyncDouble) -> None:
@@ -33,12 +20,15 @@ def test_timed_out_member_stays_dropped_for_later_invocations(msync_double: Msyn
     skip it silently at every level and ``-t`` says it is not a member."""
     msync_double.set_member("mk3", state="timeout")
     for n in ("a", "b"):
-        _write(msync_double.base / n, n.encode())
+        write_file(msync_double.base / n, n.encode())
     first = msync_double.run("-v", "a")
     assert b"error: receive time out: 10.77.0.3(mk3)" in first.stderr
     later = msync_double.run("-l", "2", "b")
     assert (later.returncode, later.stdout, later.stderr) == (0, b"update mk2:b\n", b"")
-    assert _lines(msync_double.run("--members").stdout) == [b"mk2 10.77.0.2 (Ver1.3.6)", b"Total: 1 members"]
+    assert msync_double.run("--members").stdout.splitlines() == [
+        b"mk2 10.77.0.2 (Ver1.3.6)",
+        b"Total: 1 members",
+    ]
     r = msync_double.run("-t", "mk3", "b")
     assert (r.returncode, r.stdout, r.stderr) == (0, b"mk3 is not contained in members\n", b"")
     assert not (msync_double.member_dir("mk3") / "b").exists()
@@ -73,7 +63,7 @@ def test_cost_model_over_tcp_and_unix(msync_double: MsyncDouble) -> None:
     msync_double.update(listening=["tcp:127.0.0.1:5000", "unix:/run/mk.sock"])
     names = [f"f{i}" for i in range(10)]
     for n in names:
-        _write(msync_double.base / n, b"x", mtime=1_600_000_000)
+        write_file(msync_double.base / n, b"x", mtime=1_600_000_000)
     msync_double.run("--sync", *names)  # level 0: silent
     msync_double.run("-l", "2", "--sync", *names)  # every file prints a skip line per member
     msync_double.run("-c", "unix:/run/mk.sock", "-l", "2", "--sync", *names)
@@ -89,7 +79,7 @@ def test_cost_model_over_tcp_and_unix(msync_double: MsyncDouble) -> None:
 def test_recursive_pays_one_exchange(msync_double: MsyncDouble) -> None:
     """``-r`` is one console exchange: the daemon walks and pipelines the files itself."""
     for i in range(20):
-        _write(msync_double.base / f"d/f{i}", b"x")
+        write_file(msync_double.base / f"d/f{i}", b"x")
     msync_double.run("-l", "2", "-r", "d")
     (cost,) = msync_double.model_seconds()
     expected = ds.INVOCATION_S + ds.COMMAND_S + ds.TCP_PENALTY_S + 21 * ds.ENTRY_S
@@ -100,7 +90,7 @@ def test_scale_makes_the_stall_real(msync_double: MsyncDouble) -> None:
     """The dead-member stall is 500 ms x 120 times the scale; it is logged when it begins."""
     msync_double.update(time_scale=0.005)  # 0.3 s
     msync_double.set_member("mk2", state="timeout")
-    _write(msync_double.base / "f", b"f")
+    write_file(msync_double.base / "f", b"f")
     start = time.monotonic()
     r = msync_double.run("f")
     assert time.monotonic() - start >= ds.STALL_S * 0.005
@@ -114,7 +104,7 @@ def test_lines_are_written_as_they_are_said(msync_double: MsyncDouble) -> None:
     msync_double.update(timeout_delay=600.0, member_order="listed")
     msync_double.set_member("mk3", state="timeout", timeout_after=1)
     for n in ("a", "b"):
-        _write(msync_double.base / n, n.encode())
+        write_file(msync_double.base / n, n.encode())
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **msync_double.env()}
     proc = subprocess.Popen([str(msync_double.msync), "-v", "a", "b"], stdout=subprocess.PIPE, env=env)
     try:
@@ -138,7 +128,7 @@ def test_symlink_retarget_in_the_same_second_is_delivered(msync_double: MsyncDou
     os.symlink("two", link)
     os.utime(link, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
     r = msync_double.run("-v", "l")
-    assert sorted(_lines(r.stdout)) == [b"update mk2:l", b"update mk3:l"]
+    assert sorted(r.stdout.splitlines()) == [b"update mk2:l", b"update mk3:l"]
     assert all(os.readlink(m / "l") == "two" for m in msync_double.member_dirs())
 
 
@@ -153,7 +143,7 @@ def test_touched_symlink_is_skipped_and_members_keep_send_time(msync_double: Msy
     assert member_mtime >= before
     os.utime(link, (1_500_000_000, 1_500_000_000), follow_symlinks=False)
     r = msync_double.run("-l", "2", "l")
-    assert sorted(_lines(r.stdout)) == [b"skip   mk2:l", b"skip   mk3:l"]
+    assert sorted(r.stdout.splitlines()) == [b"skip   mk2:l", b"skip   mk3:l"]
 
 
 def test_fifo_is_updated_on_every_send(msync_double: MsyncDouble) -> None:
@@ -162,13 +152,13 @@ def test_fifo_is_updated_on_every_send(msync_double: MsyncDouble) -> None:
     os.utime(msync_double.base / "p", (1_600_000_000, 1_600_000_000))
     for _ in range(2):
         r = msync_double.run("-l", "2", "p")
-        assert sorted(_lines(r.stdout)) == [b"update mk2:p", b"update mk3:p"]
+        assert sorted(r.stdout.splitlines()) == [b"update mk2:p", b"update mk3:p"]
 
 
 def test_member_cut_mid_transfer_keeps_its_temp_file(msync_double: MsyncDouble) -> None:
     """A member that agreed and was then cut keeps ``NAME.makuoNNNNNNNNN``, never NAME."""
     msync_double.set_member("mk3", state="timeout", update_then_timeout=True)
-    _write(msync_double.base / "d/big.bin", b"0123456789")
+    write_file(msync_double.base / "d/big.bin", b"0123456789")
     msync_double.run("-v", "d/big.bin")
     names = os.listdir(msync_double.member_dir("mk3") / "d")
     assert len(names) == 1 and re.fullmatch(r"big\.bin\.makuo\d{9}", names[0]), names
@@ -177,16 +167,16 @@ def test_member_cut_mid_transfer_keeps_its_temp_file(msync_double: MsyncDouble) 
 
 def test_member_order_changes_between_invocations(msync_double: MsyncDouble) -> None:
     """Members answer in acknowledgement order, which is not always sorted."""
-    _write(msync_double.base / "f", b"f", mtime=1_600_000_000)
+    write_file(msync_double.base / "f", b"f", mtime=1_600_000_000)
     msync_double.run("f")
-    orders = {tuple(_lines(msync_double.run("-l", "2", "f").stdout)) for _ in range(40)}
+    orders = {tuple(msync_double.run("-l", "2", "f").stdout.splitlines()) for _ in range(40)}
     assert orders == {(b"skip   mk2:f", b"skip   mk3:f"), (b"skip   mk3:f", b"skip   mk2:f")}
 
 
 def test_recursive_lines_follow_directory_read_order(msync_double: MsyncDouble) -> None:
     """``-r`` reports names in the order the directory is read, not sorted."""
     for n in ("a", "b", "c", "d", "e"):
-        _write(msync_double.base / "t" / n, b"x")
+        write_file(msync_double.base / "t" / n, b"x")
     order = [b"t/" + os.fsencode(n) for n in os.listdir(msync_double.base / "t")]
     r = msync_double.run("-l", "2", "-t", "mk2", "-r", "t")
-    assert [ln.split(b":", 1)[1] for ln in _lines(r.stdout)] == [*order, b"t"]
+    assert [ln.split(b":", 1)[1] for ln in r.stdout.splitlines()] == [*order, b"t"]
