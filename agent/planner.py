@@ -11,6 +11,8 @@ first. Coalescing keeps exactly that, per path:
 - MOVE(a, b) -> DELETE a + PUT b. A directory move is DELETE b + recursive
   PUT b: the subtree arrived with the move, and whatever the mirror held at b
   (entries whose own deletes are coalesced into b) is cleared first;
+- a CHANGE of a directory flagged SUBTREE -> recursive PUT (the shipper makes
+  the mirror's subtree equal to the source's, extras removed);
 - a DELETE or move-away of a directory absorbs earlier entries below it;
   later entries below it stay (the tree was re-created);
 - RESCAN (the scanner journals what it finds) and a DELETE of the root
@@ -35,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from agent.plan import Action, ActionKind, Plan
-from journal import Op, Record
+from journal import SUBTREE, Op, Record
 
 __all__ = [
     "PathChange",
@@ -189,6 +191,8 @@ def coalesce(records: Sequence[Record]) -> list[PathChange]:
         e, seq = rec.entry, rec.seq
         if e.op in (Op.CHANGE, Op.ATTR):
             _put(tree, e.path, seq, e.is_dir)
+            if e.flags & SUBTREE and e.is_dir:
+                tree.slot(e.path).recursive = True
         elif e.op == Op.DELETE and e.path:
             _delete(tree, e.path, seq, e.is_dir)
         elif e.op == Op.MOVE and e.path and e.dest:

@@ -27,13 +27,14 @@ from agent.absorb import unexplained
 from agent.excludes import Excludes
 from agent.fsstate import capture_at, capture_in, kind_of, lstat_below
 from agent.links import LinkSpreader
+from agent.listing_drift import moved_listings
 from agent.plan import ActionKind, Plan
 from agent.planner import Selection, SettleMap, build_plan, resolve
 from agent.recheck import ScanRecheck
 from agent.retry import Backoff, RetryPolicy
 from agent.shippers.base import Outcome, Shipper, ShipResult
 from agent.walk import Walk, root_dev
-from journal import Entry, FileKind, FileState, Journal, JournalCorrupt, Op, Record
+from journal import IS_DIR, SUBTREE, Entry, FileKind, FileState, Journal, JournalCorrupt, Op, Record
 
 __all__ = ["Replayer", "StepReport"]
 
@@ -167,12 +168,14 @@ class Replayer:
             results = self._ship(plan, settle)
             records = [r for rs in per_track.values() for r in rs]
             states_before = states
+            resync = self._moved_listings(plan, states, results)
             states, again = _absorbable(states, records, self._wall_ns(), self.journal.manifest_get)
-            if again:  # the tree moved past the journal: every track ships these paths again
+            if again or resync:  # the tree moved past the journal: every track ships these paths again
                 # under the append locks, a path found gone that exists again is a CHANGE:
                 # this DELETE must not land after the watcher's entry for the re-creation
                 recheck = ScanRecheck(self.root, root_dev(self.root))
-                self.journal.append(_again(again, states_before, self._wall_ns()), recheck=recheck)
+                entries_again = _again(again, states_before, self._wall_ns()) + resync
+                self.journal.append(entries_again, recheck=recheck)
             report = self._settle(plan, settle, states, results, time.monotonic() - started)
         return _with(report, entries=entries, actions=len(plan), held=held, raised=results.raised)
 
@@ -245,6 +248,32 @@ class Replayer:
                 seen[parent] = _settled_parent(self.journal, self.root, parent)
             if seen[parent] is not None:
                 out.setdefault(action.path, {})[parent] = seen[parent]
+
+    def _moved_listings(
+        self, plan: Plan, states: Mapping[bytes, Mapping[bytes, FileState | None]], results: _Results
+    ) -> list[Entry]:
+        """SUBTREE changes for directories below a recursive PUT shipped OK
+        whose listing moved after the capture (see agent/listing_drift.py)."""
+        tops = [
+            a.path
+            for a in plan.actions
+            if a.kind == ActionKind.PUT
+            and a.recursive
+            and _is_dir(states.get(a.path, {}).get(a.path))
+            and any(results.outcome.get((t, a.path), (None,))[0] == Outcome.OK for t in a.tracks)
+        ]
+        if not tops:
+            return []
+        captured = {rel: s for top in tops for rel, s in states[top].items()}
+        try:
+            moved = moved_listings(self.root, root_dev(self.root), tops, captured)
+        except OSError as exc:  # the root is gone: the next capture decides
+            log.warning("capture.failed", path=_show(b""), error=str(exc))
+            return []
+        if moved:
+            self._log.info("ship.listing_moved", paths=len(moved), first=_show(moved[0]))
+        now = self._wall_ns()
+        return [Entry(Op.CHANGE, p, time_ns=now, flags=IS_DIR | SUBTREE) for p in moved]
 
     # ------------------------------------------------------------------ ship
     def _ship(self, plan: Plan, settle: SettleMap) -> _Results:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Op", "Entry", "Record", "FileKind", "FileState", "Checkpoint", "Seq", "IS_DIR"]
+__all__ = ["Op", "Entry", "Record", "FileKind", "FileState", "Checkpoint", "Seq", "IS_DIR", "SUBTREE"]
 
 Seq = int
 """A journal sequence number: strictly increasing, starting at 1."""
 
 IS_DIR = 0x01
 """Entry flag: the path was a directory when the event was seen."""
+
+SUBTREE = 0x02
+"""Entry flag on a CHANGE of a directory: ship its whole subtree, so that the
+mirror's copy holds exactly what the source's holds."""
 
 
 class Op(enum.IntEnum):

@@ -10,14 +10,20 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.config import LocalTarget
+import pytest
+
+from agent.config import LocalTarget, RsyncTarget
 from agent.excludes import Excludes
+from agent.plan import Plan
 from agent.replayer import Replayer
 from agent.scanner import Scanner
+from agent.shippers.base import ShipResult
 from agent.shippers.local import LocalShipper
-from journal import Entry, Journal, Op
+from agent.shippers.rsync import RsyncShipper
+from journal import IS_DIR, Entry, Journal, Op
 
 
 def _drain(replayer: Replayer, journal: Journal, track: str) -> None:
@@ -54,3 +60,59 @@ def test_a_late_track_does_not_hide_a_lost_move_from_an_early_one(tmp_path: Path
         for t, m in mirrors.items():
             assert not (m / "d").exists(), f"{t} keeps the path the tree lost"
             assert (m / "e" / "f").read_bytes() == b"moved away while its event was lost\n", t
+
+
+class _WriteBeforeShip:
+    """A shipper that lets the tree change between the replayer's capture
+    and the copy: ``change`` runs at the start of every ship."""
+
+    def __init__(self, inner: LocalShipper | RsyncShipper, change: Callable[[], None]) -> None:
+        self._inner, self._change = inner, change
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def ship(self, plan: Plan) -> Sequence[ShipResult]:
+        self._change()
+        return self._inner.ship(plan)
+
+
+def _local(mirror: Path, root: Path) -> LocalShipper:
+    return LocalShipper(LocalTarget("m", mirror), root)
+
+
+def _rsync(mirror: Path, root: Path) -> RsyncShipper:
+    return RsyncShipper(RsyncTarget("m", str(mirror), timeout_s=60), root)
+
+
+@pytest.mark.parametrize("make", [_local, _rsync], ids=["local", "rsync"])
+def test_a_name_made_during_a_recursive_put_never_outlives_its_source_on_the_mirror(
+    tmp_path: Path, make: Callable[[Path, Path], LocalShipper | RsyncShipper]
+) -> None:
+    """A directory moved within the tree goes out recursively. A file made in it after the
+    capture, whose event is then lost (a kill, an overflow) and which is
+    removed while nobody watches, must not stay on the mirror: the mirror may
+    hold only names the manifest knows, or the scan that follows the loss has
+    nothing to compare."""
+    root, mirror = tmp_path / "root", tmp_path / "mirror"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "a").write_bytes(b"captured\n")
+    mirror.mkdir()
+    made = []
+
+    def make_late_file() -> None:
+        if not made:
+            (root / "d" / "late").write_bytes(b"made after the capture\n")
+            made.append(True)
+
+    with Journal.open(tmp_path / "journal", root=str(root), tracks=["m"]) as journal:
+        shipper = _WriteBeforeShip(make(mirror, root), make_late_file)
+        replayer = Replayer(journal, shipper, root, settle_s=0.0, rng=random.Random(1))
+        journal.append([Entry(Op.MOVE, b"old", b"d", time_ns=time.time_ns(), flags=IS_DIR)])
+        _drain(replayer, journal, "m")
+        assert (mirror / "d" / "late").exists()  # the copy took what it found
+        (root / "d" / "late").unlink()  # its CREATE and DELETE are never journaled: lost
+        Scanner(root, journal, Excludes(())).scan(since_ns=None)
+        _drain(replayer, journal, "m")
+        assert (mirror / "d" / "a").read_bytes() == b"captured\n"
+        assert not (mirror / "d" / "late").exists(), "the mirror keeps a name the source lost"

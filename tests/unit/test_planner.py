@@ -463,3 +463,24 @@ def test_selection_limit():
     sel = Selection({}, limit=3, ready_ns=0)
     assert sel.feed([rec(i, Op.CHANGE, b"f%d" % i) for i in range(1, 10)])
     assert [r.seq for r in sel.taken] == [1, 2, 3] and sel.full
+
+
+def test_a_subtree_change_of_a_directory_is_a_recursive_put() -> None:
+    from journal import IS_DIR, SUBTREE
+
+    plan, _ = build_plan({"t": [Record(1, Entry(Op.CHANGE, b"d", time_ns=1, flags=IS_DIR | SUBTREE))]})
+    (action,) = plan.actions
+    assert (action.kind, action.path, action.recursive) == (ActionKind.PUT, b"d", True)
+    plan, _ = build_plan({"t": [Record(1, Entry(Op.CHANGE, b"d", time_ns=1, flags=IS_DIR))]})
+    assert not plan.actions[0].recursive
+
+
+def test_a_delete_after_a_subtree_change_leaves_only_the_delete() -> None:
+    from journal import IS_DIR, SUBTREE
+
+    records = [
+        Record(1, Entry(Op.CHANGE, b"d", time_ns=1, flags=IS_DIR | SUBTREE)),
+        Record(2, Entry(Op.DELETE, b"d", time_ns=2, flags=IS_DIR)),
+    ]
+    plan, _ = build_plan({"t": records})
+    assert [(a.kind, a.path) for a in plan.actions] == [(ActionKind.DELETE, b"d")]
