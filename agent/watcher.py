@@ -30,6 +30,7 @@ from agent.events import (
     parse_events,
 )
 from agent.excludes import Excludes
+from agent.vanished import VanishedDirs
 from agent.walk import DirListing, Walk
 from journal import IS_DIR, Entry, Journal, JournalFull, Op
 
@@ -40,6 +41,7 @@ log = structlog.get_logger()
 _READ_SIZE = 1 << 20
 _DRAIN_CAP = 65536  # events per journal transaction; the rest is read right after
 _POLL_MS = 100
+_VANISHED_MAX = 10_000  # new directories gone before their watch, awaiting the move that explains them
 _IDLE_CHECKPOINT_NS = 1_000_000_000  # empty drains move the checkpoint at most once a second
 
 
@@ -123,6 +125,7 @@ class Watcher:
         self._specials_logged: set[bytes] = set()
         self._special_parents: dict[bytes, int] = {}  # directory -> mtime journaled for a special inside
         self.table = WatchTable()
+        self._vanished = VanishedDirs(_VANISHED_MAX)
         self.translator = Translator(self.table, excludes, int(move_wait_s * 1e9))
         self._fd: INotify | None = None
         self._stop: threading.Event | None = None
@@ -204,7 +207,7 @@ class Watcher:
             self._fd = None
 
     # ------------------------------------------------------------ tree walking
-    def _watch_tree(self, top: bytes, found: list[Entry] | None) -> None:
+    def _watch_tree(self, top: bytes, found: list[Entry] | None) -> bool:
         """Watch ``top`` and every directory below it, watch first, then list,
         so nothing created meanwhile escapes both. With ``found``, also
         journal CHANGE for everything already inside (a directory the watches
@@ -223,6 +226,7 @@ class Watcher:
             raise self._limit_error(top, len(added)) from exc.__cause__
         if top == b"" and b"" not in added:
             raise RootError(f"cannot watch root {self.root}: it is gone or not readable")
+        return top in added
 
     def _found(self, listing: DirListing, found: list[Entry] | None) -> None:
         prefix = listing.rel + b"/" if listing.rel else b""
@@ -379,17 +383,44 @@ class Watcher:
                 entries.extend(self._special_parent(e))
                 continue
             entries.append(e)
+            if e.op == Op.DELETE:
+                self._vanished.forget(e.path)
+            if e.op == Op.MOVE and e.flags & IS_DIR:
+                self._watch_vanished(e.path, e.dest, entries)
             if e.op == Op.RESCAN:
                 with self._lock:  # before the append: no checkpoint may pass the loss
                     self._holds += 1
                     self._overflow_holds += 1
             if item.scan:
                 try:
-                    self._watch_tree(e.dest or e.path, entries)
+                    if not self._watch_tree(e.dest or e.path, entries):
+                        self._vanish(e.dest or e.path)
                 except WatchLimitError as exc:
                     log.error("watch.limit", error=str(exc))
                     return entries, exc
         return entries, None
+
+    def _vanish(self, rel: bytes) -> None:
+        """A new directory was gone before it could be watched: removed (its
+        DELETE follows) or moved with a watched parent (that MOVE follows,
+        see :meth:`_watch_vanished`)."""
+        if not self._vanished.add(rel):
+            log.warning(
+                "watch.vanished_overflow", hint="too many unwatched new directories: a full rescan follows"
+            )
+            self._overflowed(0)
+
+    def _watch_vanished(self, old: bytes, new: bytes, entries: list[Entry]) -> None:
+        """A directory moved: new directories below it that vanished before
+        they were watched are there now. Watch them and journal what they
+        hold, as for any new directory; one that vanished again waits for the
+        next move."""
+        for rel in self._vanished.take_under(old):
+            if rel == old:
+                continue  # the moved directory itself: its unwatched MOVE scans it
+            moved = new + rel[len(old) :]
+            if not self._watch_tree(moved, entries):
+                self._vanish(moved)
 
     def _special(self, rel: bytes, cache: dict[bytes, bool]) -> bool:
         """FIFOs, sockets and devices are not mirrored: no entry, one log line."""
@@ -452,6 +483,7 @@ class Watcher:
         still hold removed ones: walk the tree again and keep only what exists."""
         before = {wd for wd, _ in self.table.items()}
         self.table = self.translator.table = WatchTable()
+        self._vanished.clear()  # the walk below finds every directory where it is now
         self._watch_tree(b"", None)
         for wd in before - {wd for wd, _ in self.table.items()}:
             self._rm_watch(wd)

@@ -238,3 +238,35 @@ def test_a_special_file_made_in_a_directory_journals_the_directory(watcher_rig: 
     os.chmod(watcher_rig.root / "d" / "pipe", 0o600)  # the directory's mtime does not move
     keys = watcher_rig.barrier()[start:]
     assert (C, b"d", b"") not in keys
+
+
+def test_a_directory_made_just_before_its_parent_moved_is_watched(
+    watcher_factory: Callable[..., WatcherRig],
+) -> None:
+    """``mkdir a/b/new; mv a/b a/c`` read together: when the watcher comes to
+    watch ``a/b/new``, that path is gone. The move of its watched parent must
+    still bring it under watch at ``a/c/new``, or every later change in it
+    is lost with nothing journaled."""
+    rig = watcher_factory(start=False, prepare=lambda root: (root / "a" / "b").mkdir(parents=True))
+    rig.watcher.start()  # watches set, nothing read yet
+    (rig.root / "a" / "b" / "new").mkdir()
+    (rig.root / "a" / "b" / "new" / "early").write_bytes(b"made before the move")
+    os.rename(rig.root / "a" / "b", rig.root / "a" / "c")
+    rig.run()
+    rig.wait_for([(M, b"a/b", b"a/c"), (C, b"a/c/new/early", b"")])
+    (rig.root / "a" / "c" / "new" / "late").write_bytes(b"made after the move")
+    rig.wait_for([(C, b"a/c/new/late", b"")])
+
+
+def test_a_new_directory_whose_parent_moved_twice_is_watched_where_it_ends(
+    watcher_factory: Callable[..., WatcherRig],
+) -> None:
+    rig = watcher_factory(start=False, prepare=lambda root: (root / "a" / "b").mkdir(parents=True))
+    rig.watcher.start()
+    (rig.root / "a" / "b" / "new" / "deeper").mkdir(parents=True)
+    os.rename(rig.root / "a" / "b", rig.root / "a" / "c")
+    os.rename(rig.root / "a", rig.root / "z")
+    rig.run()
+    rig.wait_for([(M, b"a/b", b"a/c"), (M, b"a", b"z"), (C, b"z/c/new/deeper", b"")])
+    (rig.root / "z" / "c" / "new" / "deeper" / "late").write_bytes(b"after both moves")
+    rig.wait_for([(C, b"z/c/new/deeper/late", b"")])
