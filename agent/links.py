@@ -3,7 +3,9 @@
 inotify reports only the name written, so when the replayer ships a file
 with several names, the other names it knows (from the manifest's hard-link
 index) whose recorded state is not the one just shipped are journaled as
-CHANGE, so every name's copy on a mirror becomes current. The names just
+CHANGE, so every name's copy on a mirror becomes current. A name found gone
+when shipped may have been written just before its removal: the other
+names of the file it was are journaled too. The names just
 shipped are journaled with them: the group then goes out in one plan, where
 a shipper can link the names on the mirror instead of copying each.
 
@@ -18,7 +20,7 @@ inside the tree, when that name is next written or scanned.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from journal import Entry, FileKind, FileState, Journal, Op
 
@@ -86,6 +88,33 @@ class LinkSpreader:
             return 0
         known = self._names({s.inode for s in shipped.values()}, shipped)
         names = other_names(shipped, known, busy, self.whole)
+        if names:
+            now = time.time_ns()
+            self.journal.append([Entry(Op.CHANGE, p, time_ns=now) for p in names])
+            self.spread += len(names)
+        return len(names)
+
+    def spread_from_removed(
+        self, paths: Iterable[bytes], busy: Callable[[bytes], bool] = lambda p: False
+    ) -> int:
+        """Journal CHANGE for the other known names of multiply-linked files
+        at ``paths``, which a ship found gone (call before the manifest
+        forgets them). A write through a name just before its removal is
+        reported by inotify for that name alone, and nothing captured shows
+        it any more: the other names may have changed, so they go out again."""
+        gone = {p: s for p in paths if (s := self.journal.manifest_get(p)) is not None}
+        linked = _linked(gone)
+        if not linked:
+            return 0
+        known = self.journal.linked_names(sorted({s.inode for s in linked.values()}))
+        names = sorted(
+            {
+                other
+                for state in linked.values()
+                for other in known.get(state.inode, {})
+                if other not in gone and not busy(other)
+            }
+        )
         if names:
             now = time.time_ns()
             self.journal.append([Entry(Op.CHANGE, p, time_ns=now) for p in names])

@@ -315,7 +315,8 @@ class Replayer:
     ) -> StepReport:
         deletes = {(t, a.path) for a in plan.actions if a.kind == ActionKind.DELETE for t in a.tracks}
         puts = {(t, a.path) for a in plan.actions if a.kind == ActionKind.PUT for t in a.tracks}
-        self._spread_links(puts, states, results)  # before the marks: a crash between re-ships, loses nothing
+        # before the marks: a crash between re-ships loses nothing
+        self._spread_links(puts, deletes, states, results)
         dead_keys = self._judge(results.outcome, deletes | puts, deletes)
         not_ok = {k for k, (o, _) in results.outcome.items() if o != Outcome.OK}
         done_total = dead_total = 0
@@ -342,20 +343,30 @@ class Replayer:
         )
 
     def _spread_links(
-        self, puts: set[Key], states: Mapping[bytes, Mapping[bytes, FileState | None]], results: _Results
+        self,
+        puts: set[Key],
+        deletes: set[Key],
+        states: Mapping[bytes, Mapping[bytes, FileState | None]],
+        results: _Results,
     ) -> None:
         """Journal the other names of multiply-linked files shipped OK: a
-        write through one name changed them all."""
+        write through one name changed them all, also through a name that
+        was gone when shipped."""
         shipped: dict[bytes, FileState | None] = {}
         for path in {p for t, p in puts if results.outcome[(t, p)][0] == Outcome.OK}:
             shipped.update(states.get(path, {}))
+        removed = {p for t, p in puts | deletes if results.outcome[(t, p)][0] == Outcome.OK}
+        removed = {p for p in removed if states.get(p, {}).get(p) is None}
         in_plan = {p for _, p in results.outcome}
         tracks = self.shipper.tracks
 
         def busy(path: bytes) -> bool:
             return path in in_plan or any(self.backoff.get(t, path) is not None for t in tracks)
 
-        if spread := self._links.spread_from(shipped, busy):
+        spread = self._links.spread_from(shipped, busy)
+        if removed:
+            spread += self._links.spread_from_removed(sorted(removed), busy)
+        if spread:
             self._log.info("ship.links_spread", names=spread)
 
     def _judge(

@@ -158,3 +158,30 @@ def test_write_while_stopped_is_found_by_the_startup_scan(tree, kind: str) -> No
     assert read(mirror / "a") == read(mirror / "d" / "b") == b"first\nwhile stopped\n"
     assert journal.pending(TRACK) == []
     assert linked_on(mirror, ["a", "d/b"])
+
+
+@pytest.mark.parametrize("kind", ["local", "rsync"])
+def test_a_write_through_a_name_removed_before_it_shipped_reaches_the_other_names(tree, kind: str) -> None:
+    """``echo more >> d/b; rm d/b`` before the replayer comes to ``d/b``:
+    inotify named only ``d/b``, which is gone when shipped, so nothing
+    captured shows the write; ``a`` changed all the same and must be sent."""
+    root, mirror, journal = tree
+    shipper = make_shipper(kind, mirror, root)
+    replayer = Replayer(journal, shipper, root, settle_s=0.0, rng=random.Random(1))
+    try:
+        write(root / "a", b"first\n")
+        (root / "d").mkdir()
+        os.link(root / "a", root / "d" / "b")
+        now = time.time_ns()
+        journal.append([Entry(Op.CHANGE, p, time_ns=now) for p in (b"a", b"d", b"d/b")])
+        drain(replayer)
+        assert read(mirror / "a") == b"first\n"
+        write(root / "d" / "b", b"more\n", append=True)
+        os.unlink(root / "d" / "b")
+        now = time.time_ns()
+        journal.append([Entry(Op.CHANGE, b"d/b", time_ns=now), Entry(Op.DELETE, b"d/b", time_ns=now)])
+        drain(replayer)
+        assert read(mirror / "d" / "b") is None
+        assert read(mirror / "a") == b"first\nmore\n", "the write through the removed name is lost"
+    finally:
+        shipper.close()
