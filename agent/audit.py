@@ -22,6 +22,7 @@ from agent.excludes import Excludes
 from agent.fsstate import kind_of
 from agent.logs import safe_path
 from agent.shippers import _exec
+from agent.shippers.rsync_filters import exclude_args
 from agent.walk import Walk, join, open_dir, root_dev, split
 from journal import FileKind
 
@@ -249,14 +250,15 @@ def literal_rule(path: bytes) -> bytes:
 
 
 def _special_rules(specials: Sequence[bytes]) -> list[bytes]:
-    """``--exclude`` arguments for the source's special files, so that with
-    ``--delete-excluded`` anything the mirror holds at their paths shows as
-    an extra. Past a budget of argv bytes the rest are left out: their
+    """Sender-side exclude rules (``-s``) for the source's special files, so
+    that anything the mirror holds at their paths shows as an extra, while the
+    exclude patterns still protect what the mirror holds at excluded paths.
+    Past a budget of argv bytes the rest are left out: their
     paths are then only known not to be replicated."""
     out: list[bytes] = []
     budget = _RULES_BUDGET
     for path in specials:
-        arg = b"--exclude=" + literal_rule(path)
+        arg = b"--filter=-s " + literal_rule(path)
         budget -= len(arg) + 1
         if budget < 0:
             break
@@ -280,8 +282,7 @@ def audit_rsync(
         "--numeric-ids",
         "--out-format=%i %n",
         *rules,
-        *(["--delete-excluded"] if rules else []),
-        *(f"--exclude={p}" for p in excludes.patterns),
+        *exclude_args(excludes),
         *target.options,
         root.rstrip(b"/") + b"/",
         dest,

@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Excludes"]
+__all__ = ["Excludes", "Rule"]
 
 _GLOBSTAR = b"**"
 
@@ -40,7 +40,10 @@ _NameMatch = Callable[[bytes], object]  # truthy when the name matches
 
 
 @dataclass(frozen=True, slots=True)
-class _Pattern:
+class Rule:
+    """One compiled pattern: its ``/``-separated segments, anchored at the root or
+    matching a name at any depth, for directories only or for any type."""
+
     segments: tuple[bytes, ...]  # anchored: every segment; basename: exactly one
     anchored: bool
     dir_only: bool
@@ -75,7 +78,7 @@ def _may_match_child(segments: tuple[bytes, ...], parent: list[bytes]) -> bool:
     return all(fnmatch.fnmatchcase(part, seg) for part, seg in zip(parent, segments))
 
 
-def _compile(pattern: str) -> _Pattern | None:
+def _compile(pattern: str) -> Rule | None:
     raw = os.fsencode(pattern)
     if raw.startswith(b"!"):
         raise ValueError(f"exclude pattern {pattern!r}: negation ('!') is not supported")
@@ -91,7 +94,7 @@ def _compile(pattern: str) -> _Pattern | None:
     for seg in segments:
         if not (seg == _GLOBSTAR and collapsed and collapsed[-1] == _GLOBSTAR):
             collapsed.append(seg)
-    return _Pattern(tuple(collapsed), anchored, dir_only)
+    return Rule(tuple(collapsed), anchored, dir_only)
 
 
 def _required_literal(glob: bytes) -> bytes:
@@ -112,18 +115,24 @@ def _name_matcher(globs: Sequence[bytes]) -> _NameMatch | None:
 class Excludes:
     """A compiled, immutable set of exclude patterns. Thread-safe (no state)."""
 
-    __slots__ = ("_anchored", "_any_literals", "_any_name", "_dir_name", "patterns")
+    __slots__ = ("_anchored", "_any_literals", "_any_name", "_dir_name", "_rules", "patterns")
 
     def __init__(self, patterns: Sequence[str] = ()) -> None:
         self.patterns: tuple[str, ...] = tuple(patterns)
         compiled = [c for c in (_compile(p) for p in self.patterns) if c is not None]
+        self._rules = tuple(compiled)
         basename = [c for c in compiled if not c.anchored]
         any_globs = [c.segments[0] for c in basename if not c.dir_only]
         self._any_name = _name_matcher(any_globs)
         literals = tuple(dict.fromkeys(_required_literal(g) for g in any_globs))
         self._any_literals = None if b"" in literals else literals  # None: no cheap pre-check
         self._dir_name = _name_matcher([c.segments[0] for c in basename if c.dir_only])
-        self._anchored: tuple[_Pattern, ...] = tuple(c for c in compiled if c.anchored)
+        self._anchored: tuple[Rule, ...] = tuple(c for c in compiled if c.anchored)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The compiled patterns, for translating them into another tool's rules."""
+        return self._rules
 
     def __bool__(self) -> bool:
         return self._any_name is not None or self._dir_name is not None or bool(self._anchored)

@@ -232,6 +232,24 @@ def test_special_file_path_held_by_mirror_is_drift(with_specials: Site, tmp_path
     assert len(json.loads(res.stdout)["special"]) == 2 + len(HOSTILE_FIFOS)
 
 
+def test_rsync_audit_reads_patterns_as_the_agent_does(shipped: Site, tmp_path: Path) -> None:
+    """``a/b`` excludes the root's ``a/b`` only, as everywhere in the agent:
+    a tampered ``docs/a/b`` on an rsync mirror is drift, never skipped, and
+    what a mirror holds at an excluded path is its own."""
+    (shipped.root / "docs" / "a").mkdir()
+    (shipped.root / "docs" / "a" / "b").write_bytes(b"source")
+    shipped.journal_tree([b"docs", b"docs/a", b"docs/a/b"])
+    replay_all(shipped, LocalTarget("local", shipped.mirror), "local")
+    dest, flags = rsync_site(shipped, tmp_path)
+    st = os.lstat(dest / "docs" / "a" / "b")
+    (dest / "docs" / "a" / "b").write_bytes(b"tamper")  # same size, same mtime: only content tells
+    os.utime(dest / "docs" / "a" / "b", ns=(st.st_atime_ns, st.st_mtime_ns))
+    (dest / "local.tmp").write_bytes(b"the mirror's own")
+    res = agent("verify", "--json", "--exclude", "a/b", "--exclude", "*.tmp", *flags)
+    assert res.returncode == 1, res.stdout.decode()
+    assert set(drift(json.loads(res.stdout), "rsync")) == {"docs/a/b"}
+
+
 # ---------------------------------------------------------------------- a failing path
 def _chattr(flag: str, path: Path) -> None:
     subprocess.run(["chattr", flag, "--", os.fspath(path)], check=True, capture_output=True)
