@@ -80,6 +80,7 @@ class Agent:
                 settle_s=cfg.settle_ms / 1000.0,
                 max_attempts=cfg.max_attempts,
                 retry_cap_s=cfg.retry_max_s,
+                excludes=self.excludes,
             )
             for target in cfg.targets
         ]

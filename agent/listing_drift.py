@@ -24,20 +24,23 @@ from journal import FileKind, FileState
 
 __all__ = ["moved_listings", "outermost"]
 
-_NO_EXCLUDES = Excludes(())  # the capture walked without excludes: compare the same directories
-
 
 def moved_listings(
-    root: bytes, dev: int, tops: Iterable[bytes], captured: Mapping[bytes, FileState | None]
+    root: bytes,
+    dev: int,
+    tops: Iterable[bytes],
+    captured: Mapping[bytes, FileState | None],
+    excludes: Excludes,
 ) -> list[bytes]:
     """Directories at or below ``tops`` whose state now differs from the
     ``captured`` one (inode, mtime, ctime) or that were not captured, the
-    outermost of each moved subtree only. A top that is no longer a
+    outermost of each moved subtree only. Excluded directories were not
+    captured and are not looked at. A top that is no longer a
     directory yields nothing: its own change is journaled by the watcher or
     found by the scan, since the manifest knows it."""
     moved: list[bytes] = []
     for top in tops:
-        for listing in Walk(root, _NO_EXCLUDES, dev, top):
+        for listing in Walk(root, excludes, dev, top):
             if not _same_dir(captured.get(listing.rel), os.fstat(listing.fd)):
                 moved.append(listing.rel)
     return outermost(moved)

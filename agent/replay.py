@@ -290,11 +290,12 @@ def _drain(
     replayers = [
         Replayer(
             journal,
-            make_shipper(target, config.root),
+            make_shipper(target, config.root, config.exclude),
             config.root,
             settle_s=0.0,
             max_attempts=config.max_attempts,
             retry_cap_s=config.retry_max_s,
+            excludes=Excludes(list(config.exclude)),
         )
         for target, _ in selection
     ]

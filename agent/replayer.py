@@ -44,7 +44,6 @@ PAUSE_FACTOR = 4.0  # a step that settled nothing is followed by a pause of this
 SCAN_PAGES = 50  # pages of pending entries read per track and step (held ones included)
 _RANK = {Outcome.OK: 0, Outcome.RETRY: 1, Outcome.FAILED: 2}
 Key = tuple[str, bytes]
-_NO_EXCLUDES = Excludes(())  # the shipper applies excludes; the manifest records what was sent
 log = structlog.get_logger()
 
 
@@ -93,8 +92,12 @@ class Replayer:
         clock: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
         rng: random.Random | None = None,
+        excludes: Excludes | None = None,
     ) -> None:
         self.journal = journal
+        self.excludes = excludes or Excludes(
+            ()
+        )  # what the shipper never sends: the manifest never records it
         self.shipper = shipper
         self.root = os.fsencode(os.fspath(root))
         self.settle_ns = int(settle_s * 1e9)
@@ -225,7 +228,7 @@ class Replayer:
             states = out.setdefault(action.path, {})
             _capture_into(states, self.root, action.path, dev)
             if action.recursive and _is_dir(states.get(action.path)):
-                _capture_below(states, self.root, action.path, dev)
+                _capture_below(states, self.root, action.path, dev, self.excludes)
         self._capture_parents(plan, out)
         return out
 
@@ -266,7 +269,7 @@ class Replayer:
             return []
         captured = {rel: s for top in tops for rel, s in states[top].items()}
         try:
-            moved = moved_listings(self.root, root_dev(self.root), tops, captured)
+            moved = moved_listings(self.root, root_dev(self.root), tops, captured, self.excludes)
         except OSError as exc:  # the root is gone: the next capture decides
             log.warning("capture.failed", path=_show(b""), error=str(exc))
             return []
@@ -510,11 +513,13 @@ def _capture_into(states: dict[bytes, FileState | None], root: bytes, rel: bytes
         log.warning("capture.failed", path=_show(rel), error=str(exc))
 
 
-def _capture_below(states: dict[bytes, FileState | None], root: bytes, rel: bytes, dev: int) -> None:
+def _capture_below(
+    states: dict[bytes, FileState | None], root: bytes, rel: bytes, dev: int, excludes: Excludes
+) -> None:
     """States of a subtree that arrived by a move, from the one walker that
     never follows a symlink nor crosses a mount point; every entry is read
     relative to its directory's checked fd."""
-    walk = Walk(root, _NO_EXCLUDES, dev, rel)
+    walk = Walk(root, excludes, dev, rel)
     for listing in walk:
         prefix = listing.rel + b"/" if listing.rel else b""
         for name in listing.names:

@@ -28,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from agent.config import LocalTarget
+from agent.excludes import Excludes
 from agent.plan import Action, ActionKind, Plan
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.local_links import LinkedCopies
@@ -185,8 +186,9 @@ class LocalShipper:
 
     settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # _settle_dirs
 
-    def __init__(self, target: LocalTarget, root: Path) -> None:
+    def __init__(self, target: LocalTarget, root: Path, excludes: Sequence[str] = ()) -> None:
         self.name = target.name
+        self._excludes = Excludes(list(excludes))
         self.tracks: tuple[str, ...] = (target.name,)
         self._mirror = os.fsencode(target.path)
         self._root = os.fsencode(root)
@@ -272,7 +274,7 @@ class LocalShipper:
         try:
             mdir = self._mirror_parents(mroot, parents, sstats, touched)
             try:
-                self._put_entry(sdir, mdir, name, recursive)
+                self._put_entry(sdir, mdir, name, path if recursive else None)
                 touched.add(b"/".join(parents))
             finally:
                 os.close(mdir)
@@ -308,14 +310,16 @@ class LocalShipper:
             os.fchown(fd, st.st_uid, st.st_gid)
         os.fchmod(fd, stat.S_IMODE(st.st_mode))
 
-    def _put_entry(self, sdir: int, mdir: int, name: bytes, recursive: bool) -> None:
+    def _put_entry(self, sdir: int, mdir: int, name: bytes, tree: bytes | None) -> None:
+        """Bring ``name`` to the source's state; ``tree``, its root-relative
+        path, when a directory goes out with its whole subtree."""
         st = _lstat(name, sdir)
         if st is None:
             _remove(mdir, name)
         elif stat.S_ISREG(st.st_mode):
             self._put_file(sdir, mdir, name)
         elif stat.S_ISDIR(st.st_mode):
-            self._put_dir(sdir, mdir, name, recursive)
+            self._put_dir(sdir, mdir, name, tree)
         elif stat.S_ISLNK(st.st_mode):
             self._put_symlink(sdir, mdir, name, st)
         else:  # fifo, socket, device: not replicated, so absent on the mirror
@@ -389,7 +393,7 @@ class LocalShipper:
             _remove(mdir, tmp)
             raise
 
-    def _put_dir(self, sdir: int, mdir: int, name: bytes, recursive: bool) -> None:
+    def _put_dir(self, sdir: int, mdir: int, name: bytes, tree: bytes | None) -> None:
         existing = _lstat(name, mdir)
         if existing is not None and not stat.S_ISDIR(existing.st_mode):
             _remove(mdir, name)
@@ -405,8 +409,8 @@ class LocalShipper:
         try:
             mfd = os.open(name, _DIR_FLAGS, dir_fd=mdir)
             try:
-                if recursive:
-                    self._sync_children(sfd, mfd)
+                if tree is not None:
+                    self._sync_children(sfd, mfd, tree)
                 st = os.fstat(sfd)
                 self._set_owner_mode(mfd, st)
                 os.utime(mfd, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -415,13 +419,23 @@ class LocalShipper:
         finally:
             os.close(sfd)
 
-    def _sync_children(self, sfd: int, mfd: int) -> None:
-        """Make the mirror directory's entries those of the source directory."""
+    def _sync_children(self, sfd: int, mfd: int, rel: bytes) -> None:
+        """Make the mirror directory's entries those of the source directory
+        ``rel``. Excluded names are not replicated: the source's are not sent,
+        and what the mirror holds at an excluded path is left alone."""
         listed = {os.fsencode(n) for n in os.listdir(sfd)}
         for extra in {os.fsencode(n) for n in os.listdir(mfd)} - listed:
-            _remove(mfd, extra)
+            if not self._excluded(rel, extra, mfd):
+                _remove(mfd, extra)
         for child in sorted(listed - _mount_points(sfd, listed)):
-            self._put_entry(sfd, mfd, child, True)
+            if not self._excluded(rel, child, sfd):
+                self._put_entry(sfd, mfd, child, rel + b"/" + child)
+
+    def _excluded(self, rel: bytes, name: bytes, dir_fd: int) -> bool:
+        if not self._excludes:
+            return False
+        st = _lstat(name, dir_fd)
+        return self._excludes.match_self(rel + b"/" + name, st is not None and stat.S_ISDIR(st.st_mode))
 
     def _settle_dirs(self, sroot: int, mroot: int, touched: set[bytes]) -> None:
         """Give changed mirror directories their source mtime, deepest first

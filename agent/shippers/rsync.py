@@ -26,6 +26,7 @@ from pathlib import Path
 import structlog
 
 from agent.config import RsyncTarget
+from agent.excludes import Excludes
 from agent.plan import Action, ActionKind, Plan
 from agent.shippers import _exec
 from agent.shippers.base import Outcome, ShipResult
@@ -39,6 +40,7 @@ from agent.shippers.rsync_codes import (
     classify_exit,
     deleted_names,
 )
+from agent.shippers.rsync_filters import exclude_args
 
 __all__ = [
     "RsyncShipper",
@@ -213,10 +215,15 @@ def protect_flags(rsync: str) -> tuple[str, ...]:
     return flags
 
 
-def batch_argv(target: RsyncTarget, mode: str, source: bytes, protect: Sequence[str]) -> list[bytes | str]:
-    """argv for one batch; names come on stdin (``--files-from=-``)."""
+def batch_argv(
+    target: RsyncTarget, mode: str, source: bytes, protect: Sequence[str], filters: Sequence[bytes] = ()
+) -> list[bytes | str]:
+    """argv for one batch; names come on stdin (``--files-from=-``).
+    ``filters`` (exclude rules) apply to recursive batches, the only ones
+    where rsync chooses the names itself."""
     dest = target.dest if target.dest.endswith("/") else target.dest + "/"
     argv: list[bytes | str] = [target.rsync, *_BASE_FLAGS, *_MODE_FLAGS[mode], *protect]
+    argv += filters if mode == "recursive" else []
     argv.append(f"--timeout={max(1, int(target.timeout_s))}")
     if dest.startswith("rsync://"):
         argv.append(f"--contimeout={max(1, int(min(target.timeout_s, 60)))}")
@@ -245,8 +252,9 @@ class RsyncShipper:
     settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # implied dirs; _settle_delete_parents
     links_sent_together = True  # -H links only the names of one run: groups must travel whole
 
-    def __init__(self, target: RsyncTarget, root: Path) -> None:
+    def __init__(self, target: RsyncTarget, root: Path, excludes: Sequence[str] = ()) -> None:
         self.name = target.name
+        self._filters = exclude_args(Excludes(list(excludes)))
         self.tracks: tuple[str, ...] = (target.name,)
         self._target = target
         self._root = os.fsencode(os.path.abspath(root))
@@ -355,7 +363,7 @@ class RsyncShipper:
         return {id(a): PathVerdict(Outcome.OK) for a in actions if a.path not in found}, present
 
     def _exec(self, mode: str, actions: list[Action], source: bytes) -> tuple[_exec.ExecResult, CodeRule]:
-        argv = batch_argv(self._target, mode, source, protect_flags(self._target.rsync))
+        argv = batch_argv(self._target, mode, source, protect_flags(self._target.rsync), self._filters)
         names = b"".join(listed_name(a.path) for a in actions)
         res = _exec.run(argv, timeout=self._target.timeout_s + 30, stdin=names)
         rule = classify_exit(res.returncode, timed_out=res.timed_out, missing=res.missing)

@@ -3,7 +3,7 @@ double with two members (mk2, mk3), both up, whose base is the root."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +37,9 @@ class MsyncRig:
         self.double.update(listening=[_CONSOLE])
 
 
-def make_msync_shipper(tmp_path: Path, root: Path) -> MsyncRig:
+def make_msync_shipper(tmp_path: Path, root: Path, excludes: Sequence[str] = ()) -> MsyncRig:
     """The shipper and the member mirror dirs to compare with ``root``."""
     dbl = make_double(tmp_path / "msync-double", base=root, jail=tmp_path, listening=[_CONSOLE])
     target = MsyncTarget(name="cluster", members=("mk2", "mk3"), msync=str(dbl.msync), base=root)
-    shipper = MsyncShipper(target, root, env=dbl.env())
+    shipper = MsyncShipper(target, root, env=dbl.env(), excludes=excludes)
     return MsyncRig(shipper, dbl.member_dirs(), dbl)

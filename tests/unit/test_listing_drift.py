@@ -34,7 +34,7 @@ def test_an_unmoved_tree_needs_nothing(tmp_path: Path) -> None:
     root = os.fsencode(tmp_path)
     states = _capture(root, b"d")
     (tmp_path / "d" / "e" / "f").write_bytes(b"content only: no listing moved")
-    assert moved_listings(root, root_dev(root), [b"d"], states) == []
+    assert moved_listings(root, root_dev(root), [b"d"], states, Excludes(())) == []
 
 
 def test_a_name_made_and_removed_after_the_capture_moves_its_directory(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_a_name_made_and_removed_after_the_capture_moves_its_directory(tmp_path:
     (tmp_path / "d" / "e" / "late").write_bytes(b"x")
     (tmp_path / "d" / "e" / "late").unlink()
     (tmp_path / "d" / "e" / "g" / "new").mkdir()
-    assert moved_listings(root, root_dev(root), [b"d"], states) == [b"d/e"]
+    assert moved_listings(root, root_dev(root), [b"d"], states, Excludes(())) == [b"d/e"]
 
 
 def test_a_top_that_is_gone_or_no_directory_yields_nothing(tmp_path: Path) -> None:
@@ -53,6 +53,6 @@ def test_a_top_that_is_gone_or_no_directory_yields_nothing(tmp_path: Path) -> No
     root = os.fsencode(tmp_path)
     states = _capture(root, b"d")
     (tmp_path / "d").rmdir()
-    assert moved_listings(root, root_dev(root), [b"d"], states) == []
+    assert moved_listings(root, root_dev(root), [b"d"], states, Excludes(())) == []
     (tmp_path / "d").write_bytes(b"now a file")
-    assert moved_listings(root, root_dev(root), [b"d"], states) == []
+    assert moved_listings(root, root_dev(root), [b"d"], states, Excludes(())) == []
