@@ -9,8 +9,8 @@ update rule, per-member output lines and timeouts.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -241,9 +241,16 @@ class Daemon:
     def dst(self, m: Member, rel: bytes) -> bytes:
         return m.dir + b"/" + rel if rel else m.dir
 
-    def excluded(self, rel: bytes) -> bool:
-        name = os.path.basename(rel)
-        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in self.excludes)
+    def excluded(self, rel: bytes, top: bytes | None = None) -> bool:
+        """makuosan's own test (common.c): each pattern is matched, with
+        FNM_PATHNAME, against the absolute path ``top/rel`` and against every
+        suffix of it that follows a ``/``; a directory is tried with a
+        trailing ``/``. ``top`` is the daemon's directory (the base for the
+        sender's walks, the member's for its dsync listing)."""
+        full = (self.base if top is None else top) + b"/" + rel
+        st = fs.lstat_or_none(full)
+        names = [full, full + b"/"] if st is not None and stat.S_ISDIR(st.st_mode) else [full]
+        return any(_suffix_match(name, pat) for name in names for pat in self.excludes)
 
     # ------------------------------------------------------------------ send / sync
     def send(self, rel: bytes, members: list[Member], sync: bool, dry: bool) -> None:
@@ -390,7 +397,7 @@ class Daemon:
         if stat.S_ISDIR(st.st_mode) and (top or recursive):
             for name in fs.listdir(self.dst(m, rel)):
                 child = rel + b"/" + name if rel else name
-                if not self.excluded(child):
+                if not self.excluded(child, m.dir):
                     out += self._listing(m, child, recursive, False)
         return [*out, rel] if rel else out
 
@@ -420,3 +427,42 @@ class Daemon:
                 self.say_out(m.label + b": NG " + rel)
             elif self.level >= 1:
                 self.say_out(m.label + b": OK " + rel)
+
+
+def _suffix_match(path: bytes, pattern: bytes) -> bool:
+    """makuosan's mfnmatch: the whole path, then each part after a ``/``,
+    until a part is shorter than the pattern."""
+    regex = _pathname_regex(pattern)
+    start = 0
+    while start < len(path):
+        part = path[start:]
+        if len(part) < len(pattern):
+            return False
+        if regex.fullmatch(part):
+            return True
+        slash = path.find(b"/", start)
+        if slash < 0:
+            return False
+        start = slash + 1
+    return False
+
+
+def _pathname_regex(pattern: bytes) -> re.Pattern[bytes]:
+    """fnmatch(3) with FNM_PATHNAME: no wildcard matches ``/``."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i : i + 1]
+        if c == b"*":
+            out.append(b"[^/]*")
+        elif c == b"?":
+            out.append(b"[^/]")
+        elif c == b"[" and (end := pattern.find(b"]", i + 2)) > 0:
+            body = pattern[i + 1 : end]
+            neg = body[:1] in (b"!", b"^")
+            body = body[1:] if neg else body
+            out.append(b"(?!/)[" + (b"^" if neg else b"") + body.replace(b"\\", b"\\\\") + b"]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile(b"".join(out), re.DOTALL)
