@@ -18,7 +18,7 @@ from .errors import (
     WrongRoot,
 )
 from .store import SCHEMA_VERSION, DeadLetter, Journal, JournalStats, TrackStats
-from .types import IS_DIR, SUBTREE, Checkpoint, Entry, FileKind, FileState, Op, Record, Seq
+from .types import IS_DIR, SEED_FLAG, SUBTREE, Checkpoint, Entry, FileKind, FileState, Op, Record, Seq
 
 __all__ = [
     "Journal",
@@ -35,6 +35,7 @@ __all__ = [
     "Checkpoint",
     "Seq",
     "IS_DIR",
+    "SEED_FLAG",
     "SUBTREE",
     "JournalError",
     "JournalLocked",

@@ -9,13 +9,28 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Op", "Entry", "Record", "FileKind", "FileState", "Checkpoint", "Seq", "IS_DIR", "SUBTREE"]
+__all__ = [
+    "Op",
+    "Entry",
+    "Record",
+    "FileKind",
+    "FileState",
+    "Checkpoint",
+    "Seq",
+    "IS_DIR",
+    "SEED_FLAG",
+    "SUBTREE",
+]
 
 Seq = int
 """A journal sequence number: strictly increasing, starting at 1."""
 
 IS_DIR = 0x01
 """Entry flag: the path was a directory when the event was seen."""
+
+SEED_FLAG = 0x80
+"""Entry flag on a RESCAN: this track still needs the whole tree (a target
+added to an existing journal is seeded by the next start)."""
 
 SUBTREE = 0x02
 """Entry flag on a CHANGE of a directory: ship its whole subtree, so that the

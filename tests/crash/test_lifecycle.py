@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.daemon import SEED_FLAG
-from journal import Entry, FileKind, FileState, Journal, Op
+from journal import SEED_FLAG, Entry, FileKind, FileState, Journal, Op
 from tests.crash.agent_process import AgentProcess, converge, log_events, log_size, wait_for_log
 from tests.helpers.wait import wait_until
 
