@@ -27,13 +27,12 @@ from agent.excludes import Excludes
 from agent.fsstate import kind_of
 from agent.metrics import Metrics
 from agent.replay import walk
-from agent.replayer import Replayer
 from agent.runtime import encode_failing, write_runtime
 from agent.scanner import Scanner, ScanReport
-from agent.shippers import _exec, make_shipper
+from agent.shippers import _exec, build_replayers
 from agent.verify_trace import read_trace
 from agent.watcher import Watcher
-from journal import IS_DIR, Entry, FileKind, Journal, JournalCorrupt, JournalFull, Op
+from journal import IS_DIR, SEED_FLAG, Entry, FileKind, Journal, JournalCorrupt, JournalFull, Op
 
 __all__ = ["run_agent", "Agent"]
 
@@ -41,7 +40,6 @@ log = structlog.get_logger("agent.daemon")
 
 STOP_GRACE_S = 20.0
 ABORT_AFTER_S = 0.5  # in-flight ships may finish this long before their programs are ended
-SEED_FLAG = 0x80  # on a RESCAN entry: "this track still needs the whole tree"
 COMPACT_EVERY_S = 3600.0
 RESCAN_MIN_INTERVAL_S = 5.0
 
@@ -72,18 +70,7 @@ class Agent:
         self.excludes = Excludes(list(cfg.exclude))
         self.watcher = Watcher(self.root, self.journal, self.excludes, on_rescan=self.rescan.set)
         self.scanner = Scanner(self.root, self.journal, self.excludes)
-        self.replayers = [
-            Replayer(
-                self.journal,
-                make_shipper(target, self.root, cfg.exclude),
-                self.root,
-                settle_s=cfg.settle_ms / 1000.0,
-                max_attempts=cfg.max_attempts,
-                retry_cap_s=cfg.retry_max_s,
-                excludes=self.excludes,
-            )
-            for target in cfg.targets
-        ]
+        self.replayers = build_replayers(self.journal, cfg, cfg.targets, settle_s=cfg.settle_ms / 1000.0)
         self.started_ns = time.time_ns()
         self._runtime_failed = False  # the last runtime.json write failed (logged once)
         self.damage: JournalCorrupt | None = None  # the journal was found damaged: exit 2 with its hint

@@ -283,22 +283,10 @@ def _drain(
 ) -> int:
     """Ship with this process's own replayers until the replayed entries are
     done (or nothing moves for :data:`DRAIN_STALL_S`); returns what is left."""
-    from agent.replayer import Replayer
-    from agent.shippers import make_shipper
+    from agent.shippers import build_replayers
 
     tracks = [t for _, ts in selection for t in ts]
-    replayers = [
-        Replayer(
-            journal,
-            make_shipper(target, config.root, config.exclude),
-            config.root,
-            settle_s=0.0,
-            max_attempts=config.max_attempts,
-            retry_cap_s=config.retry_max_s,
-            excludes=Excludes(list(config.exclude)),
-        )
-        for target, _ in selection
-    ]
+    replayers = build_replayers(journal, config, [target for target, _ in selection], settle_s=0.0)
     stop = threading.Event()
     left = _remaining(journal, tracks, span)
     total = left

@@ -252,3 +252,30 @@ def burst(rig: Rig) -> None:
     os.mkdir(rig.path(b"p"))
     write(rig, b"p/again", b"again")
     os.chmod(rig.path(b"-rf"), 0o700)
+
+
+def test_a_moved_directory_goes_out_without_its_excluded_entries(tmp_path: Path) -> None:
+    """Built by ``build_replayers`` as ``agent run`` and ``agent replay`` build
+    it: the mirror never gets an excluded entry of a directory moved within
+    the tree, and the manifest records none (a scan would otherwise chase it)."""
+    from agent.config import Config
+    from agent.shippers import build_replayers
+
+    root, mirror = tmp_path / "root", tmp_path / "mirror"
+    (root / "d" / "cache").mkdir(parents=True)
+    (root / "d" / "page.html").write_bytes(b"carried")
+    (root / "d" / "draft.tmp").write_bytes(b"excluded")
+    (root / "d" / "cache" / "blob").write_bytes(b"excluded with its directory")
+    mirror.mkdir()
+    target = LocalTarget(TRACK, mirror)
+    config = Config(root=root, journal=tmp_path / "journal", targets=(target,), exclude=("*.tmp", "cache/"))
+    with Journal.open(tmp_path / "journal", root=str(root), tracks=[TRACK]) as journal:
+        (replayer,) = build_replayers(journal, config, [target], settle_s=0.0)
+        journal.append([Entry(Op.MOVE, b"old", b"d", time_ns=time.time_ns(), flags=IS_DIR)])
+        for _ in range(10):
+            if replayer.step().idle:
+                break
+        assert sorted(os.listdir(mirror / "d")) == ["page.html"]
+        assert journal.manifest_get(b"d/page.html") is not None
+        assert journal.manifest_get(b"d/draft.tmp") is None
+        assert journal.manifest_get(b"d/cache") is None
