@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import AgentError
@@ -88,7 +88,6 @@ class Config:
     rescan_interval_s: float | None = None  # periodic safety scan; None = off
     max_attempts: int = 5  # permanent failures before a path is dead-lettered
     retry_max_s: float = 60.0  # cap of the exponential retry backoff
-    extra: dict[str, object] = field(default_factory=dict)
     metrics_address: str = "127.0.0.1"
     source: Path | None = None  # the file this came from, if any
 
