@@ -220,7 +220,7 @@ class Replayer:
         try:
             dev = root_dev(self.root)
         except OSError as exc:  # the root is gone: nothing to capture, the ship decides
-            log.warning("capture.failed", path=_show(b""), error=str(exc))
+            log.warning("capture.failed", path=b"", error=str(exc))
             return out
         for action in plan.actions:
             if action.kind != ActionKind.PUT:
@@ -271,10 +271,10 @@ class Replayer:
         try:
             moved = moved_listings(self.root, root_dev(self.root), tops, captured, self.excludes)
         except OSError as exc:  # the root is gone: the next capture decides
-            log.warning("capture.failed", path=_show(b""), error=str(exc))
+            log.warning("capture.failed", path=b"", error=str(exc))
             return []
         if moved:
-            self._log.info("ship.listing_moved", paths=len(moved), first=_show(moved[0]))
+            self._log.info("ship.listing_moved", paths=len(moved), first=moved[0])
         now = self._wall_ns()
         return [Entry(Op.CHANGE, p, time_ns=now, flags=IS_DIR | SUBTREE) for p in moved]
 
@@ -303,7 +303,7 @@ class Replayer:
                 got[key] = (r.outcome, r.reason)
         missing = need - got.keys()
         if missing:
-            self._log.warning("ship.missing_result", paths=len(missing), first=_show(min(missing)[1]))
+            self._log.warning("ship.missing_result", paths=len(missing), first=min(missing)[1])
         res.outcome.update(got)
         return res
 
@@ -392,14 +392,14 @@ class Replayer:
                 self._log.warning(
                     "ship.failed",
                     track=key[0],
-                    path=_show(key[1]),
+                    path=key[1],
                     reason=reason,
                     failures=attempt.failures if attempt else self.backoff.policy.max_attempts,
                     retry_in_s=round(verdict.delay, 3),
                 )
             if verdict.dead:
                 dead.add(key)
-                self._log.error("ship.dead", track=key[0], path=_show(key[1]), reason=reason)
+                self._log.error("ship.dead", track=key[0], path=key[1], reason=reason)
         return dead
 
     def _log_track(
@@ -421,7 +421,7 @@ class Replayer:
                 "ship.retry",
                 track=track,
                 paths=len(retry),
-                first=_show(retry[0][1]),
+                first=retry[0][1],
                 reason=outcome[retry[0]][1],
                 retry_in_s=round(attempt.due - self._clock(), 3) if attempt else None,
             )
@@ -510,7 +510,7 @@ def _capture_into(states: dict[bytes, FileState | None], root: bytes, rel: bytes
     except ValueError:
         return
     except OSError as exc:  # unreadable or another filesystem: the manifest keeps its old state
-        log.warning("capture.failed", path=_show(rel), error=str(exc))
+        log.warning("capture.failed", path=rel, error=str(exc))
 
 
 def _capture_below(
@@ -526,16 +526,11 @@ def _capture_below(
             try:
                 states[prefix + name] = capture_at(listing.fd, name, dev)
             except OSError as exc:
-                log.warning("capture.failed", path=_show(prefix + name), error=str(exc))
+                log.warning("capture.failed", path=prefix + name, error=str(exc))
 
 
 def _is_dir(state: FileState | None) -> bool:
     return state is not None and state.kind == FileKind.DIR
-
-
-def _show(path: bytes) -> str:
-    """A path for logs: never decoded lossily in the journal, readable here."""
-    return path.decode("utf-8", "backslashreplace")
 
 
 def _with(report: StepReport, **changes: object) -> StepReport:

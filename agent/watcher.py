@@ -236,7 +236,7 @@ class Watcher:
             elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                 flags = 0
             else:
-                log.info("watch.special_skipped", path=_show(prefix + name))
+                log.info("watch.special_skipped", path=prefix + name)
                 continue
             if found is not None:
                 found.append(Entry(Op.CHANGE, prefix + name, time_ns=self.clock_ns(), flags=flags))
@@ -252,7 +252,7 @@ class Watcher:
                 raise _NoSpace from exc
             if rel == b"":
                 raise RootError(f"cannot watch root {self.root}: {exc.strerror}") from exc
-            log.error("watch.failed", path=_show(rel), error=exc.strerror)
+            log.error("watch.failed", path=rel, error=exc.strerror)
             return False
         self.table.add(wd, rel)
         added.append(rel)
@@ -434,7 +434,7 @@ class Watcher:
                 if len(self._specials_logged) >= 10_000:
                     self._specials_logged.clear()  # bounded memory; at worst a repeated line
                 self._specials_logged.add(rel)
-                log.info("watch.special_skipped", path=_show(rel))
+                log.info("watch.special_skipped", path=rel)
         return cache[rel]
 
     def _special_parent(self, e: Entry) -> list[Entry]:
@@ -487,8 +487,3 @@ class Watcher:
         self._watch_tree(b"", None)
         for wd in before - {wd for wd, _ in self.table.items()}:
             self._rm_watch(wd)
-
-
-def _show(rel: bytes) -> str:
-    """A path for log lines: readable, and unambiguous for non-UTF-8 bytes."""
-    return rel.decode("utf-8", "backslashreplace")
