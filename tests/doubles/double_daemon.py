@@ -448,11 +448,15 @@ def _suffix_match(path: bytes, pattern: bytes) -> bool:
 
 
 def _pathname_regex(pattern: bytes) -> re.Pattern[bytes]:
-    """fnmatch(3) with FNM_PATHNAME: no wildcard matches ``/``."""
+    """fnmatch(3) with FNM_PATHNAME: no wildcard matches ``/``; a backslash
+    quotes the next byte."""
     out, i = [], 0
     while i < len(pattern):
         c = pattern[i : i + 1]
-        if c == b"*":
+        if c == b"\\" and i + 1 < len(pattern):  # quotes the next byte (no FNM_NOESCAPE)
+            i += 1
+            out.append(re.escape(pattern[i : i + 1]))
+        elif c == b"*":
             out.append(b"[^/]*")
         elif c == b"?":
             out.append(b"[^/]")
