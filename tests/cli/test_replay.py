@@ -152,7 +152,6 @@ def test_host_limits_to_one_member(
 
 def test_unlocked_replay_ships_itself(seeded: Site) -> None:
     """With no agent running, replay takes the lock and ships to the mirror."""
-    pytest.importorskip("agent.replayer")
     shutil.rmtree(seeded.mirror)
     seeded.mirror.mkdir()
     res = agent("replay", "--since", "2h", *seeded.flags)

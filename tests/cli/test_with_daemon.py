@@ -17,8 +17,6 @@ from tests.cli.conftest import AGENT, Site, agent
 from tests.helpers.trees import diff_trees
 from tests.helpers.wait import WaitTimeout, wait_until
 
-pytest.importorskip("agent.daemon")
-
 
 @pytest.fixture
 def running(site: Site, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:

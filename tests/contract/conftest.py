@@ -22,16 +22,9 @@ from agent.plan import Action, ActionKind, Plan
 from agent.shippers.base import Outcome, Shipper, ShipResult
 from agent.shippers.local import LocalShipper
 from agent.shippers.rsync import RsyncShipper
+from tests.contract.msync_factory import make_msync_shipper
 from tests.fixtures.rsyncd import start_rsyncd
 from tests.helpers.trees import assert_trees_equal
-
-try:
-    from tests.contract.msync_factory import make_msync_shipper
-except ImportError as exc:  # written alongside; absent in a partial checkout
-    make_msync_shipper = None
-    _MSYNC_MISSING = f"tests/contract/msync_factory.py not importable: {exc}"
-else:
-    _MSYNC_MISSING = ""
 
 RIGS = ["local", "rsync-path", "rsync-daemon", "msync"]
 
@@ -224,8 +217,6 @@ def _msync_rig(tmp_path: Path, excludes: Sequence[str] = ()) -> Rig:
     (or dict) with ``shipper``,
     ``mirrors`` (member directories), and optionally ``root``, ``exact_names``,
     ``stop_target``, ``start_target``, ``close``."""
-    if make_msync_shipper is None:
-        pytest.skip(_MSYNC_MISSING)
     root = tmp_path / "src"
     root.mkdir()
     offered = {"tmp_path": tmp_path, "root": root, "excludes": excludes}

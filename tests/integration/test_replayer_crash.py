@@ -12,14 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from agent.config import LocalTarget
 from agent.replayer import Replayer
+from agent.shippers import local
 from journal import Entry, Journal, Op
 from tests.helpers.wait import wait_until
-
-local = pytest.importorskip("agent.shippers.local")
 
 TRACK = "copy"
 FILES = 40

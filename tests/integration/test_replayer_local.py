@@ -17,10 +17,9 @@ import pytest
 
 from agent.config import LocalTarget
 from agent.replayer import Replayer
+from agent.shippers import local
 from journal import IS_DIR, Entry, Journal, Op
 from tests.helpers.wait import wait_until
-
-local = pytest.importorskip("agent.shippers.local")
 
 TRACK = "copy"
 
@@ -208,7 +207,7 @@ def test_target_down_then_up(tmp_path):
 def test_end_to_end_with_the_watcher(tmp_path):
     """Real inotify -> journal -> replayer loop -> local mirror, with the real
     clock: the mirror converges to the tree after a burst of changes."""
-    watcher_mod = pytest.importorskip("agent.watcher")
+    from agent import watcher as watcher_mod
     from agent.excludes import Excludes
 
     for rig in make_rig(tmp_path, tmp_path / "mirror"):

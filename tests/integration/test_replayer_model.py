@@ -12,7 +12,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,11 +19,10 @@ from agent.config import LocalTarget
 from agent.plan import Plan
 from agent.planner import depth
 from agent.replayer import Replayer
+from agent.shippers import local
 from agent.shippers.base import Outcome, ShipResult
 from journal import Journal
 from tests.unit.test_planner import KINDS, OPS, ModelFS, Tree, build
-
-local = pytest.importorskip("agent.shippers.local")
 
 TRACK = "copy"
 LONG_OPS = st.lists(
