@@ -28,12 +28,6 @@ import pytest
 from tests.soak.run import run_soak
 
 SHORT_SEEDS = (1, 2, 4)
-KNOWN = (
-    "a known failure left: after SIGKILLs and an overflow, a path moved or deleted while its "
-    "event was lost can stay on the local mirror with nothing pending (16 to 17 of 20 long seeds "
-    "clean; verify reports it as drift, so it is never called clean); and an msync member that "
-    "cannot turn a shipped file into a directory (makuosan's documented non-dir to dir limit)"
-)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -66,7 +60,6 @@ def _run(seed: int, ops: int, kills: int) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.mark.xfail(reason=KNOWN, strict=False)
 @pytest.mark.parametrize("seed", _seeds(SHORT_SEEDS))
 def test_soak_short(seed: int) -> None:
     """A few seeds of a few hundred operations, three SIGKILLs and one overflow each."""

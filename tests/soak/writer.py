@@ -106,9 +106,13 @@ class Writer:
         self.history: list[History] = []
         # ``carriable``: only what every transport can carry (msync has documented
         # limits: no newline, short names and paths, no links out of the base, no
-        # same-size rewrite into an already shipped mtime second, no fifos)
+        # same-size rewrite into an already shipped mtime second, no fifos, no
+        # directory where a non-directory was)
         self.names = [n for n in NAMES if b"\n" not in n and len(n) < 40] if carriable else NAMES
         self.carriable = carriable
+        # carriable: paths that ever held a non-directory never become directories
+        # (makuosan members cannot turn a file into a directory: a documented limit)
+        self._nondirs: set[bytes] = set()
         self.tree = _RecordingTree(root, self.history)
         self.rng = rng
         self.outside = os.fsencode(outside)
@@ -167,6 +171,18 @@ class Writer:
             if kind:
                 self.by_kind[kind].append(rel)
         self.kinds = {rel: _kind(st.st_mode) for rel, st in self.entries}
+        if self.carriable:
+            self._nondirs.update(rel for rel, kind in self.kinds.items() if kind != "dir")
+
+    def _dirs_ok(self, *dirs: bytes) -> bool:
+        """May directories be made at ``dirs`` (and their parents)?"""
+        if not self.carriable:
+            return True
+        for path in dirs:
+            parts = path.split(b"/")
+            if any(b"/".join(parts[:i]) in self._nondirs for i in range(1, len(parts) + 1)):
+                return False
+        return True
 
     def _pick(self, *kinds: str) -> bytes | None:
         pool = [p for k in kinds for p in self.by_kind[k]]
@@ -234,12 +250,15 @@ class Writer:
         dst = self.rng.choice(empty) if empty and self.rng.random() < 0.3 else self._new_path()
         if dst == src or dst.startswith(src + b"/") or self.kinds.get(dst, "dir") != "dir":
             return False
+        below = [dst + p[len(src) :] for p in self.by_kind["dir"] if p.startswith(src + b"/")]
+        if not self._dirs_ok(dst, *below):
+            return False
         self.tree.rename(src, dst)
         return True
 
     def swap(self) -> bool:
         path = self._pick("file", "dir")
-        if path is None:
+        if path is None or (self.kinds[path] == "file" and not self._dirs_ok(path)):
             return False
         self.tree.remove(path)
         if self.kinds[path] == "file":
@@ -258,7 +277,7 @@ class Writer:
     def mkdir_p(self) -> bool:
         base = self._new_path()
         deep = b"/".join([base, *(self._name() for _ in range(self.rng.randrange(0, 3)))])
-        if self.kinds.get(base, "dir") != "dir":
+        if self.kinds.get(base, "dir") != "dir" or not self._dirs_ok(deep):
             return False
         self.tree.write(deep + b"/" + self._name(), self._data(), create_dirs=True)
         return True
@@ -266,7 +285,7 @@ class Writer:
     def long_path(self) -> bool:
         parts = [b"deep%d" % self.rng.randrange(3) + b"D" * 200 for _ in range(self.rng.randrange(3, 8))]
         first = parts[0]
-        if self.kinds.get(first, "dir") != "dir":
+        if self.kinds.get(first, "dir") != "dir" or not self._dirs_ok(b"/".join(parts)):
             return False
         self.tree.write(b"/".join(parts) + b"/" + self._name(), self._data(), create_dirs=True)
         return True
