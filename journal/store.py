@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _batches, _compact, _env, _intake, _log, _manifest, _pending, _upgrade
+from . import _writes, _compact, _env, _intake, _log, _manifest, _pending, _upgrade
 from ._env import Gate, Mode
 from ._fold import Folder
 from ._intake import Batch, Intake
@@ -267,7 +267,7 @@ class Journal(JournalReads):
                 batches = self._fold_source()
                 try:
                     with self._gate.shared(), self._env.begin(write=True) as txn:
-                        last = _batches.fold(txn, self._dbs, self._read_last_seq(txn), batches)
+                        last = _writes.fold(txn, self._dbs, self._read_last_seq(txn), batches)
                         result = fn(txn)
                 except lmdb.MapFullError:
                     self._grow()
@@ -356,7 +356,7 @@ class Journal(JournalReads):
                 record = records[0][1]
 
             def probe(txn: lmdb.Transaction) -> tuple[int, tuple[str, ...]]:
-                return self._read_last_seq(txn), _batches.resolve_tracks(txn, self._dbs, tracks)
+                return self._read_last_seq(txn), _writes.resolve_tracks(txn, self._dbs, tracks)
 
             stored_last, resolved = self._snapshot(probe)
             item = Batch(folder.next_first(stored_last), len(batch), resolved, checkpoint_ns, record)
@@ -381,13 +381,13 @@ class Journal(JournalReads):
             if recheck is not None:  # LMDB's writer lock is held: no append can come between
                 final = recheck(batch)
                 final_records = _log.encode_batch(final)
-            resolved = _batches.resolve_tracks(txn, self._dbs, tracks)
+            resolved = _writes.resolve_tracks(txn, self._dbs, tracks)
             first = self._read_last_seq(txn) + 1
             last = first + len(final) - 1
             if final:
-                _batches.put_batch(txn, self._dbs, first, final, final_records, resolved)
+                _writes.put_batch(txn, self._dbs, first, final, final_records, resolved)
             if checkpoint_ns is not None:
-                _batches.set_checkpoint(txn, self._dbs, checkpoint_ns, last)
+                _writes.set_checkpoint(txn, self._dbs, checkpoint_ns, last)
             return (first, last) if final else None
 
         result = self._write(do, need=3 * sum(len(raw) for _, raw in records))
@@ -414,7 +414,7 @@ class Journal(JournalReads):
         def do(txn: lmdb.Transaction) -> int:
             removed = len(_pending.remove_seqs(txn, self._dbs["pend"], prefix, seq_list))
             if removed:
-                _batches.add_count(txn, self._dbs, track, -removed)
+                _writes.add_count(txn, self._dbs, track, -removed)
             if trees:
                 _manifest.clear_below(txn, self._dbs, trees)
             for path, raw in encoded:
@@ -440,7 +440,7 @@ class Journal(JournalReads):
                 txn.put(prefix + encode_seq(seq), value, db=self._dbs["dead"])
                 moved += 1
             if moved:
-                _batches.add_count(txn, self._dbs, track, -moved)
+                _writes.add_count(txn, self._dbs, track, -moved)
             return moved
 
         return self._write(do)
@@ -454,7 +454,7 @@ class Journal(JournalReads):
         letters = [d for d in self.dead_letters(track) if paths is None or _names_any(d, paths)]
 
         def do(txn: lmdb.Transaction) -> tuple[int, int]:
-            return _batches.requeue(txn, self._dbs, self._read_last_seq(txn), letters)
+            return _writes.requeue(txn, self._dbs, self._read_last_seq(txn), letters)
 
         with self._appending:  # allocates seqs
             count, last = self._write(do)
@@ -498,7 +498,7 @@ class Journal(JournalReads):
     def set_checkpoint(self, time_ns: int) -> Checkpoint:
         def do(txn: lmdb.Transaction) -> Checkpoint:
             cp = Checkpoint(time_ns, self._read_last_seq(txn))
-            _batches.set_checkpoint(txn, self._dbs, cp.time_ns, cp.seq)
+            _writes.set_checkpoint(txn, self._dbs, cp.time_ns, cp.seq)
             return cp
 
         return self._write(do)

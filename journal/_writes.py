@@ -1,4 +1,5 @@
-"""Writing a batch inside an LMDB write transaction: log records, the latest
+"""The write side of the journal (its read side is ``_reads``): a batch inside an
+LMDB write transaction: log records, the latest
 index, pending ranges and counters, the checkpoint; and folding acknowledged
 intake batches into LMDB. Functions of a transaction, no state of their own."""
 
