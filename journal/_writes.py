@@ -1,7 +1,7 @@
-"""The write side of the journal (its read side is ``_reads``): a batch inside an
-LMDB write transaction: log records, the latest
-index, pending ranges and counters, the checkpoint; and folding acknowledged
-intake batches into LMDB. Functions of a transaction, no state of their own."""
+"""The write side of the journal (its read side is ``_reads``), inside an LMDB
+write transaction: a batch's log records, pending ranges and counters, the
+checkpoint, requeued dead letters; and folding acknowledged intake batches
+into LMDB. Functions of a transaction, no state of their own."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import lmdb
 
 from . import _log, _pending
 from ._intake import Batch
-from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, index_paths, track_prefix
+from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, track_prefix
 from ._reads import DeadLetter
 from ._records import decode_record
 from .codec import encode_seq
@@ -44,15 +44,9 @@ def put_batch(
     records: list[tuple[int, bytes]],
     tracks: Sequence[str],
 ) -> None:
-    """Store ``entries`` (encoded as ``records``) as seqs ``first``.., index
-    their paths, and make them pending for ``tracks``."""
+    """Store ``entries`` (encoded as ``records``) as seqs ``first``.. and make
+    them pending for ``tracks``."""
     _log.put_batch(txn, dbs["log"], first, records)
-    latest, longpaths = index_paths(entries, _log.record_keys(first, len(entries)))
-    # Not sorted: sorting random keys first costs as much as inserting them
-    # in random order (measured), and keys that arrive sorted stay sorted.
-    txn.cursor(db=dbs["latest"]).putmulti(latest.items())
-    if longpaths:
-        txn.cursor(db=dbs["longpath"]).putmulti(longpaths.items())
     for track in tracks:
         _pending.add_range(txn, dbs["pend"], track_prefix(track), first, first + len(entries) - 1)
         add_count(txn, dbs, track, len(entries))

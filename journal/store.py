@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _writes, _compact, _env, _intake, _log, _manifest, _pending, _upgrade
+from . import _compact, _env, _intake, _log, _manifest, _pending, _upgrade, _writes
 from ._env import Gate, Mode
 from ._fold import Folder
 from ._intake import Batch, Intake

@@ -14,8 +14,9 @@ sixteenth of the 1-track backlog.
 Linear means the cost per (entry, track) pair stays flat: the ratio printed
 beside each cost is cost(T) / (T x cost(1)), and it must stay <= 1 (give or
 take the noise of a shared machine). The verdict reads process CPU, since
-the wall time of syncs on a shared disk varies more than anything measured. An append is cheaper than linear when the per-track part
-is small next to the sync.
+the wall time of syncs on a shared disk varies more than anything measured.
+An append is cheaper than linear when the per-track part is small next to
+the sync.
 """
 
 from __future__ import annotations
