@@ -31,15 +31,13 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _compact, _env, _intake, _log, _manifest, _pending, _upgrade, _writes
+from . import _compact, _env, _log, _manifest, _modes, _pending, _upgrade, _writes
 from ._env import Gate, Mode
-from ._fold import Folder
-from ._intake import Batch, Intake
 from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
 from ._steady import ShipGate
 from .codec import encode_seq, encode_state
-from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, WrongRoot
+from .errors import JournalCorrupt, JournalFull, NotAJournal, WrongRoot
 from .types import Checkpoint, Entry, FileState, Op
 
 __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSION"]
@@ -47,7 +45,7 @@ __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSIO
 DEFAULT_MAP_SIZE = 1 << 30
 DEFAULT_FOLD_DELAY = 0.05  # seconds an acknowledged small batch may wait to reach LMDB
 T = TypeVar("T")
-Recheck = Callable[[list[Entry]], list[Entry]]
+Recheck = _modes.Recheck
 
 
 class Journal(JournalReads):
@@ -63,13 +61,11 @@ class Journal(JournalReads):
         self._changed = threading.Condition()
         self._last_seq = 0
         self.new_tracks: tuple[str, ...] = ()
-        self._intake: Intake | None = None
-        self._intake_lock: int | None = None
         self._ships = ShipGate(path)
-        self._folder: Folder | None = None  # the agent's unfolded intake batches
         self._appending = threading.RLock()  # one seq allocation at a time in this process
+        stored_last = lambda: self._snapshot(self._read_last_seq)  # noqa: E731
+        self._strategy = _modes.make(mode, path, stored_last, self._ships, self._fold, self._appending)
         self.schema = SCHEMA_VERSION
-        self.intake_torn = ""  # what a crash left half written in the intake (dropped), if anything
 
     # ------------------------------------------------------------------ open/close
     @classmethod
@@ -102,9 +98,9 @@ class Journal(JournalReads):
         try:
             journal = cls._open_locked(jdir, mode, lock_fd, map_size)
             try:
-                _upgrade.refuse_old_schema(journal.schema, mode, jdir)
+                journal._strategy.check_schema(journal.schema)
                 journal._init_meta(root, track_list)
-                journal._start_intake(fold_delay)
+                journal._strategy.start(fold_delay)
                 journal._upgrade()
             except BaseException:
                 journal._shut(fold=False)  # the lock is released below
@@ -125,10 +121,10 @@ class Journal(JournalReads):
         env = _env.open_env(jdir, mode, map_size)
         try:
             dbs, schema = open_dbs(env, mode != "read", str(jdir))
+            journal = cls(env, jdir, mode, lock_fd, dbs)
         except BaseException:
             env.close()
             raise
-        journal = cls(env, jdir, mode, lock_fd, dbs)
         journal.schema = schema
         return journal
 
@@ -140,72 +136,28 @@ class Journal(JournalReads):
         self._lock_fd = None
 
     def _shut(self, *, fold: bool) -> None:
-        if self._folder is not None:
-            self._folder.stop()
-            if fold and self._folder.waiting():
-                try:
-                    self._fold()
-                except JournalError:
-                    pass
-            self._folder = None
-        if self._intake is not None:
-            self._intake.close()
-            self._intake = None
-        if self._intake_lock is not None:
-            os.close(self._intake_lock)
-            self._intake_lock = None
+        self._strategy.close(fold)
         self._env.close()
 
-    # ------------------------------------------------------------------ intake
-    def _start_intake(self, fold_delay: float) -> None:
-        """Agent: open (or create) the intake and fold what a crash left in it.
-        Client: open it, if the agent made one, to fold it before each write.
-        Every mode refuses an intake whose acknowledged records are damaged."""
-        if self.mode == "read":
-            self._check_intake()
-            return
-        self._intake_lock = _intake.open_lock(self.path)
-        self._ships.create()
-        if self.mode != "agent":
-            self._check_intake()
-            return
-        self._intake = Intake.open(self.path, create=True)
-        assert self._intake is not None
-        self._folder = Folder(self._intake, self._fold, self._appending)
-        self.intake_torn = self._folder.recover(lambda: self._snapshot(self._read_last_seq))
-        self._fold()
-        self._folder.start(fold_delay)
+    @property
+    def intake_torn(self) -> str:
+        """What a crash left half written in the intake (a batch never
+        acknowledged, dropped), or ""."""
+        return self._strategy.torn
 
-    def _check_intake(self) -> None:
-        """Judge the agent's intake as :meth:`_start_intake` does for the agent."""
-        found = _intake.scan_as_reader(
-            self.path, self._intake_lock, lambda: self._snapshot(self._read_last_seq)
-        )
-        if found is not None and found.damage:
-            raise JournalCorrupt(found.damage, path=str(self.path / _intake.NAME))
-        self.intake_torn = found.torn if found is not None else ""
+    def unfolded(self) -> int:
+        """How many acknowledged entries wait in the intake, not yet in LMDB.
+        An agent's reads fold them first; a client's and a reader's reads do
+        not see them (a reader never folds: the agent does within its fold
+        delay, or the next agent or client open after a crash)."""
+        return self._strategy.unfolded()
 
     def _fold(self) -> None:
         """Fold every acknowledged intake batch into LMDB now."""
         self._write(lambda txn: None)
 
-    def _fold_source(self) -> list[Batch]:
-        """What a write transaction folds first: the agent's own unfolded
-        batches, or (a client, holding the intake lock) the agent's intake."""
-        if self._folder is not None:
-            return self._folder.unfolded()
-        if self.mode == "client" and self._intake is None:
-            self._intake = Intake.open(self.path, create=False)  # the agent may have made it since
-        return self._intake.read_chain() if self._intake is not None else []
-
     def _before_read(self) -> None:
-        """Agent reads see every acknowledged batch: fold first (when the disk
-        refuses, read what LMDB has; the batches stay in the intake)."""
-        if self._folder is not None and self._folder.waiting():
-            try:
-                self._fold()
-            except JournalError:
-                pass
+        self._strategy.before_read()
 
     def __enter__(self) -> Journal:
         return self
@@ -216,7 +168,7 @@ class Journal(JournalReads):
     def _upgrade(self) -> None:
         """The agent brings an older schema up to date, once the open is
         accepted (root checked, intake judged and folded)."""
-        if self.schema != SCHEMA_VERSION and self.mode == "agent":
+        if self.schema != SCHEMA_VERSION and self._strategy.upgrades:
             _upgrade.upgrade(self._write, self._env, self._dbs, self.schema)
             self.schema = SCHEMA_VERSION
 
@@ -234,9 +186,9 @@ class Journal(JournalReads):
                 f"not {os.fsdecode(root_b)!r}",
                 path=str(self.path),
             )
-        new = tuple(t for t in tracks if t not in known)
-        if self.mode == "read" or ((stored_root is not None or root_b is None) and not new):
-            self.new_tracks = new if self.mode != "read" else ()
+        new = tuple(t for t in tracks if t not in known) if self._strategy.writable else ()
+        if not self._strategy.writable or ((stored_root is not None or root_b is None) and not new):
+            self.new_tracks = new
             return
 
         def init(txn: lmdb.Transaction) -> None:
@@ -259,12 +211,9 @@ class Journal(JournalReads):
         roughly how many bytes the transaction writes (tells a full disk from
         an I/O error).
         """
-        if self.mode == "read":
-            raise JournalError("journal opened read-only", path=str(self.path))
-        client = self.mode == "client" and self._intake_lock is not None
-        with _intake.locked(self._intake_lock) if client else contextlib.nullcontext():
+        with self._strategy.writing():
             while True:
-                batches = self._fold_source()
+                batches = self._strategy.to_fold()
                 try:
                     with self._gate.shared(), self._env.begin(write=True) as txn:
                         last = _writes.fold(txn, self._dbs, self._read_last_seq(txn), batches)
@@ -276,15 +225,12 @@ class Journal(JournalReads):
                     self._adopt_map_size()
                     continue
                 except lmdb.Error as exc:
-                    if self._folder is not None and batches:
-                        self._folder.failed = True
+                    self._strategy.failed(batches)
                     raise self.noted(_env.translate(exc, self.path, need)) from exc
                 except JournalCorrupt as exc:
                     self.noted(exc)
                     raise
-                if self._folder is not None:
-                    self._folder.failed = False
-                    self._folder.folded(batches)
+                self._strategy.committed(batches)
                 if batches:
                     self._notify(last)
                 return result
@@ -325,48 +271,18 @@ class Journal(JournalReads):
         records = _log.encode_batch(batch)
         wanted = list(tracks) if tracks is not None else None
         with self._appending:
-            if self._folder is not None and len(records) == 1:
-                span = self._append_to_intake(batch, records[0][1], wanted, checkpoint_ns, recheck)
-                if span is not None:
-                    return span
+            span = self._strategy.append_small(batch, records, wanted, checkpoint_ns, recheck, self._probe)
+            if span is not None:
+                return span
             return self._append_to_lmdb(batch, records, wanted, checkpoint_ns, recheck)
 
-    def _append_to_intake(
-        self,
-        batch: list[Entry],
-        record: bytes,
-        tracks: list[str] | None,
-        checkpoint_ns: int | None,
-        recheck: Recheck | None,
-    ) -> tuple[int, int] | None:
-        """One record in the intake: the batch is durable when this returns.
-        None when the batch (after ``recheck``) is empty or too big for it, it
-        is full, or folding fails: then the batch goes to LMDB, which folds the
-        intake first (and rechecks again)."""
-        folder = self._folder
-        if folder is None or len(record) > _intake.MAX_BODY or folder.failed:
-            return None  # a failing fold (full disk) must reach the caller, not fill the intake
-        assert self._intake_lock is not None
-        with _intake.locked(self._intake_lock):  # against a client folding, then appending
-            if recheck is not None:
-                batch = recheck(batch)
-                records = _log.encode_batch(batch)
-                if len(records) != 1 or len(records[0][1]) > _intake.MAX_BODY:
-                    return None
-                record = records[0][1]
+    def _probe(self, tracks: list[str] | None) -> tuple[int, tuple[str, ...]]:
+        """LMDB's last seq and the tracks a batch is for, from one snapshot."""
 
-            def probe(txn: lmdb.Transaction) -> tuple[int, tuple[str, ...]]:
-                return self._read_last_seq(txn), _writes.resolve_tracks(txn, self._dbs, tracks)
+        def probe(txn: lmdb.Transaction) -> tuple[int, tuple[str, ...]]:
+            return self._read_last_seq(txn), _writes.resolve_tracks(txn, self._dbs, tracks)
 
-            stored_last, resolved = self._snapshot(probe)
-            item = Batch(folder.next_first(stored_last), len(batch), resolved, checkpoint_ns, record)
-            if not folder.intake.append(item):
-                return None
-            folder.added(item)
-        # No wake-up here: a waiter would read, and reading folds at once, so every
-        # small batch would cost a second commit. Waiters wake when the fold
-        # thread commits (within fold_delay), one commit for every batch since.
-        return item.first, item.last
+        return self._snapshot(probe)
 
     def _append_to_lmdb(
         self,

@@ -154,7 +154,7 @@ class JournalModel(RuleBasedStateMachine):
         """Acknowledged, then the process dies before the batch is folded into
         LMDB (as SIGKILL would: files stay as written, nothing more runs)."""
         self.append(batch, None, checkpoint)
-        assert self.j._folder.waiting(), "a small batch should wait in the intake"
+        assert self.j.unfolded() == len(batch), "a small batch should wait in the intake"
         self.j._shut(fold=False)
         _release_lock(self.j)
         self.j = Journal.open(self.dir + "/j", root="/srv", tracks=TRACKS, fold_delay=3600)
