@@ -5,20 +5,44 @@ into LMDB. Functions of a transaction, no state of their own."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 
 import lmdb
 
-from . import _log, _pending
+from . import _log, _manifest, _pending
 from ._intake import Batch
-from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, track_prefix
+from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, encode_tracks, track_prefix
 from ._reads import DeadLetter
 from ._records import decode_record
 from .codec import encode_seq
 from .errors import JournalCorrupt
 from .types import Entry, Op
 
-__all__ = ["resolve_tracks", "put_batch", "add_count", "set_checkpoint", "fold", "requeue"]
+__all__ = [
+    "register",
+    "resolve_tracks",
+    "put_batch",
+    "add_count",
+    "set_checkpoint",
+    "fold",
+    "mark_done",
+    "mark_dead",
+    "requeue",
+    "drop_dead",
+]
+
+
+def register(txn: lmdb.Transaction, dbs: Dbs, root: bytes | None, tracks: Iterable[str]) -> None:
+    """A journal's identity, its root (when not set yet), and ``tracks`` added
+    to the registered ones."""
+    meta = dbs["meta"]
+    if txn.get(b"agent_id", db=meta) is None:
+        txn.put(b"agent_id", uuid.uuid4().hex.encode(), db=meta)
+    if txn.get(b"root", db=meta) is None and root is not None:
+        txn.put(b"root", root, db=meta)
+    current = decode_tracks(txn.get(b"tracks", db=meta))
+    txn.put(b"tracks", encode_tracks(current + [t for t in tracks if t not in current]), db=meta)
 
 
 def resolve_tracks(txn: lmdb.Transaction, dbs: Dbs, requested: Iterable[str] | None) -> tuple[str, ...]:
@@ -81,6 +105,51 @@ def fold(txn: lmdb.Transaction, dbs: Dbs, last: int, batches: Iterable[Batch]) -
             set_checkpoint(txn, dbs, batch.checkpoint_ns, batch.last)
         last = batch.last
     return last
+
+
+def mark_done(
+    txn: lmdb.Transaction,
+    dbs: Dbs,
+    track: str,
+    seqs: Iterable[int],
+    states: Iterable[tuple[bytes, bytes | None]],
+    cleared: Iterable[bytes],
+) -> int:
+    """``seqs`` done for ``track``; the manifest forgets what is below each of
+    ``cleared``, then takes the encoded ``states``. Returns how many were pending."""
+    removed = len(_pending.remove_seqs(txn, dbs["pend"], track_prefix(track), seqs))
+    if removed:
+        add_count(txn, dbs, track, -removed)
+    trees = list(cleared)
+    if trees:
+        _manifest.clear_below(txn, dbs, trees)
+    for path, raw in states:
+        _manifest.put(txn, dbs, path, raw)
+    return removed
+
+
+def mark_dead(txn: lmdb.Transaction, dbs: Dbs, track: str, reasons: dict[int, bytes]) -> int:
+    """Move the pending seqs of ``reasons`` to ``track``'s dead letters, each
+    with a copy of its entry; returns how many moved."""
+    prefix = track_prefix(track)
+    moved = 0
+    for seq in _pending.remove_seqs(txn, dbs["pend"], prefix, reasons):
+        reason = reasons[seq]
+        raw = _log.entry_raw(txn, dbs["log"], seq)
+        if raw is None:
+            raise JournalCorrupt(f"pending entry {seq} missing from log")
+        txn.put(prefix + encode_seq(seq), len(reason).to_bytes(4, "big") + reason + raw, db=dbs["dead"])
+        moved += 1
+    if moved:
+        add_count(txn, dbs, track, -moved)
+    return moved
+
+
+def drop_dead(txn: lmdb.Transaction, dbs: Dbs, letters: Iterable[DeadLetter]) -> list[DeadLetter]:
+    """Remove ``letters``; returns those that were still there."""
+    return [
+        d for d in letters if txn.delete(track_prefix(d.track) + encode_seq(d.record.seq), db=dbs["dead"])
+    ]
 
 
 def requeue(txn: lmdb.Transaction, dbs: Dbs, last: int, letters: Iterable[DeadLetter]) -> tuple[int, int]:

@@ -16,6 +16,8 @@ readers use their own snapshot). Never use a ``Journal`` across ``fork()``.
 Processes: one *agent* process writes (an exclusive lock on the directory);
 *client* processes (``replay``, ``verify --repair``) may append short requests
 concurrently through LMDB's own writer lock; *read* processes never write.
+What differs between these modes is one strategy object each (``_modes``);
+the transactions themselves are ``_writes`` and ``_reads``.
 """
 
 from __future__ import annotations
@@ -24,19 +26,18 @@ import contextlib
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import lmdb
 
-from . import _compact, _env, _log, _manifest, _modes, _pending, _upgrade, _writes
+from . import _compact, _env, _log, _manifest, _modes, _upgrade, _writes
 from ._env import Gate, Mode
-from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, track_prefix
+from ._layout import SCHEMA_VERSION, Dbs, open_dbs, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
 from ._steady import ShipGate
-from .codec import encode_seq, encode_state
+from .codec import encode_state
 from .errors import JournalCorrupt, JournalFull, NotAJournal, WrongRoot
 from .types import Checkpoint, Entry, FileState, Op
 
@@ -191,15 +192,7 @@ class Journal(JournalReads):
             self.new_tracks = new
             return
 
-        def init(txn: lmdb.Transaction) -> None:
-            if txn.get(b"agent_id", db=meta) is None:
-                txn.put(b"agent_id", uuid.uuid4().hex.encode(), db=meta)
-            if txn.get(b"root", db=meta) is None and root_b is not None:
-                txn.put(b"root", root_b, db=meta)
-            current = self._tracks(txn)
-            txn.put(b"tracks", encode_tracks(current + [t for t in new if t not in current]), db=meta)
-
-        self._write(init)
+        self._write(lambda txn: _writes.register(txn, self._dbs, root_b, new))
         self.new_tracks = new
 
     # ------------------------------------------------------------------ writes
@@ -322,44 +315,18 @@ class Journal(JournalReads):
         the mirror no longer holds: a directory deleted or moved away), then
         takes ``states`` (None removes the path). Returns how many entries
         were pending and are now done. Idempotent."""
-        prefix = track_prefix(track)
+        track_prefix(track)  # raises ValueError on a bad name
         seq_list = list(seqs)
         encoded = [(p, encode_state(s) if s is not None else None) for p, s in (states or {}).items()]
         trees = [p for p in cleared if p]  # the root is never cleared
-
-        def do(txn: lmdb.Transaction) -> int:
-            removed = len(_pending.remove_seqs(txn, self._dbs["pend"], prefix, seq_list))
-            if removed:
-                _writes.add_count(txn, self._dbs, track, -removed)
-            if trees:
-                _manifest.clear_below(txn, self._dbs, trees)
-            for path, raw in encoded:
-                _manifest.put(txn, self._dbs, path, raw)
-            return removed
-
-        return self._write(do)
+        return self._write(lambda txn: _writes.mark_done(txn, self._dbs, track, seq_list, encoded, trees))
 
     def mark_dead(self, track: str, reasons: Mapping[int, str]) -> int:
         """Move entries from pending to the dead-letter list of ``track``; each
         dead letter keeps a copy of its entry, so compaction may drop the log's."""
-        prefix = track_prefix(track)
+        track_prefix(track)  # raises ValueError on a bad name
         encoded = {s: r.encode(errors="replace") for s, r in reasons.items()}
-
-        def do(txn: lmdb.Transaction) -> int:
-            moved = 0
-            for seq in _pending.remove_seqs(txn, self._dbs["pend"], prefix, encoded):
-                reason = encoded[seq]
-                raw = _log.entry_raw(txn, self._dbs["log"], seq)
-                if raw is None:
-                    raise JournalCorrupt(f"pending entry {seq} missing from log")
-                value = len(reason).to_bytes(4, "big") + reason + raw
-                txn.put(prefix + encode_seq(seq), value, db=self._dbs["dead"])
-                moved += 1
-            if moved:
-                _writes.add_count(txn, self._dbs, track, -moved)
-            return moved
-
-        return self._write(do)
+        return self._write(lambda txn: _writes.mark_dead(txn, self._dbs, track, encoded))
 
     def requeue_dead(self, track: str | None = None, paths: Collection[bytes] | None = None) -> int:
         """Give dead letters (of one track, or all; of ``paths`` only, when
@@ -381,15 +348,7 @@ class Journal(JournalReads):
         """Forget the dead letters (of one track, or all) naming ``paths``:
         the operator fixed the mirror by hand. Returns the letters removed."""
         letters = [d for d in self.dead_letters(track) if _names_any(d, paths)]
-
-        def do(txn: lmdb.Transaction) -> list[DeadLetter]:
-            return [
-                d
-                for d in letters
-                if txn.delete(track_prefix(d.track) + encode_seq(d.record.seq), db=self._dbs["dead"])
-            ]
-
-        return self._write(do)
+        return self._write(lambda txn: _writes.drop_dead(txn, self._dbs, letters))
 
     def shipping(self) -> contextlib.AbstractContextManager[None]:
         """Hold while capturing, shipping and marking done one plan: a scan
