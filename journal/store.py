@@ -294,7 +294,7 @@ class Journal(JournalReads):
             first = self._read_last_seq(txn) + 1
             last = first + len(final) - 1
             if final:
-                _writes.put_batch(txn, self._dbs, first, final, final_records, resolved)
+                _writes.put_batch(txn, self._dbs, first, len(final), final_records, resolved)
             if checkpoint_ns is not None:
                 _writes.set_checkpoint(txn, self._dbs, checkpoint_ns, last)
             return (first, last) if final else None
