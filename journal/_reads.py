@@ -15,7 +15,7 @@ from typing import TypeVar
 import lmdb
 
 from . import _env, _links, _log, _pending
-from ._env import Gate
+from ._gate import Gate
 from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, path_key, track_prefix
 from .codec import decode_entry, decode_seq, decode_state
 from .errors import DamagedRecord, JournalCorrupt, JournalError

@@ -22,6 +22,7 @@ from .types import Entry, Op
 __all__ = [
     "register",
     "resolve_tracks",
+    "pick_tracks",
     "put_batch",
     "add_count",
     "set_checkpoint",
@@ -48,7 +49,11 @@ def register(txn: lmdb.Transaction, dbs: Dbs, root: bytes | None, tracks: Iterab
 def resolve_tracks(txn: lmdb.Transaction, dbs: Dbs, requested: Iterable[str] | None) -> tuple[str, ...]:
     """The tracks a batch becomes pending for: every registered one by default;
     naming an unregistered track raises ValueError."""
-    known = decode_tracks(txn.get(b"tracks", db=dbs["meta"]))
+    return pick_tracks(decode_tracks(txn.get(b"tracks", db=dbs["meta"])), requested)
+
+
+def pick_tracks(known: Sequence[str], requested: Iterable[str] | None) -> tuple[str, ...]:
+    """:func:`resolve_tracks` given the registered tracks ``known``."""
     if requested is None:
         return tuple(known)
     wanted = tuple(dict.fromkeys(requested))

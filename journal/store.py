@@ -33,7 +33,8 @@ from typing import TypeVar
 import lmdb
 
 from . import _compact, _env, _log, _manifest, _modes, _upgrade, _writes
-from ._env import Gate, Mode
+from ._env import Mode
+from ._gate import Gate
 from ._layout import SCHEMA_VERSION, Dbs, open_dbs, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
 from ._steady import ShipGate
@@ -46,7 +47,6 @@ __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSIO
 DEFAULT_MAP_SIZE = 1 << 30
 DEFAULT_FOLD_DELAY = 0.05  # seconds an acknowledged small batch may wait to reach LMDB
 T = TypeVar("T")
-Recheck = _modes.Recheck
 
 
 class Journal(JournalReads):
@@ -64,6 +64,7 @@ class Journal(JournalReads):
         self.new_tracks: tuple[str, ...] = ()
         self._ships = ShipGate(path)
         self._appending = threading.RLock()  # one seq allocation at a time in this process
+        self._probed: tuple[int, int, list[str]] | None = None  # see _probe
         stored_last = lambda: self._snapshot(self._read_last_seq)  # noqa: E731
         self._strategy = _modes.make(mode, path, stored_last, self._ships, self._fold, self._appending)
         self.schema = SCHEMA_VERSION
@@ -142,8 +143,7 @@ class Journal(JournalReads):
 
     @property
     def intake_torn(self) -> str:
-        """What a crash left half written in the intake (a batch never
-        acknowledged, dropped), or ""."""
+        """What a crash tore in the intake (a batch never acknowledged, dropped), or ""."""
         return self._strategy.torn
 
     def unfolded(self) -> int:
@@ -154,8 +154,7 @@ class Journal(JournalReads):
         return self._strategy.unfolded()
 
     def _fold(self) -> None:
-        """Fold every acknowledged intake batch into LMDB now."""
-        self._write(lambda txn: None)
+        self._write(lambda txn: None)  # a write folds every acknowledged intake batch first
 
     def _before_read(self) -> None:
         self._strategy.before_read()
@@ -238,7 +237,7 @@ class Journal(JournalReads):
         *,
         tracks: Iterable[str] | None = None,
         checkpoint_ns: int | None = None,
-        recheck: Recheck | None = None,
+        recheck: _modes.Recheck | None = None,
     ) -> tuple[int, int] | None:
         """Durably append ``entries`` as one batch; return their (first, last) seq.
 
@@ -270,12 +269,16 @@ class Journal(JournalReads):
             return self._append_to_lmdb(batch, records, wanted, checkpoint_ns, recheck)
 
     def _probe(self, tracks: list[str] | None) -> tuple[int, tuple[str, ...]]:
-        """LMDB's last seq and the tracks a batch is for, from one snapshot."""
-
-        def probe(txn: lmdb.Transaction) -> tuple[int, tuple[str, ...]]:
-            return self._read_last_seq(txn), _writes.resolve_tracks(txn, self._dbs, tracks)
-
-        return self._snapshot(probe)
+        """LMDB's last seq, and the tracks a batch is for: read again only when
+        LMDB's last transaction id moved (a commit of any process), so most
+        small appends read no snapshot. Caller holds ``_appending``."""
+        with self._gate.shared():
+            txnid = self._env.info()["last_txnid"]
+        if self._probed is None or self._probed[0] != txnid:
+            # read after the id: a commit in between only makes the next call look again
+            last, known = self._snapshot(lambda txn: (self._read_last_seq(txn), self._tracks(txn)))
+            self._probed = (txnid, last, known)
+        return self._probed[1], _writes.pick_tracks(self._probed[2], tracks)
 
     def _append_to_lmdb(
         self,
@@ -283,7 +286,7 @@ class Journal(JournalReads):
         records: list[tuple[int, bytes]],
         tracks: list[str] | None,
         checkpoint_ns: int | None,
-        recheck: Recheck | None,
+        recheck: _modes.Recheck | None,
     ) -> tuple[int, int] | None:
         def do(txn: lmdb.Transaction) -> tuple[int, int] | None:
             final, final_records = batch, records

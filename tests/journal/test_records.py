@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from journal import CodecError, Entry, Journal, Op
 from journal._log import MAX_RECORD_ENTRIES
-from journal._records import decode_record, encode_record, record_count, record_entry
+from journal._records import decode_record, encode_columns, encode_record, record_count, record_entry
 from journal.codec import decode_entry, encode_entry
 
 from .test_codec import entries as entry_st
@@ -29,6 +29,12 @@ def test_record_round_trip_and_slices(batch: list[Entry], data: st.DataObject) -
     for i, entry in enumerate(batch):
         assert decode_entry(record_entry(raw, i)) == entry
         assert record_entry(raw, i) == encode_entry(entry)
+
+
+@given(entry_st)
+def test_a_record_of_one_entry_is_the_column_layout(entry: Entry) -> None:
+    """The one-entry shortcut writes exactly the bytes of the general layout."""
+    assert encode_record([entry]) == encode_columns([entry])
 
 
 @given(st.lists(entry_st, min_size=1, max_size=5), st.data())
