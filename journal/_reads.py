@@ -17,6 +17,7 @@ import lmdb
 from . import _env, _links, _log, _pending
 from ._gate import Gate
 from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, path_key, track_prefix
+from ._modes import Strategy
 from .codec import decode_entry, decode_seq, decode_state
 from .errors import DamagedRecord, JournalCorrupt, JournalError
 from .types import Checkpoint, FileState, Record
@@ -59,6 +60,7 @@ class JournalReads:
     _gate: Gate
     _changed: threading.Condition
     _last_seq: int
+    _strategy: Strategy
     path: Path
     mode: str
 
@@ -87,7 +89,7 @@ class JournalReads:
     def noted(self, exc: JournalError) -> JournalError:
         """Return ``exc``; when it is damage, first record it in the journal
         (writers only: a reader changes nothing) so every later open refuses."""
-        if isinstance(exc, JournalCorrupt) and self.mode != "read":
+        if isinstance(exc, JournalCorrupt) and self._strategy.writable:
             _env.record_damage(self.path, str(exc.args[0] if exc.args else exc))
         return exc
 
