@@ -32,6 +32,7 @@ from journal.codec import encode_entry  # noqa: E402
 
 BATCHES = (1, 10, 100, 1000, 10000)
 Runner = Callable[[Path, int, int], float]
+JOURNAL_CPU: list[float] = []  # process CPU per entry of each journal run (the fold thread's included)
 
 
 def make_batch(batch_no: int, size: int) -> list[Entry]:
@@ -52,11 +53,12 @@ def run_journal(d: Path, size: int, commits: int) -> float:
     try:
         j.append(make_batch(999_999, 1))  # warm the files and the map
         j.last_seq()  # a read folds the warm-up batch
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for batch in batches:
             j.append(batch)
     finally:
         j.close()
+    JOURNAL_CPU.append((time.process_time() - c0) / (size * commits))
     return time.perf_counter() - t0
 
 
@@ -113,6 +115,7 @@ def measure(work: Path, runs: int, scale: float, sizes: tuple[int, ...]) -> dict
     for size in sizes:
         commits = commits_for(size, scale)
         rates: dict[str, list[float]] = {k: [] for k in runners}
+        JOURNAL_CPU.clear()
         for run in range(runs_for(size, runs)):
             order = list(runners.items())
             for name, runner in order if run % 2 == 0 else order[::-1]:  # interleaved, both ways
@@ -121,6 +124,7 @@ def measure(work: Path, runs: int, scale: float, sizes: tuple[int, ...]) -> dict
                 d.mkdir()
                 rates[name].append(size * commits / runner(d, size, commits))
         table[size] = {k: statistics.median(v) for k, v in rates.items()}
+        table[size]["cpu"] = statistics.median(JOURNAL_CPU)
         # Ratios of runs made back to back: shared disks drift, pairs drift together.
         for base in ("fdatasync", "lmdb"):
             pairs = [j / b for j, b in zip(rates["journal"], rates[base])]
@@ -135,14 +139,15 @@ def render(table: dict[int, dict[str, float]], runs: int) -> str:
     lines = [
         f"durable appends, entries/s (median of {runs} runs, {runs_for(1, runs)} at batch 1;"
         f" {record_size()}-byte records;",
-        " ratios: median over back-to-back run pairs, j/fsync with its quartiles)",
+        " ratios: median over back-to-back run pairs, j/fsync with its quartiles;",
+        " j-cpu: the journal's process CPU per entry, us: what it adds to the sync)",
         f"{'batch':>6} {'journal':>11} {'fdatasync':>11} {'bare-lmdb':>11} {'j/fsync':>8} {'q1-q3':>10}"
-        f" {'j/lmdb':>7}",
+        f" {'j/lmdb':>7} {'j-cpu':>6}",
     ]
     for size, r in table.items():
         lines.append(
             f"{size:>6} {r['journal']:>11,.0f} {r['fdatasync']:>11,.0f} {r['lmdb']:>11,.0f} "
-            f"{r['j/fdatasync']:>8.2f} {_spread(r):>10} {r['j/lmdb']:>7.2f}"
+            f"{r['j/fdatasync']:>8.2f} {_spread(r):>10} {r['j/lmdb']:>7.2f} {r['cpu'] * 1e6:>6.1f}"
         )
     one, big = table.get(1), [table[s] for s in table if s >= 1000]
     if one:
