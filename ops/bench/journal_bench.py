@@ -32,7 +32,7 @@ from journal.codec import encode_entry  # noqa: E402
 
 BATCHES = (1, 10, 100, 1000, 10000)
 Runner = Callable[[Path, int, int], float]
-JOURNAL_CPU: list[float] = []  # process CPU per entry of each journal run (the fold thread's included)
+JOURNAL_CPU: list[float] = []  # process CPU per entry of each journal run, the fold thread's included
 
 
 def make_batch(batch_no: int, size: int) -> list[Entry]:
@@ -140,7 +140,8 @@ def render(table: dict[int, dict[str, float]], runs: int) -> str:
         f"durable appends, entries/s (median of {runs} runs, {runs_for(1, runs)} at batch 1;"
         f" {record_size()}-byte records;",
         " ratios: median over back-to-back run pairs, j/fsync with its quartiles;",
-        " j-cpu: the journal's process CPU per entry, us: what it adds to the sync)",
+        " j-cpu: the journal's process CPU per entry, us, user and system: on a disk the kernel's",
+        " side of each sync counts too; with --dir /dev/shm it is the journal's own work)",
         f"{'batch':>6} {'journal':>11} {'fdatasync':>11} {'bare-lmdb':>11} {'j/fsync':>8} {'q1-q3':>10}"
         f" {'j/lmdb':>7} {'j-cpu':>6}",
     ]
