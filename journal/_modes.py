@@ -27,6 +27,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import _intake, _log, _upgrade
@@ -36,11 +37,23 @@ from ._steady import ShipGate
 from .errors import JournalCorrupt, JournalError
 from .types import Entry
 
-__all__ = ["Strategy", "ReadMode", "ClientMode", "AgentMode", "Probe", "Recheck", "make"]
+__all__ = ["Strategy", "ReadMode", "ClientMode", "AgentMode", "Append", "Probe", "Recheck", "make"]
 
 StoredLast = Callable[[], int]  # LMDB's last seq, from a fresh snapshot
 Probe = Callable[[list[str] | None], tuple[int, tuple[str, ...]]]  # (LMDB's last seq, resolved tracks)
 Recheck = Callable[[list[Entry]], list[Entry]]
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One append as asked for: the batch, its log records, the tracks it is
+    for (None: every registered one), the checkpoint it moves, its recheck."""
+
+    batch: list[Entry]
+    records: list[tuple[int, bytes]]
+    tracks: list[str] | None
+    checkpoint_ns: int | None
+    recheck: Recheck | None
 
 
 def _judged(found: Scan | None, jdir: Path) -> str:
@@ -104,15 +117,7 @@ class Strategy:
     def before_read(self) -> None:
         """Runs before every read transaction."""
 
-    def append_small(
-        self,
-        batch: list[Entry],
-        records: list[tuple[int, bytes]],
-        tracks: list[str] | None,
-        checkpoint_ns: int | None,
-        recheck: Recheck | None,
-        probe: Probe,
-    ) -> tuple[int, int] | None:
+    def append_small(self, req: Append, probe: Probe) -> tuple[int, int] | None:
         """Make a batch durable outside LMDB, if this mode can: its (first,
         last) seq, else None (the batch then goes to LMDB)."""
         return None
@@ -235,33 +240,24 @@ class AgentMode(Strategy):
             except JournalError:
                 pass
 
-    def append_small(
-        self,
-        batch: list[Entry],
-        records: list[tuple[int, bytes]],
-        tracks: list[str] | None,
-        checkpoint_ns: int | None,
-        recheck: Recheck | None,
-        probe: Probe,
-    ) -> tuple[int, int] | None:
+    def append_small(self, req: Append, probe: Probe) -> tuple[int, int] | None:
         """One record in the intake: the batch is durable when this returns.
         None when the batch (after ``recheck``) is empty or too big for it, it
         is full, or folding fails: then the batch goes to LMDB, which folds the
         intake first (and rechecks again). Caller holds ``appending``."""
-        folder = self._folder
+        folder, batch, records = self._folder, req.batch, req.records
         if folder is None or len(records) != 1 or len(records[0][1]) > _intake.MAX_BODY or folder.failed:
             return None  # a failing fold (full disk) must reach the caller, not fill the intake
         assert self._lock is not None
         with _intake.locked(self._lock):  # against a client folding, then appending
-            record = records[0][1]
-            if recheck is not None:
-                batch = recheck(batch)
+            if req.recheck is not None:
+                batch = req.recheck(batch)
                 records = _log.encode_batch(batch)
                 if len(records) != 1 or len(records[0][1]) > _intake.MAX_BODY:
                     return None
-                record = records[0][1]
-            stored_last, resolved = probe(tracks)
-            item = Batch(folder.next_first(stored_last), len(batch), resolved, checkpoint_ns, record)
+            stored_last, resolved = probe(req.tracks)
+            first = folder.next_first(stored_last)
+            item = Batch(first, len(batch), resolved, req.checkpoint_ns, records[0][1])
             if not folder.intake.append(item):
                 return None
             folder.added(item)

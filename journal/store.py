@@ -260,13 +260,11 @@ class Journal(JournalReads):
         if isinstance(tracks, str):
             raise TypeError("tracks must be an iterable of track names, not a str")
         batch = list(entries)
-        records = _log.encode_batch(batch)
         wanted = list(tracks) if tracks is not None else None
+        req = _modes.Append(batch, _log.encode_batch(batch), wanted, checkpoint_ns, recheck)
         with self._appending:
-            span = self._strategy.append_small(batch, records, wanted, checkpoint_ns, recheck, self._probe)
-            if span is not None:
-                return span
-            return self._append_to_lmdb(batch, records, wanted, checkpoint_ns, recheck)
+            span = self._strategy.append_small(req, self._probe)
+            return span if span is not None else self._append_to_lmdb(req)
 
     def _probe(self, tracks: list[str] | None) -> tuple[int, tuple[str, ...]]:
         """LMDB's last seq, and the tracks a batch is for: read again only when
@@ -280,29 +278,22 @@ class Journal(JournalReads):
             self._probed = (txnid, last, known)
         return self._probed[1], _writes.pick_tracks(self._probed[2], tracks)
 
-    def _append_to_lmdb(
-        self,
-        batch: list[Entry],
-        records: list[tuple[int, bytes]],
-        tracks: list[str] | None,
-        checkpoint_ns: int | None,
-        recheck: _modes.Recheck | None,
-    ) -> tuple[int, int] | None:
+    def _append_to_lmdb(self, req: _modes.Append) -> tuple[int, int] | None:
         def do(txn: lmdb.Transaction) -> tuple[int, int] | None:
-            final, final_records = batch, records
-            if recheck is not None:  # LMDB's writer lock is held: no append can come between
-                final = recheck(batch)
+            final, final_records = req.batch, req.records
+            if req.recheck is not None:  # LMDB's writer lock is held: no append can come between
+                final = req.recheck(req.batch)
                 final_records = _log.encode_batch(final)
-            resolved = _writes.resolve_tracks(txn, self._dbs, tracks)
+            resolved = _writes.resolve_tracks(txn, self._dbs, req.tracks)
             first = self._read_last_seq(txn) + 1
             last = first + len(final) - 1
             if final:
                 _writes.put_batch(txn, self._dbs, first, len(final), final_records, resolved)
-            if checkpoint_ns is not None:
-                _writes.set_checkpoint(txn, self._dbs, checkpoint_ns, last)
+            if req.checkpoint_ns is not None:
+                _writes.set_checkpoint(txn, self._dbs, req.checkpoint_ns, last)
             return (first, last) if final else None
 
-        result = self._write(do, need=3 * sum(len(raw) for _, raw in records))
+        result = self._write(do, need=3 * sum(len(raw) for _, raw in req.records))
         self._notify(result[1] if result else None)
         return result
 
