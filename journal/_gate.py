@@ -60,5 +60,5 @@ class _Shared:
         g = self._gate
         with g._cond:
             g._active -= 1
-            if not g._active:
+            if not g._active and g._resizing:  # only a resize waits for the last one out
                 g._cond.notify_all()
