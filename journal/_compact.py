@@ -5,8 +5,7 @@ from __future__ import annotations
 import lmdb
 
 from . import _log, _pending
-from ._layout import PAIR, Dbs, decode_tracks, entry_path_keys, track_prefix
-from .codec import encode_seq
+from ._layout import PAIR, Dbs, decode_tracks, track_prefix
 from .types import Entry
 
 __all__ = ["compact_chunk", "min_pending_seq"]
@@ -22,28 +21,11 @@ def compact_chunk(txn: lmdb.Transaction, dbs: Dbs, horizon: int, chunk: int) -> 
         return (floor is not None and seq >= floor) or entry.time_ns >= horizon
 
     cuts = _log.take_head(txn, dbs["log"], keep, chunk)
-    for cut in cuts:
-        _unindex(txn, dbs["latest"], cut)
     if cuts:
         last = cuts[-1]
         seq = last.first + len(last.removed) - 1
         txn.put(b"compacted", PAIR.pack(seq, last.removed[-1].time_ns), db=dbs["meta"])
     return sum(len(cut.removed) for cut in cuts)
-
-
-def _unindex(txn: lmdb.Transaction, latest: lmdb._Database, cut: _log.Cut) -> None:
-    """Keep ``latest`` pointing at records that exist: paths whose newest entry
-    was removed leave the index; paths whose newest entry moved into the
-    rewritten tail follow it."""
-    old, new = encode_seq(cut.first), encode_seq(cut.first + len(cut.removed))
-    kept = {pk for entry in cut.kept for pk in entry_path_keys(entry)}
-    gone = {pk for entry in cut.removed for pk in entry_path_keys(entry)} - kept
-    for pk in sorted(gone):  # sorted: the same layout whatever the hash seed
-        if txn.get(pk, db=latest) == old:
-            txn.delete(pk, db=latest)
-    for pk in sorted(kept):
-        if txn.get(pk, db=latest) == old:
-            txn.put(pk, new, db=latest)
 
 
 def min_pending_seq(txn: lmdb.Transaction, dbs: Dbs) -> int | None:

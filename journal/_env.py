@@ -1,5 +1,5 @@
 """Opening the LMDB environment safely: directory checks, the writer lock,
-truncation checks, and the gate that makes map resizing safe between threads.
+and truncation checks.
 
 Everything here runs before the journal reads a single page, because LMDB
 maps the data file: a file shorter than its own page table crashes the
@@ -13,10 +13,7 @@ import fcntl
 import os
 import shlex
 import stat
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +28,6 @@ __all__ = [
     "Mode",
     "MODES",
     "LOCK_NAME",
-    "Gate",
     "check_directory",
     "DAMAGE_NAME",
     "record_damage",
@@ -54,46 +50,6 @@ LOCK_NAME = "agent.lock"
 DAMAGE_NAME = "DAMAGED"  # written once when a writer finds damage; every open refuses it
 _MIN_PAGES = 2  # the two meta pages every LMDB file starts with
 _PROBE_GRACE_S = 0.2  # how long taking the lock waits out a status probe
-
-
-class Gate:
-    """Readers-writer gate: every transaction holds it shared; changing the map
-    size holds it exclusive, because LMDB forbids resizing while any
-    transaction of this process is open (the map may move in memory)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0
-        self._resizing = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if not self._active:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._resizing = True
-            while self._active:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
 
 
 def check_directory(jdir: Path, mode: Mode) -> None:

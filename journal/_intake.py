@@ -43,8 +43,7 @@ import errno
 import fcntl
 import os
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,16 +281,23 @@ def open_lock(jdir: Path) -> int:
         raise JournalError(f"cannot open {path}: {exc}", path=str(path)) from exc
 
 
-@contextmanager
-def locked(lock_fd: int, *, shared: bool = False) -> Iterator[None]:
+class locked:
     """Exclusive across processes: the agent numbering and writing a record,
     or a client folding the intake and then writing LMDB itself. Shared: a
-    reader that must not see a record half written."""
-    fcntl.flock(lock_fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    reader that must not see a record half written. (A class, not a
+    generator: the agent takes it for every small append.)"""
+
+    __slots__ = ("_fd", "_how")
+
+    def __init__(self, lock_fd: int, *, shared: bool = False) -> None:
+        self._fd = lock_fd
+        self._how = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, self._how)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 def _create(path: Path) -> int:

@@ -5,12 +5,11 @@ databases.
 | db       | key                     | value                              |
 |----------|-------------------------|------------------------------------|
 | log      | seq of its first entry  | log record: a batch's entries      |
-| latest   | path key                | seq of the newest entry naming it  |
-| longpath | ``\\0`` + blake3(path)  | the full path                      |
+| longpath | ``\\0`` + blake3(path)  | the full path of a manifest key    |
 | manifest | path key                | encoded FileState                  |
 | links    | Q inode + path key      | the path (only names of a manifest |
 |          |                         | state with nlink > 1; schema 4)    |
-| pend     | track ``\\0`` seq       | empty                              |
+| pend     | track ``\\0`` first seq | last seq of a pending range        |
 | dead     | track ``\\0`` seq       | I len(reason), reason, entry       |
 | meta     | name                    | schema, root, tracks, counters ... |
 """
@@ -23,13 +22,13 @@ import blake3
 import lmdb
 
 from .errors import JournalCorrupt, NotAJournal, SchemaMismatch
-from .types import Entry, Op
 
 __all__ = [
     "SCHEMA_VERSION",
     "UPGRADABLE",
     "DB_NAMES",
     "ADDED_IN",
+    "DROPPED_IN",
     "MAX_DIRECT_KEY",
     "PAIR",
     "COUNT",
@@ -39,14 +38,15 @@ __all__ = [
     "decode_tracks",
     "encode_tracks",
     "open_dbs",
-    "index_paths",
-    "entry_path_keys",
 ]
 
-SCHEMA_VERSION = 4  # 4: the ``links`` index, and states of files with several names (codec v3)
-UPGRADABLE = (2, 3)  # 3: crc32 on records and states; 2: no checksums (read, then upgraded by the agent)
-DB_NAMES = ("log", "latest", "longpath", "manifest", "pend", "dead", "meta", "links")
+SCHEMA_VERSION = 5  # 5: no ``latest`` index (appends wrote it, nothing read it)
+# 4: the ``links`` index, states of files with several names (codec v3); 3: crc32 on
+# records and states; 2: no checksums. Each is read as it is, then upgraded by the agent.
+UPGRADABLE = (2, 3, 4)
+DB_NAMES = ("log", "longpath", "manifest", "pend", "dead", "meta", "links")
 ADDED_IN = {"links": 4}  # databases a journal of an older schema lacks until the agent upgrades it
+DROPPED_IN = {"latest": 5}  # databases an older schema kept, left alone until the agent drops them
 MAX_DIRECT_KEY = 480  # LMDB keys are limited to 511 bytes; longer paths are hashed
 MAX_TRACK = 255
 PAIR = struct.Struct(">QQ")
@@ -135,29 +135,3 @@ def _check_schema(raw: bytes | None, where: str) -> int:
             f"journal {where} has schema {schema}, this agent reads {SCHEMA_VERSION}", path=where
         )
     return schema
-
-
-def entry_path_keys(entry: Entry) -> list[bytes]:
-    """The ``latest`` keys an entry updates: its path, and a move's destination."""
-    paths = (entry.path, entry.dest) if entry.op == Op.MOVE else (entry.path,)
-    return [path_key(p) for p in paths]
-
-
-def index_paths(entries: list[Entry], seq_keys: list[bytes]) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
-    """(path key -> seq key of the last entry naming it, hashed key -> long path).
-
-    The common batch (no MOVE, no root, no long path) is indexed without a
-    Python call per entry; the general case walks entries in order.
-    """
-    if Op.MOVE not in [e.op for e in entries]:
-        latest = dict(zip([e.path for e in entries], seq_keys))
-        if latest and b"" not in latest and max(map(len, latest)) <= MAX_DIRECT_KEY:
-            return latest, {}
-    latest, longpaths = {}, {}
-    for entry, key in zip(entries, seq_keys):
-        for p in (entry.path, entry.dest) if entry.op == Op.MOVE else (entry.path,):
-            pk = path_key(p)
-            latest[pk] = key
-            if pk[:1] == b"\0":
-                longpaths[pk] = p
-    return latest, longpaths

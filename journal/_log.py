@@ -27,7 +27,6 @@ __all__ = [
     "MAX_RECORD_ENTRIES",
     "encode_batch",
     "put_batch",
-    "record_keys",
     "Cut",
     "first_seq",
     "last_seq",
@@ -52,16 +51,6 @@ def put_batch(
     for offset, raw in records:
         if not txn.put(encode_seq(first + offset), raw, db=db, append=True):
             raise JournalCorrupt(f"log already holds seq {first + offset}")
-
-
-def record_keys(first: int, count: int) -> list[bytes]:
-    """For each of ``count`` entries appended from seq ``first`` on: the key of
-    the log record that holds it (what the ``latest`` index stores)."""
-    step = MAX_RECORD_ENTRIES
-    keys: list[bytes] = []
-    for i in range(0, count, step):
-        keys += [encode_seq(first + i)] * min(step, count - i)
-    return keys
 
 
 def first_seq(txn: lmdb.Transaction, db: lmdb._Database) -> int | None:

@@ -15,9 +15,9 @@ from typing import TypeVar
 import lmdb
 
 from . import _env, _links, _log, _pending
-from ._env import Gate
-from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, entry_path_keys, path_key, track_prefix
-from ._records import decode_record
+from ._gate import Gate
+from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, path_key, track_prefix
+from ._modes import Strategy
 from .codec import decode_entry, decode_seq, decode_state
 from .errors import DamagedRecord, JournalCorrupt, JournalError
 from .types import Checkpoint, FileState, Record
@@ -60,6 +60,7 @@ class JournalReads:
     _gate: Gate
     _changed: threading.Condition
     _last_seq: int
+    _strategy: Strategy
     path: Path
     mode: str
 
@@ -88,7 +89,7 @@ class JournalReads:
     def noted(self, exc: JournalError) -> JournalError:
         """Return ``exc``; when it is damage, first record it in the journal
         (writers only: a reader changes nothing) so every later open refuses."""
-        if isinstance(exc, JournalCorrupt) and self.mode != "read":
+        if isinstance(exc, JournalCorrupt) and self._strategy.writable:
             _env.record_damage(self.path, str(exc.args[0] if exc.args else exc))
         return exc
 
@@ -171,27 +172,6 @@ class JournalReads:
             return out
 
         return self._read(scan)
-
-    def latest_seq(self, path: bytes) -> int | None:
-        """Seq of the newest entry naming ``path`` (as path or move destination).
-
-        The ``latest`` index maps a path to the log record holding that entry;
-        the record is searched from its end, so appends write one small value
-        per path and only this (rare) query pays for finding the exact seq."""
-        pk = path_key(path)
-
-        def find(txn: lmdb.Transaction) -> int | None:
-            key = txn.get(pk, db=self._dbs["latest"])
-            if key is None:
-                return None
-            raw = txn.get(key, db=self._dbs["log"])
-            entries = decode_record(raw) if raw is not None else []
-            for i in range(len(entries) - 1, -1, -1):
-                if pk in entry_path_keys(entries[i]):
-                    return decode_seq(key) + i
-            raise JournalCorrupt(f"latest index names seq {decode_seq(key)} for {path!r}, the log disagrees")
-
-        return self._read(find)
 
     def manifest_get(self, path: bytes) -> FileState | None:
         def find(txn: lmdb.Transaction) -> FileState | None:

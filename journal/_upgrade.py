@@ -1,7 +1,13 @@
 """Upgrading a journal of an older schema in place (by the agent only).
 
-Schema 3 lacks the ``links`` database: it is created first, in its own
-transaction. Schema 2 also stored manifest states without a checksum: the
+Schemas 2 to 4 kept a ``latest`` index (path -> the log record of its newest
+entry) that every append wrote and nothing read: it is dropped in the last
+transaction, the one that stamps the schema. Its ``longpath`` rows for long
+paths of log entries stay: a row names a path by its hash, so a stale one
+names the same path a manifest key would.
+
+Schema 3 lacks the ``links`` database: it is created in that last
+transaction too. Schema 2 also stored manifest states without a checksum: the
 agent re-encodes them with one, a chunk per transaction. The schema is
 stamped last: a crash midway leaves the old schema with some of the work
 done, and the next open finishes it. Each old state is decoded first, so a
@@ -22,7 +28,7 @@ from typing import Any
 
 import lmdb
 
-from ._layout import ADDED_IN, SCHEMA_VERSION, Dbs
+from ._layout import ADDED_IN, DROPPED_IN, SCHEMA_VERSION, Dbs
 from .codec import decode_state, encode_state
 from .errors import SchemaMismatch
 
@@ -47,16 +53,21 @@ def upgrade(
 ) -> None:
     """Run :func:`upgrade_chunk` in successive write transactions until the
     manifest is done, then create the databases ``schema`` lacks (added to
-    ``dbs``) and stamp the schema, in one last transaction."""
+    ``dbs``), drop the ones it kept and this one does not, and stamp the
+    schema, in one last transaction."""
     after: bytes | None = None
     while True:
         after = write(lambda txn, a=after: upgrade_chunk(txn, dbs, a))
         if after is None:
             break
     added = [n for n, since in ADDED_IN.items() if since > schema and n not in dbs]
+    dropped = [n for n, since in DROPPED_IN.items() if since > schema]
 
     def finish(txn: lmdb.Transaction) -> dict[str, Any]:
         handles = {n: env.open_db(n.encode(), txn=txn, create=True) for n in added}
+        for name in dropped:
+            if txn.get(name.encode()) is not None:  # a database's record in the main db
+                txn.drop(env.open_db(name.encode(), txn=txn, create=False), delete=True)
         txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=dbs["meta"])
         return handles
 

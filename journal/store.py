@@ -16,6 +16,8 @@ readers use their own snapshot). Never use a ``Journal`` across ``fork()``.
 Processes: one *agent* process writes (an exclusive lock on the directory);
 *client* processes (``replay``, ``verify --repair``) may append short requests
 concurrently through LMDB's own writer lock; *read* processes never write.
+What differs between these modes is one strategy object each (``_modes``);
+the transactions themselves are ``_writes`` and ``_reads``.
 """
 
 from __future__ import annotations
@@ -24,22 +26,20 @@ import contextlib
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import lmdb
 
-from . import _batches, _compact, _env, _intake, _log, _manifest, _pending, _upgrade
-from ._env import Gate, Mode
-from ._fold import Folder
-from ._intake import Batch, Intake
-from ._layout import SCHEMA_VERSION, Dbs, encode_tracks, open_dbs, track_prefix
+from . import _compact, _env, _log, _manifest, _modes, _upgrade, _writes
+from ._env import Mode
+from ._gate import Gate
+from ._layout import SCHEMA_VERSION, Dbs, open_dbs, track_prefix
 from ._reads import DeadLetter, JournalReads, JournalStats, TrackStats
 from ._steady import ShipGate
-from .codec import encode_seq, encode_state
-from .errors import JournalCorrupt, JournalError, JournalFull, NotAJournal, WrongRoot
+from .codec import encode_state
+from .errors import JournalCorrupt, JournalFull, NotAJournal, WrongRoot
 from .types import Checkpoint, Entry, FileState, Op
 
 __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSION"]
@@ -47,7 +47,6 @@ __all__ = ["Journal", "JournalStats", "TrackStats", "DeadLetter", "SCHEMA_VERSIO
 DEFAULT_MAP_SIZE = 1 << 30
 DEFAULT_FOLD_DELAY = 0.05  # seconds an acknowledged small batch may wait to reach LMDB
 T = TypeVar("T")
-Recheck = Callable[[list[Entry]], list[Entry]]
 
 
 class Journal(JournalReads):
@@ -63,13 +62,12 @@ class Journal(JournalReads):
         self._changed = threading.Condition()
         self._last_seq = 0
         self.new_tracks: tuple[str, ...] = ()
-        self._intake: Intake | None = None
-        self._intake_lock: int | None = None
         self._ships = ShipGate(path)
-        self._folder: Folder | None = None  # the agent's unfolded intake batches
         self._appending = threading.RLock()  # one seq allocation at a time in this process
+        self._probed: tuple[int, int, list[str]] | None = None  # see _probe
+        stored_last = lambda: self._snapshot(self._read_last_seq)  # noqa: E731
+        self._strategy = _modes.make(mode, path, stored_last, self._ships, self._fold, self._appending)
         self.schema = SCHEMA_VERSION
-        self.intake_torn = ""  # what a crash left half written in the intake (dropped), if anything
 
     # ------------------------------------------------------------------ open/close
     @classmethod
@@ -102,9 +100,9 @@ class Journal(JournalReads):
         try:
             journal = cls._open_locked(jdir, mode, lock_fd, map_size)
             try:
-                _upgrade.refuse_old_schema(journal.schema, mode, jdir)
+                journal._strategy.check_schema(journal.schema)
                 journal._init_meta(root, track_list)
-                journal._start_intake(fold_delay)
+                journal._strategy.start(fold_delay)
                 journal._upgrade()
             except BaseException:
                 journal._shut(fold=False)  # the lock is released below
@@ -125,10 +123,10 @@ class Journal(JournalReads):
         env = _env.open_env(jdir, mode, map_size)
         try:
             dbs, schema = open_dbs(env, mode != "read", str(jdir))
+            journal = cls(env, jdir, mode, lock_fd, dbs)
         except BaseException:
             env.close()
             raise
-        journal = cls(env, jdir, mode, lock_fd, dbs)
         journal.schema = schema
         return journal
 
@@ -140,72 +138,26 @@ class Journal(JournalReads):
         self._lock_fd = None
 
     def _shut(self, *, fold: bool) -> None:
-        if self._folder is not None:
-            self._folder.stop()
-            if fold and self._folder.waiting():
-                try:
-                    self._fold()
-                except JournalError:
-                    pass
-            self._folder = None
-        if self._intake is not None:
-            self._intake.close()
-            self._intake = None
-        if self._intake_lock is not None:
-            os.close(self._intake_lock)
-            self._intake_lock = None
+        self._strategy.close(fold)
         self._env.close()
 
-    # ------------------------------------------------------------------ intake
-    def _start_intake(self, fold_delay: float) -> None:
-        """Agent: open (or create) the intake and fold what a crash left in it.
-        Client: open it, if the agent made one, to fold it before each write.
-        Every mode refuses an intake whose acknowledged records are damaged."""
-        if self.mode == "read":
-            self._check_intake()
-            return
-        self._intake_lock = _intake.open_lock(self.path)
-        self._ships.create()
-        if self.mode != "agent":
-            self._check_intake()
-            return
-        self._intake = Intake.open(self.path, create=True)
-        assert self._intake is not None
-        self._folder = Folder(self._intake, self._fold, self._appending)
-        self.intake_torn = self._folder.recover(lambda: self._snapshot(self._read_last_seq))
-        self._fold()
-        self._folder.start(fold_delay)
+    @property
+    def intake_torn(self) -> str:
+        """What a crash tore in the intake (a batch never acknowledged, dropped), or ""."""
+        return self._strategy.torn
 
-    def _check_intake(self) -> None:
-        """Judge the agent's intake as :meth:`_start_intake` does for the agent."""
-        found = _intake.scan_as_reader(
-            self.path, self._intake_lock, lambda: self._snapshot(self._read_last_seq)
-        )
-        if found is not None and found.damage:
-            raise JournalCorrupt(found.damage, path=str(self.path / _intake.NAME))
-        self.intake_torn = found.torn if found is not None else ""
+    def unfolded(self) -> int:
+        """How many acknowledged entries wait in the intake, not yet in LMDB.
+        An agent's reads fold them first; a client's and a reader's reads do
+        not see them (a reader never folds: the agent does within its fold
+        delay, or the next agent or client open after a crash)."""
+        return self._strategy.unfolded()
 
     def _fold(self) -> None:
-        """Fold every acknowledged intake batch into LMDB now."""
-        self._write(lambda txn: None)
-
-    def _fold_source(self) -> list[Batch]:
-        """What a write transaction folds first: the agent's own unfolded
-        batches, or (a client, holding the intake lock) the agent's intake."""
-        if self._folder is not None:
-            return self._folder.unfolded()
-        if self.mode == "client" and self._intake is None:
-            self._intake = Intake.open(self.path, create=False)  # the agent may have made it since
-        return self._intake.read_chain() if self._intake is not None else []
+        self._write(lambda txn: None)  # a write folds every acknowledged intake batch first
 
     def _before_read(self) -> None:
-        """Agent reads see every acknowledged batch: fold first (when the disk
-        refuses, read what LMDB has; the batches stay in the intake)."""
-        if self._folder is not None and self._folder.waiting():
-            try:
-                self._fold()
-            except JournalError:
-                pass
+        self._strategy.before_read()
 
     def __enter__(self) -> Journal:
         return self
@@ -216,7 +168,7 @@ class Journal(JournalReads):
     def _upgrade(self) -> None:
         """The agent brings an older schema up to date, once the open is
         accepted (root checked, intake judged and folded)."""
-        if self.schema != SCHEMA_VERSION and self.mode == "agent":
+        if self.schema != SCHEMA_VERSION and self._strategy.upgrades:
             _upgrade.upgrade(self._write, self._env, self._dbs, self.schema)
             self.schema = SCHEMA_VERSION
 
@@ -234,20 +186,12 @@ class Journal(JournalReads):
                 f"not {os.fsdecode(root_b)!r}",
                 path=str(self.path),
             )
-        new = tuple(t for t in tracks if t not in known)
-        if self.mode == "read" or ((stored_root is not None or root_b is None) and not new):
-            self.new_tracks = new if self.mode != "read" else ()
+        new = tuple(t for t in tracks if t not in known) if self._strategy.writable else ()
+        if not self._strategy.writable or ((stored_root is not None or root_b is None) and not new):
+            self.new_tracks = new
             return
 
-        def init(txn: lmdb.Transaction) -> None:
-            if txn.get(b"agent_id", db=meta) is None:
-                txn.put(b"agent_id", uuid.uuid4().hex.encode(), db=meta)
-            if txn.get(b"root", db=meta) is None and root_b is not None:
-                txn.put(b"root", root_b, db=meta)
-            current = self._tracks(txn)
-            txn.put(b"tracks", encode_tracks(current + [t for t in new if t not in current]), db=meta)
-
-        self._write(init)
+        self._write(lambda txn: _writes.register(txn, self._dbs, root_b, new))
         self.new_tracks = new
 
     # ------------------------------------------------------------------ writes
@@ -259,15 +203,12 @@ class Journal(JournalReads):
         roughly how many bytes the transaction writes (tells a full disk from
         an I/O error).
         """
-        if self.mode == "read":
-            raise JournalError("journal opened read-only", path=str(self.path))
-        client = self.mode == "client" and self._intake_lock is not None
-        with _intake.locked(self._intake_lock) if client else contextlib.nullcontext():
+        with self._strategy.writing():
             while True:
-                batches = self._fold_source()
+                batches = self._strategy.to_fold()
                 try:
                     with self._gate.shared(), self._env.begin(write=True) as txn:
-                        last = _batches.fold(txn, self._dbs, self._read_last_seq(txn), batches)
+                        last = _writes.fold(txn, self._dbs, self._read_last_seq(txn), batches)
                         result = fn(txn)
                 except lmdb.MapFullError:
                     self._grow()
@@ -276,15 +217,12 @@ class Journal(JournalReads):
                     self._adopt_map_size()
                     continue
                 except lmdb.Error as exc:
-                    if self._folder is not None and batches:
-                        self._folder.failed = True
+                    self._strategy.failed(batches)
                     raise self.noted(_env.translate(exc, self.path, need)) from exc
                 except JournalCorrupt as exc:
                     self.noted(exc)
                     raise
-                if self._folder is not None:
-                    self._folder.failed = False
-                    self._folder.folded(batches)
+                self._strategy.committed(batches)
                 if batches:
                     self._notify(last)
                 return result
@@ -299,7 +237,7 @@ class Journal(JournalReads):
         *,
         tracks: Iterable[str] | None = None,
         checkpoint_ns: int | None = None,
-        recheck: Recheck | None = None,
+        recheck: _modes.Recheck | None = None,
     ) -> tuple[int, int] | None:
         """Durably append ``entries`` as one batch; return their (first, last) seq.
 
@@ -322,75 +260,40 @@ class Journal(JournalReads):
         if isinstance(tracks, str):
             raise TypeError("tracks must be an iterable of track names, not a str")
         batch = list(entries)
-        records = _log.encode_batch(batch)
         wanted = list(tracks) if tracks is not None else None
+        req = _modes.Append(batch, _log.encode_batch(batch), wanted, checkpoint_ns, recheck)
         with self._appending:
-            if self._folder is not None and len(records) == 1:
-                span = self._append_to_intake(batch, records[0][1], wanted, checkpoint_ns, recheck)
-                if span is not None:
-                    return span
-            return self._append_to_lmdb(batch, records, wanted, checkpoint_ns, recheck)
+            span = self._strategy.append_small(req, self._probe)
+            return span if span is not None else self._append_to_lmdb(req)
 
-    def _append_to_intake(
-        self,
-        batch: list[Entry],
-        record: bytes,
-        tracks: list[str] | None,
-        checkpoint_ns: int | None,
-        recheck: Recheck | None,
-    ) -> tuple[int, int] | None:
-        """One record in the intake: the batch is durable when this returns.
-        None when the batch (after ``recheck``) is empty or too big for it, it
-        is full, or folding fails: then the batch goes to LMDB, which folds the
-        intake first (and rechecks again)."""
-        folder = self._folder
-        if folder is None or len(record) > _intake.MAX_BODY or folder.failed:
-            return None  # a failing fold (full disk) must reach the caller, not fill the intake
-        assert self._intake_lock is not None
-        with _intake.locked(self._intake_lock):  # against a client folding, then appending
-            if recheck is not None:
-                batch = recheck(batch)
-                records = _log.encode_batch(batch)
-                if len(records) != 1 or len(records[0][1]) > _intake.MAX_BODY:
-                    return None
-                record = records[0][1]
+    def _probe(self, tracks: list[str] | None) -> tuple[int, tuple[str, ...]]:
+        """LMDB's last seq, and the tracks a batch is for: read again only when
+        LMDB's last transaction id moved (a commit of any process), so most
+        small appends read no snapshot. Caller holds ``_appending``."""
+        with self._gate.shared():
+            txnid = self._env.info()["last_txnid"]
+        if self._probed is None or self._probed[0] != txnid:
+            # read after the id: a commit in between only makes the next call look again
+            last, known = self._snapshot(lambda txn: (self._read_last_seq(txn), self._tracks(txn)))
+            self._probed = (txnid, last, known)
+        return self._probed[1], _writes.pick_tracks(self._probed[2], tracks)
 
-            def probe(txn: lmdb.Transaction) -> tuple[int, tuple[str, ...]]:
-                return self._read_last_seq(txn), _batches.resolve_tracks(txn, self._dbs, tracks)
-
-            stored_last, resolved = self._snapshot(probe)
-            item = Batch(folder.next_first(stored_last), len(batch), resolved, checkpoint_ns, record)
-            if not folder.intake.append(item):
-                return None
-            folder.added(item)
-        # No wake-up here: a waiter would read, and reading folds at once, so every
-        # small batch would cost a second commit. Waiters wake when the fold
-        # thread commits (within fold_delay), one commit for every batch since.
-        return item.first, item.last
-
-    def _append_to_lmdb(
-        self,
-        batch: list[Entry],
-        records: list[tuple[int, bytes]],
-        tracks: list[str] | None,
-        checkpoint_ns: int | None,
-        recheck: Recheck | None,
-    ) -> tuple[int, int] | None:
+    def _append_to_lmdb(self, req: _modes.Append) -> tuple[int, int] | None:
         def do(txn: lmdb.Transaction) -> tuple[int, int] | None:
-            final, final_records = batch, records
-            if recheck is not None:  # LMDB's writer lock is held: no append can come between
-                final = recheck(batch)
+            final, final_records = req.batch, req.records
+            if req.recheck is not None:  # LMDB's writer lock is held: no append can come between
+                final = req.recheck(req.batch)
                 final_records = _log.encode_batch(final)
-            resolved = _batches.resolve_tracks(txn, self._dbs, tracks)
+            resolved = _writes.resolve_tracks(txn, self._dbs, req.tracks)
             first = self._read_last_seq(txn) + 1
             last = first + len(final) - 1
             if final:
-                _batches.put_batch(txn, self._dbs, first, final, final_records, resolved)
-            if checkpoint_ns is not None:
-                _batches.set_checkpoint(txn, self._dbs, checkpoint_ns, last)
+                _writes.put_batch(txn, self._dbs, first, len(final), final_records, resolved)
+            if req.checkpoint_ns is not None:
+                _writes.set_checkpoint(txn, self._dbs, req.checkpoint_ns, last)
             return (first, last) if final else None
 
-        result = self._write(do, need=3 * sum(len(raw) for _, raw in records))
+        result = self._write(do, need=3 * sum(len(raw) for _, raw in req.records))
         self._notify(result[1] if result else None)
         return result
 
@@ -406,44 +309,18 @@ class Journal(JournalReads):
         the mirror no longer holds: a directory deleted or moved away), then
         takes ``states`` (None removes the path). Returns how many entries
         were pending and are now done. Idempotent."""
-        prefix = track_prefix(track)
+        track_prefix(track)  # raises ValueError on a bad name
         seq_list = list(seqs)
         encoded = [(p, encode_state(s) if s is not None else None) for p, s in (states or {}).items()]
         trees = [p for p in cleared if p]  # the root is never cleared
-
-        def do(txn: lmdb.Transaction) -> int:
-            removed = len(_pending.remove_seqs(txn, self._dbs["pend"], prefix, seq_list))
-            if removed:
-                _batches.add_count(txn, self._dbs, track, -removed)
-            if trees:
-                _manifest.clear_below(txn, self._dbs, trees)
-            for path, raw in encoded:
-                _manifest.put(txn, self._dbs, path, raw)
-            return removed
-
-        return self._write(do)
+        return self._write(lambda txn: _writes.mark_done(txn, self._dbs, track, seq_list, encoded, trees))
 
     def mark_dead(self, track: str, reasons: Mapping[int, str]) -> int:
         """Move entries from pending to the dead-letter list of ``track``; each
         dead letter keeps a copy of its entry, so compaction may drop the log's."""
-        prefix = track_prefix(track)
+        track_prefix(track)  # raises ValueError on a bad name
         encoded = {s: r.encode(errors="replace") for s, r in reasons.items()}
-
-        def do(txn: lmdb.Transaction) -> int:
-            moved = 0
-            for seq in _pending.remove_seqs(txn, self._dbs["pend"], prefix, encoded):
-                reason = encoded[seq]
-                raw = _log.entry_raw(txn, self._dbs["log"], seq)
-                if raw is None:
-                    raise JournalCorrupt(f"pending entry {seq} missing from log")
-                value = len(reason).to_bytes(4, "big") + reason + raw
-                txn.put(prefix + encode_seq(seq), value, db=self._dbs["dead"])
-                moved += 1
-            if moved:
-                _batches.add_count(txn, self._dbs, track, -moved)
-            return moved
-
-        return self._write(do)
+        return self._write(lambda txn: _writes.mark_dead(txn, self._dbs, track, encoded))
 
     def requeue_dead(self, track: str | None = None, paths: Collection[bytes] | None = None) -> int:
         """Give dead letters (of one track, or all; of ``paths`` only, when
@@ -454,7 +331,7 @@ class Journal(JournalReads):
         letters = [d for d in self.dead_letters(track) if paths is None or _names_any(d, paths)]
 
         def do(txn: lmdb.Transaction) -> tuple[int, int]:
-            return _batches.requeue(txn, self._dbs, self._read_last_seq(txn), letters)
+            return _writes.requeue(txn, self._dbs, self._read_last_seq(txn), letters)
 
         with self._appending:  # allocates seqs
             count, last = self._write(do)
@@ -465,15 +342,7 @@ class Journal(JournalReads):
         """Forget the dead letters (of one track, or all) naming ``paths``:
         the operator fixed the mirror by hand. Returns the letters removed."""
         letters = [d for d in self.dead_letters(track) if _names_any(d, paths)]
-
-        def do(txn: lmdb.Transaction) -> list[DeadLetter]:
-            return [
-                d
-                for d in letters
-                if txn.delete(track_prefix(d.track) + encode_seq(d.record.seq), db=self._dbs["dead"])
-            ]
-
-        return self._write(do)
+        return self._write(lambda txn: _writes.drop_dead(txn, self._dbs, letters))
 
     def shipping(self) -> contextlib.AbstractContextManager[None]:
         """Hold while capturing, shipping and marking done one plan: a scan
@@ -498,7 +367,7 @@ class Journal(JournalReads):
     def set_checkpoint(self, time_ns: int) -> Checkpoint:
         def do(txn: lmdb.Transaction) -> Checkpoint:
             cp = Checkpoint(time_ns, self._read_last_seq(txn))
-            _batches.set_checkpoint(txn, self._dbs, cp.time_ns, cp.seq)
+            _writes.set_checkpoint(txn, self._dbs, cp.time_ns, cp.seq)
             return cp
 
         return self._write(do)

@@ -158,3 +158,27 @@ def test_client_opened_before_the_agent_made_its_intake(tmp_path: Path) -> None:
             agent.wait()
     with Journal.open(jdir, tracks=["t", "u"]) as j:
         assert [r.entry.path for r in j.since(seq=0)] == [b"a/0", b"a/1", b"c", b"b/0"]
+
+
+def test_one_fold_of_batches_for_different_tracks(tmp_path: Path) -> None:
+    """Small batches for changing sets of tracks, folded in one commit: each
+    track gets exactly its seqs and its count, the checkpoint the newest."""
+    with Journal.open(tmp_path / "j", tracks=["t", "u", "v"], fold_delay=3600) as j:
+        plan = [
+            (["t", "u"], 2, 10),
+            (["t", "u"], 1, None),
+            (["u"], 3, 11),
+            (None, 1, None),
+            (["t", "u"], 2, None),
+        ]
+        for n, (tracks, count, cp) in enumerate(plan):
+            j.append(
+                [Entry(Op.CHANGE, b"%d/%d" % (n, i)) for i in range(count)], tracks=tracks, checkpoint_ns=cp
+            )
+        assert j.unfolded() == 9
+        expected = {"t": [1, 2, 3, 7, 8, 9], "u": list(range(1, 10)), "v": [7]}
+        for track, seqs in expected.items():
+            assert [r.seq for r in j.pending(track)] == seqs
+            assert j.stats().tracks[track].pending == len(seqs)
+        assert j.unfolded() == 0
+        assert (j.checkpoint().time_ns, j.checkpoint().seq) == (11, 6)
