@@ -21,17 +21,18 @@ from pathlib import Path
 
 import structlog
 
-from agent.config import Config, tracks_of
 from agent.errors import AgentError
-from agent.excludes import Excludes
-from agent.fsstate import kind_of
-from agent.metrics import Metrics
-from agent.replay import walk
-from agent.runtime import encode_failing, write_runtime
-from agent.scanner import Scanner, ScanReport
-from agent.shippers import _exec, build_replayers
-from agent.verify_trace import read_trace
-from agent.watcher import Watcher
+from agent.operate.config import Config, tracks_of
+from agent.operate.metrics import Metrics
+from agent.operate.replay import walk
+from agent.operate.runtime import encode_failing, write_runtime
+from agent.operate.verify_trace import read_trace
+from agent.scan.scanner import Scanner, ScanReport
+from agent.ship import process as _exec
+from agent.ship.backends import build_replayers
+from agent.tree.excludes import Excludes
+from agent.tree.fsstate import kind_of
+from agent.watch.watcher import Watcher
 from journal import IS_DIR, SEED_FLAG, Entry, FileKind, Journal, JournalCorrupt, JournalFull, Op
 
 __all__ = ["run_agent", "Agent"]

@@ -3,7 +3,7 @@ message and hint and exits 2."""
 
 from __future__ import annotations
 
-__all__ = ["AgentError"]
+__all__ = ["AgentError", "ConfigError"]
 
 
 class AgentError(Exception):
@@ -19,3 +19,9 @@ class AgentError(Exception):
     def __str__(self) -> str:
         base = super().__str__()
         return f"{base} (hint: {self.hint})" if self.hint else base
+
+
+class ConfigError(AgentError):
+    """The configuration is invalid; the message names the key."""
+
+    hint = "see ops/agent.toml.example for every key and its type"

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 import structlog  # noqa: E402
 
-from agent.excludes import Excludes  # noqa: E402
-from agent.fsstate import capture  # noqa: E402
-from agent.scanner import Scanner, ScanReport  # noqa: E402
+from agent.scan.scanner import Scanner, ScanReport  # noqa: E402
+from agent.tree.excludes import Excludes  # noqa: E402
+from agent.tree.fsstate import capture  # noqa: E402
 from journal import Journal, Op  # noqa: E402
 
 TRACK = "bench"

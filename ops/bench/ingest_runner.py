@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.excludes import Excludes  # noqa: E402
-from agent.watcher import Watcher  # noqa: E402
+from agent.tree.excludes import Excludes  # noqa: E402
+from agent.watch.watcher import Watcher  # noqa: E402
 from journal import Entry, Journal  # noqa: E402
 
 

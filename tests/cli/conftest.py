@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.fsstate import capture
+from agent.tree.fsstate import capture
 from journal import IS_DIR, Entry, Journal, Op
 
 AGENT = Path(sys.executable).with_name("agent")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.config import (
+from agent.operate.config import (
     ConfigError,
     LocalTarget,
     MsyncTarget,

@@ -11,11 +11,11 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.logs import configure_logging, safe_path
+from agent.operate.logs import configure_logging, safe_path
 
 SCRIPT = """
 import structlog
-from agent.logs import configure_logging
+from agent.operate.logs import configure_logging
 configure_logging("info")
 log = structlog.get_logger()
 log.info("ship.ok", path=b"bad\\xff\\nname", paths=[b"a", b"b\\x01"], target="local")
@@ -70,7 +70,7 @@ class _Tty(io.StringIO):
 def test_progress_bar_on_tty_and_quiet_off_tty() -> None:
     """On a TTY the bar ends with done/total on its own line; off a TTY a
     short operation writes nothing."""
-    from agent.progress import Progress
+    from agent.operate.progress import Progress
 
     tty = _Tty()
     with Progress("verify", 4, stream=tty) as p:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.metrics import Metrics
+from agent.operate.metrics import Metrics
 from journal import Entry, Journal, Op
 
 S = 10**9

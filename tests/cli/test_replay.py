@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.config import ConfigError
-from agent.replay import Since, parse_since, touched_paths
+from agent.operate.config import ConfigError
+from agent.operate.replay import Since, parse_since, touched_paths
 from journal import IS_DIR, Entry, Journal, Op, Record
 from tests.cli.conftest import Site, agent
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.audit import Finding, classify_item, parse_itemized
+from agent.operate.audit import Finding, classify_item, parse_itemized
 from journal import Journal, Op
 from tests.cli.conftest import Site, agent
 
@@ -130,9 +130,9 @@ def test_repair_queues_and_heals(shipped: Site) -> None:
         (Op.CHANGE, os.fsencode(BAD)),
         (Op.CHANGE, b"docs/a.txt"),
     }
-    from agent import replayer
-    from agent.config import LocalTarget
-    from agent.shippers import make_shipper
+    from agent.operate.config import LocalTarget
+    from agent.ship import replayer as replayer
+    from agent.ship.backends import make_shipper
 
     with shipped.open() as j:
         r = replayer.Replayer(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from agent.lag import TrackPending, judge, merge
-from agent.runtime import FAILING_LISTED, decode_failing, encode_failing
+from agent.operate.lag import TrackPending, judge, merge
+from agent.operate.runtime import FAILING_LISTED, decode_failing, encode_failing
 
 S = 10**9
 NOW = 1_000_000 * S

@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.audit import Finding, audit_msync, parse_msync_check
-from agent.config import MsyncTarget
+from agent.operate.audit import Finding, audit_msync, parse_msync_check
+from agent.operate.config import MsyncTarget
 from tests.cli.conftest import AGENT, agent
 from tests.doubles.fixtures import make_double
 from tests.helpers.wait import wait_until

@@ -8,8 +8,8 @@ import re
 import shutil
 from pathlib import Path
 
-from agent.audit import Finding, audit_msync
-from agent.config import MsyncTarget
+from agent.operate.audit import Finding, audit_msync
+from agent.operate.config import MsyncTarget
 from tests.doubles.fixtures import make_double
 
 

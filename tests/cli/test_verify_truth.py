@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import LocalTarget, RsyncTarget, TargetConfig
-from agent.replayer import Replayer
-from agent.shippers import make_shipper
+from agent.operate.config import LocalTarget, RsyncTarget, TargetConfig
+from agent.ship.backends import make_shipper
+from agent.ship.replayer import Replayer
 from journal import Entry, Journal, Op
 from tests.cli.conftest import AGENT, Site, agent
 from tests.cli.test_verify import drift, shipped, verify

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from agent.wait import DeadBelow, Outcome, TrackState, decide, track_state
+from agent.operate.wait import DeadBelow, Outcome, TrackState, decide, track_state
 from journal import Entry, Journal, Op
 from tests.cli.agent_site import Site, msync_site
 from tests.cli.conftest import AGENT, agent

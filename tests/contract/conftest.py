@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import LocalTarget, RsyncTarget
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.base import Outcome, Shipper, ShipResult
-from agent.shippers.local import LocalShipper
-from agent.shippers.rsync import RsyncShipper
+from agent.operate.config import LocalTarget, RsyncTarget
+from agent.ship.base import Outcome, Shipper, ShipResult
+from agent.ship.local.shipper import LocalShipper
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.rsync.shipper import RsyncShipper
 from tests.contract.msync_factory import make_msync_shipper
 from tests.fixtures.rsyncd import start_rsyncd
 from tests.helpers.trees import assert_trees_equal

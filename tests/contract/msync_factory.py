@@ -7,9 +7,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import MsyncTarget
-from agent.shippers.base import Shipper
-from agent.shippers.msync import MsyncShipper
+from agent.operate.config import MsyncTarget
+from agent.ship.base import Shipper
+from agent.ship.msync.shipper import MsyncShipper
 from tests.doubles.fixtures import MsyncDouble, make_double
 
 __all__ = ["MsyncRig", "make_msync_shipper"]

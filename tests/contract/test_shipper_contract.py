@@ -11,8 +11,8 @@ import shutil
 import socket
 import stat
 
-from agent.plan import ActionKind
-from agent.shippers.base import Outcome
+from agent.ship.base import Outcome
+from agent.ship.plan import ActionKind
 from tests.contract.conftest import Rig
 
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from agent.shippers.base import Outcome
+from agent.ship.base import Outcome
 from tests.contract.conftest import Rig
 from tests.contract.test_shipper_contract import write
 

@@ -23,10 +23,10 @@ FAULTS = ("readonly", "full")
 _CHILD = r"""
 import base64, json, subprocess, sys
 from pathlib import Path
-from agent.config import LocalTarget, RsyncTarget
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.local import LocalShipper
-from agent.shippers.rsync import RsyncShipper
+from agent.operate.config import LocalTarget, RsyncTarget
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.local.shipper import LocalShipper
+from agent.ship.rsync.shipper import RsyncShipper
 
 kind, fault, root, mirror, *paths = sys.argv[1:]
 if fault == "readonly":

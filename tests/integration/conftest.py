@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from agent.excludes import Excludes
-from agent.watcher import Watcher
+from agent.tree.excludes import Excludes
+from agent.watch.watcher import Watcher
 from journal import Entry, Journal, Op
 from tests.helpers.wait import wait_until
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import LocalTarget
-from agent.excludes import Excludes
-from agent.replayer import Replayer
-from agent.scanner import Scanner
-from agent.shippers.local import LocalShipper
+from agent.operate.config import LocalTarget
+from agent.scan.scanner import Scanner
+from agent.ship.local.shipper import LocalShipper
+from agent.ship.replayer import Replayer
+from agent.tree.excludes import Excludes
 from journal import IS_DIR, Entry, Journal, Op
 from tests.integration.test_replayer_local import TRACK, Rig, make_rig
 

@@ -30,14 +30,14 @@ for rel in (b"/sub/mnt/inner", b"/sub/mnt/deep/more"):
     fd = os.open(root + rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     os.write(fd, b"on another filesystem")
     os.close(fd)
-from agent.audit import compare_trees
-from agent.config import LocalTarget
-from agent.excludes import Excludes
-from agent.fsstate import capture_in
-from agent.replayer import Replayer
-from agent.shippers.local import LocalShipper
-from agent.verify import local_audit
-from agent.walk import root_dev
+from agent.operate.audit import compare_trees
+from agent.operate.config import LocalTarget
+from agent.tree.excludes import Excludes
+from agent.tree.fsstate import capture_in
+from agent.ship.replayer import Replayer
+from agent.ship.local.shipper import LocalShipper
+from agent.operate.verify import local_audit
+from agent.tree.walk import root_dev
 from journal import IS_DIR, Entry, Journal, Op
 out = {}
 with Journal.open(os.fsdecode(jdir), root=os.fsdecode(root), tracks=["t"]) as j:
@@ -98,9 +98,9 @@ for rel in ("/d/mnt/inner", "/d/mnt/deep/more"):
     os.write(fd, b"on another filesystem")
     os.close(fd)
     os.utime(root + rel, (1_700_000_000, 1_700_000_000))
-from agent.config import MsyncTarget
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.msync import MsyncShipper
+from agent.operate.config import MsyncTarget
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.msync.shipper import MsyncShipper
 target = MsyncTarget(name="c", members=("mk2",), msync=msync, base=Path(root), batch=50)
 shipper = MsyncShipper(target, Path(root), env={"MSYNC_DOUBLE_STATE": state})
 results = shipper.ship(Plan((Action(ActionKind.PUT, b"d", recursive=True),)))
@@ -145,11 +145,11 @@ if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", root + "/d/
 fd = os.open(root + "/d/mnt/inner", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
 os.write(fd, b"on another filesystem")
 os.close(fd)
-from agent.audit import audit_rsync
-from agent.config import RsyncTarget
-from agent.excludes import Excludes
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.rsync import RsyncShipper
+from agent.operate.audit import audit_rsync
+from agent.operate.config import RsyncTarget
+from agent.tree.excludes import Excludes
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.rsync.shipper import RsyncShipper
 target = RsyncTarget("t", mirror, timeout_s=60)
 shipper = RsyncShipper(target, Path(root))
 results = shipper.ship(Plan((Action(ActionKind.PUT, b"d", recursive=True),)))

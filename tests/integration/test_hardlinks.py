@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import LocalTarget, RsyncTarget
-from agent.excludes import Excludes
-from agent.replayer import Replayer
-from agent.scanner import Scanner
-from agent.shippers.base import Shipper
-from agent.shippers.local import LocalShipper
-from agent.shippers.rsync import RsyncShipper
-from agent.watcher import Watcher
+from agent.operate.config import LocalTarget, RsyncTarget
+from agent.scan.scanner import Scanner
+from agent.ship.base import Shipper
+from agent.ship.local.shipper import LocalShipper
+from agent.ship.replayer import Replayer
+from agent.ship.rsync.shipper import RsyncShipper
+from agent.tree.excludes import Excludes
+from agent.watch.watcher import Watcher
 from journal import Entry, Journal, Op
 from tests.helpers.wait import wait_until
 

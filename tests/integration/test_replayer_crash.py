@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from agent.config import LocalTarget
-from agent.replayer import Replayer
-from agent.shippers import local
+from agent.operate.config import LocalTarget
+from agent.ship.local import shipper as local
+from agent.ship.replayer import Replayer
 from journal import Entry, Journal, Op
 from tests.helpers.wait import wait_until
 
@@ -23,9 +23,9 @@ FILES = 40
 CHILD = """
 import sys, threading
 from pathlib import Path
-from agent.config import LocalTarget
-from agent.replayer import Replayer
-from agent.shippers.local import LocalShipper
+from agent.operate.config import LocalTarget
+from agent.ship.replayer import Replayer
+from agent.ship.local.shipper import LocalShipper
 from journal import Journal
 
 journal_dir, root, mirror = sys.argv[1:4]

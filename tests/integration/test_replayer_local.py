@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import LocalTarget
-from agent.replayer import Replayer
-from agent.shippers import local
+from agent.operate.config import LocalTarget
+from agent.ship.local import shipper as local
+from agent.ship.replayer import Replayer
 from journal import IS_DIR, Entry, Journal, Op
 from tests.helpers.wait import wait_until
 
@@ -207,8 +207,8 @@ def test_target_down_then_up(tmp_path):
 def test_end_to_end_with_the_watcher(tmp_path):
     """Real inotify -> journal -> replayer loop -> local mirror, with the real
     clock: the mirror converges to the tree after a burst of changes."""
-    from agent import watcher as watcher_mod
-    from agent.excludes import Excludes
+    from agent.tree.excludes import Excludes
+    from agent.watch import watcher as watcher_mod
 
     for rig in make_rig(tmp_path, tmp_path / "mirror"):
         converged = _converged(rig)
@@ -257,8 +257,8 @@ def test_a_moved_directory_goes_out_without_its_excluded_entries(tmp_path: Path)
     """Built by ``build_replayers`` as ``agent run`` and ``agent replay`` build
     it: the mirror never gets an excluded entry of a directory moved within
     the tree, and the manifest records none (a scan would otherwise chase it)."""
-    from agent.config import Config
-    from agent.shippers import build_replayers
+    from agent.operate.config import Config
+    from agent.ship.backends import build_replayers
 
     root, mirror = tmp_path / "root", tmp_path / "mirror"
     (root / "d" / "cache").mkdir(parents=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.config import LocalTarget
-from agent.plan import Plan
-from agent.planner import depth
-from agent.replayer import Replayer
-from agent.shippers import local
-from agent.shippers.base import Outcome, ShipResult
+from agent.operate.config import LocalTarget
+from agent.ship.base import Outcome, ShipResult
+from agent.ship.local import shipper as local
+from agent.ship.plan import Plan
+from agent.ship.planner import depth
+from agent.ship.replayer import Replayer
 from journal import Journal
 from tests.unit.test_planner import KINDS, OPS, ModelFS, Tree, build
 

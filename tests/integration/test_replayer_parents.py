@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import LocalTarget, RsyncTarget
-from agent.excludes import Excludes
-from agent.replayer import Replayer
-from agent.scanner import Scanner
-from agent.shippers.local import LocalShipper
-from agent.shippers.rsync import RsyncShipper
+from agent.operate.config import LocalTarget, RsyncTarget
+from agent.scan.scanner import Scanner
+from agent.ship.local.shipper import LocalShipper
+from agent.ship.replayer import Replayer
+from agent.ship.rsync.shipper import RsyncShipper
+from agent.tree.excludes import Excludes
 from journal import IS_DIR, Entry, Journal, Op
 
 TRACK = "t"

@@ -13,13 +13,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.config import LocalTarget
-from agent.excludes import Excludes
-from agent.plan import Plan
-from agent.replayer import Replayer
-from agent.scanner import Scanner
-from agent.shippers.base import ShipResult
-from agent.shippers.local import LocalShipper
+from agent.operate.config import LocalTarget
+from agent.scan.scanner import Scanner
+from agent.ship.base import ShipResult
+from agent.ship.local.shipper import LocalShipper
+from agent.ship.plan import Plan
+from agent.ship.replayer import Replayer
+from agent.tree.excludes import Excludes
 from journal import Entry, Journal, Op
 from tests.helpers.wait import wait_until
 

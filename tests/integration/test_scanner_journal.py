@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.excludes import Excludes
-from agent.fsstate import capture
-from agent.scanner import Scanner, ScanProgress, ScanReport
+from agent.scan.scanner import Scanner, ScanProgress, ScanReport
+from agent.tree.excludes import Excludes
+from agent.tree.fsstate import capture
 from journal import IS_DIR, Entry, FileState, Journal, Op
 from tests.helpers.wait import wait_until
 

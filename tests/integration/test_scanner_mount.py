@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.fsstate import capture
+from agent.tree.fsstate import capture
 from journal import Journal, Op
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +26,8 @@ if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", root + "/mn
 os.mkdir(root + "/mnt/sub")
 with open(root + "/mnt/sub/inner", "w") as f:
     f.write("on another filesystem")
-from agent.excludes import Excludes
-from agent.scanner import Scanner
+from agent.tree.excludes import Excludes
+from agent.scan.scanner import Scanner
 from journal import Journal
 with Journal.open(jdir, root=root, tracks=["t"]) as j:
     report = Scanner(root, j, Excludes(())).scan(since_ns=None)

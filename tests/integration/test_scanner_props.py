@@ -17,9 +17,9 @@ import blake3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.excludes import Excludes
-from agent.fsstate import capture
-from agent.scanner import Scanner
+from agent.scan.scanner import Scanner
+from agent.tree.excludes import Excludes
+from agent.tree.fsstate import capture
 from journal import Journal, Op
 from tests.helpers.wait import wait_until
 

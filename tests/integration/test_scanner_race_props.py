@@ -22,13 +22,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agent import scanner as scanner_mod
-from agent.config import LocalTarget
-from agent.excludes import Excludes
-from agent.planner import coalesce
-from agent.replayer import Replayer
-from agent.scanner import Scanner
-from agent.shippers.local import LocalShipper
+from agent.operate.config import LocalTarget
+from agent.scan import scanner as scanner_mod
+from agent.scan.scanner import Scanner
+from agent.ship.local.shipper import LocalShipper
+from agent.ship.planner import coalesce
+from agent.ship.replayer import Replayer
+from agent.tree.excludes import Excludes
 from journal import IS_DIR, Entry, Journal, Op
 
 TRACK = "copy"

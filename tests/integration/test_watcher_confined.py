@@ -9,8 +9,8 @@ import os
 import threading
 from pathlib import Path
 
-from agent.excludes import Excludes
-from agent.watcher import Watcher
+from agent.tree.excludes import Excludes
+from agent.watch.watcher import Watcher
 from journal import Entry, Journal
 from tests.helpers.wait import wait_until
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.excludes import Excludes
-from agent.watcher import RootError, Watcher
+from agent.tree.excludes import Excludes
+from agent.watch.watcher import RootError, Watcher
 from journal import Journal, Op
 from tests.helpers.wait import wait_until
 from tests.integration.conftest import WatcherRig
@@ -58,8 +58,8 @@ _LIMIT_CHILD = textwrap.dedent(
     from pathlib import Path
     kind, value = sys.argv[3], sys.argv[4]
     Path(f"/proc/sys/user/max_inotify_{kind}").write_text(value)
-    from agent.excludes import Excludes
-    from agent.watcher import Watcher, WatchLimitError
+    from agent.tree.excludes import Excludes
+    from agent.watch.watcher import Watcher, WatchLimitError
     from journal import Journal
     root, jdir = Path(sys.argv[1]), Path(sys.argv[2])
     with Journal.open(jdir) as journal:
@@ -166,8 +166,8 @@ _MOUNT_CHILD = textwrap.dedent(
     """
     import json, os, subprocess, sys, threading
     from pathlib import Path
-    from agent.excludes import Excludes
-    from agent.watcher import RootError, Watcher
+    from agent.tree.excludes import Excludes
+    from agent.watch.watcher import RootError, Watcher
     from journal import Journal
     base = Path(sys.argv[1])
     root, other = base / "root", base / "root" / "sub" / "mnt"

@@ -77,7 +77,7 @@ def src(tmp_path: Path) -> Path:
 def agent(cluster: Cluster, mirrors: dict[str, Mirror], src: Path, tmp_path: Path) -> Iterator[AgentHost]:
     """The agent on h1 with targets m2 and m3 (not started: tests start it)."""
     try:
-        importlib.import_module("agent.cli")
+        importlib.import_module("agent.operate.cli")
         importlib.import_module("agent.daemon")
     except ImportError as exc:
         _unavailable(f"the agent cannot be started yet (agent.cli / agent.daemon: {exc})")

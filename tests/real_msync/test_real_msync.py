@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import MsyncTarget
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.base import Outcome, ShipResult
-from agent.shippers.msync import MsyncShipper
+from agent.operate.config import MsyncTarget
+from agent.ship.base import Outcome, ShipResult
+from agent.ship.msync.shipper import MsyncShipper
+from agent.ship.plan import Action, ActionKind, Plan
 from tests.helpers.trees import assert_trees_equal, diff_trees
 from tests.helpers.wait import wait_until
 from tests.netns.cluster import Cluster, cleanup_stale, netns_unavailable_reason, stop_process

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.absorb import unexplained
+from agent.ship.absorb import unexplained
 from journal import IS_DIR, Entry, FileKind, FileState, Op, Record
 
 S = 10**9

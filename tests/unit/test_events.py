@@ -8,7 +8,8 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.events import (
+from agent.tree.excludes import Excludes
+from agent.watch.events import (
     IN_ATTRIB,
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -27,7 +28,6 @@ from agent.events import (
     WatchTable,
     parse_events,
 )
-from agent.excludes import Excludes
 from journal import IS_DIR, Entry, Op
 
 WAIT = 50_000_000  # 50 ms

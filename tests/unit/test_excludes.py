@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.excludes import Excludes, _required_literal
+from agent.tree.excludes import Excludes, _required_literal
 
 CASES = [
     # pattern, path, is_dir, expected

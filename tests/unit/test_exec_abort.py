@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.shippers import _exec
-from agent.shippers._exec import ExecResult
+from agent.ship import process as _exec
+from agent.ship.process import ExecResult
 from tests.helpers.wait import wait_until
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.links import WHOLE_MAX, other_names
+from agent.ship.links import WHOLE_MAX, other_names
 from journal import FileKind, FileState
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.excludes import Excludes
-from agent.fsstate import capture_at, capture_in
-from agent.listing_drift import moved_listings, outermost
-from agent.walk import Walk, root_dev
+from agent.ship.listing_drift import moved_listings, outermost
+from agent.tree.excludes import Excludes
+from agent.tree.fsstate import capture_at, capture_in
+from agent.tree.walk import Walk, root_dev
 
 
 def _capture(root: bytes, top: bytes) -> dict:

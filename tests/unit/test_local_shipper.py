@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 
-from agent.config import LocalTarget
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.base import Outcome
-from agent.shippers.local import LocalShipper, classify_oserror, path_problem
+from agent.operate.config import LocalTarget
+from agent.ship.base import Outcome
+from agent.ship.local.shipper import LocalShipper, classify_oserror, path_problem
+from agent.ship.plan import Action, ActionKind, Plan
 from tests.helpers.trees import assert_trees_equal, snapshot
 
 

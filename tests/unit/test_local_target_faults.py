@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import LocalTarget, RsyncTarget
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.base import Outcome
-from agent.shippers.local import LocalShipper
-from agent.shippers.rsync import RsyncShipper
+from agent.operate.config import LocalTarget, RsyncTarget
+from agent.ship.base import Outcome
+from agent.ship.local.shipper import LocalShipper
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.rsync.shipper import RsyncShipper
 from tests.helpers import mountns
 from tests.helpers.trees import assert_trees_equal
 

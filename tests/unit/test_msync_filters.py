@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.excludes import Excludes
-from agent.shippers.msync_filters import GLOBSTAR_DEPTH, makuosan_patterns
+from agent.ship.msync.filters import GLOBSTAR_DEPTH, makuosan_patterns
+from agent.tree.excludes import Excludes
 from tests.doubles.double_daemon import _suffix_match
 from tests.unit.test_rsync_filters import PATTERNS, _tree
 

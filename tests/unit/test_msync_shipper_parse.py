@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.plan import Action, ActionKind
-from agent.shippers import msync_parse as mp
-from agent.shippers.msync_jobs import Item, lane_jobs
+from agent.ship.msync import parse as mp
+from agent.ship.msync.jobs import Item, lane_jobs
+from agent.ship.plan import Action, ActionKind
 from tests.doubles.double_daemon import getopt, tokenize
 
 _names = st.binary(min_size=1, max_size=60).filter(

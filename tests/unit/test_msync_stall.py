@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import MsyncTarget, load_config
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.base import Outcome, ShipResult
-from agent.shippers.msync import MsyncShipper
-from agent.shippers.msync_stall import Suspects, idle_limit
+from agent.operate.config import MsyncTarget, load_config
+from agent.ship.base import Outcome, ShipResult
+from agent.ship.msync.shipper import MsyncShipper
+from agent.ship.msync.stall import Suspects, idle_limit
+from agent.ship.plan import Action, ActionKind, Plan
 from tests.doubles.fixtures import MsyncDouble, make_double
 from tests.helpers.wait import wait_until
 

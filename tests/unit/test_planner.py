@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agent.plan import Action, ActionKind, Plan
-from agent.planner import Selection, build_plan, coalesce, depth, parent, resolve
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.planner import Selection, build_plan, coalesce, depth, parent, resolve
 from journal import IS_DIR, Entry, Op, Record
 
 NAMES = (b"a", b"-b", b"\xff\n")

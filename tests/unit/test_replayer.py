@@ -15,9 +15,9 @@ import blake3
 import pytest
 from structlog.testing import capture_logs
 
-from agent.plan import Action, ActionKind, Plan
-from agent.replayer import Replayer
-from agent.shippers.base import Outcome, ShipResult
+from agent.ship.base import Outcome, ShipResult
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.replayer import Replayer
 from journal import IS_DIR, Entry, FileKind, Journal, Op
 from tests.helpers.wait import wait_until
 

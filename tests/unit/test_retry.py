@@ -8,8 +8,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.retry import Backoff, RetryPolicy, judge
-from agent.shippers.base import Outcome
+from agent.ship.base import Outcome
+from agent.ship.retry import Backoff, RetryPolicy, judge
 
 POLICIES = st.builds(
     RetryPolicy,

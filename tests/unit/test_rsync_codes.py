@@ -7,8 +7,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.shippers.base import Outcome
-from agent.shippers.rsync_codes import (
+from agent.ship.base import Outcome
+from agent.ship.rsync.codes import (
     EXIT_CODES,
     Verdict,
     attribute_errors,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import RsyncTarget
-from agent.plan import Action, ActionKind, Plan
-from agent.replayer import Replayer
-from agent.shippers.base import Outcome
-from agent.shippers.rsync import RsyncShipper
+from agent.operate.config import RsyncTarget
+from agent.ship.base import Outcome
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.replayer import Replayer
+from agent.ship.rsync.shipper import RsyncShipper
 from journal import Entry, Journal, Op
 from tests.fixtures.rsyncd import start_rsyncd
 from tests.helpers.trees import snapshot

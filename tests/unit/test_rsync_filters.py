@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.excludes import Excludes
-from agent.shippers.rsync_filters import exclude_args, exclude_rules
-from agent.walk import Walk, root_dev
+from agent.ship.rsync.filters import exclude_args, exclude_rules
+from agent.tree.excludes import Excludes
+from agent.tree.walk import Walk, root_dev
 
 PATTERNS = [
     ["*.tmp"],

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.config import RsyncTarget
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.base import Outcome
-from agent.shippers.rsync import (
+from agent.operate.config import RsyncTarget
+from agent.ship.base import Outcome
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.rsync.shipper import (
     RsyncShipper,
     batch_argv,
     covering_ancestors,

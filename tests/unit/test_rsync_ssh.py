@@ -10,10 +10,10 @@ import stat
 
 import pytest
 
-from agent.config import RsyncTarget
-from agent.plan import Action, ActionKind, Plan
-from agent.shippers.base import Outcome
-from agent.shippers.rsync import RsyncShipper, protect_flags
+from agent.operate.config import RsyncTarget
+from agent.ship.base import Outcome
+from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.rsync.shipper import RsyncShipper, protect_flags
 from tests.helpers.trees import assert_trees_equal, snapshot
 
 FAKE_SSH = """#!/bin/sh

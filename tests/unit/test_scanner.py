@@ -9,9 +9,9 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.excludes import Excludes
-from agent.fsstate import same_metadata
-from agent.scanner import Verdict, deletions, judge
+from agent.scan.scanner import Verdict, deletions, judge
+from agent.tree.excludes import Excludes
+from agent.tree.fsstate import same_metadata
 from journal import FileKind, FileState
 
 T = 1_000_000  # a threshold (checkpoint - slack) in ns

@@ -1,4 +1,4 @@
-from agent.vanished import VanishedDirs
+from agent.watch.vanished import VanishedDirs
 
 
 def test_paths_are_taken_and_forgotten_by_subtree() -> None:

@@ -1,0 +1,1 @@
+"""The operator's face: CLI, configuration, status, verify, replay, wait, metrics, logs."""

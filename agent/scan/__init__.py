@@ -1,0 +1,1 @@
+"""Scan: recovery by comparing the tree with the manifest."""

@@ -1,0 +1,404 @@
+"""Find the changes the journal missed, by comparing the tree with the manifest.
+
+The manifest holds the last shipped state of every path. The scanner walks the
+tree (one filesystem, no symlinks followed, excludes not descended), compares
+stat data with the manifest and enqueues only *real* differences of shipped
+state: content (blake3 digest), type, permission bits, owner, mtime (of
+files, directories and symlinks alike: ``touch -d`` is a change), symlink
+target, and paths that are new or gone. A file is read only when its
+metadata makes it a suspect, so a scan after a clean shutdown reads no file
+and enqueues nothing. That needs the manifest to follow directory mtimes,
+which move with every entry added or removed: the replayer records the mtime
+a shipper gives a parent directory after writing in it.
+
+How the daemon must call it (startup)::
+
+    watcher.start()                      # 1. changes from now on reach the journal
+    cp = journal.checkpoint()            # 2. recover what happened while down
+    Scanner(root, journal, excludes).scan(since_ns=cp.time_ns if cp else None)
+    replayer.start()                     # 3. ship, recovered changes included
+
+The watcher starts first so that nothing changing during the scan falls in a
+gap: the scan covers the past, the watcher the present. The checkpoint must
+not move past the scan's ``since_ns`` until :meth:`Scanner.scan` has returned
+(hold the watcher's checkpoint updates meanwhile), or a crash mid-scan would
+forget the unscanned part. The replayer starts after the scan so that the
+manifest snapshot the scan compares with is not moving, and the first plans
+already hold the recovered changes. After an inotify overflow, call
+``scan(since_ns=None)`` (whole tree, watcher and replayer keep running); for a
+directory that appeared (moved in, or created before its watch existed), call
+:meth:`Scanner.scan_subtree`.
+
+The scanner never writes the manifest (only the replayer's ``mark_done``
+does) and never moves the checkpoint. A path still pending in the journal
+differs from the manifest and is enqueued again: harmless (shipping is
+at-least-once and sends the current state), and counted in
+:attr:`ScanReport.reenqueued_pending`.
+
+Deletes: every manifest path absent on disk gets its own DELETE entry,
+children before their parents, so ``mark_done`` clears each manifest entry.
+A directory is listed long before the scan appends its entries; meanwhile
+the watcher may journal newer ones for the same paths. So the batch is looked
+at again while the journal holds its append locks
+(:class:`agent.tree.recheck.ScanRecheck`): a DELETE of a path that exists again
+becomes a CHANGE, a CHANGE gets the directory flag of what the path is now,
+and a scan's finding never lands after something the watcher journaled later.
+Manifest paths below an excluded directory, a mount point, or a directory that
+could not be read are left alone: their state is unknown, not absent.
+Special files (fifo, socket, device) are not replicated: one is enqueued only
+where the manifest holds a shipped file, link or directory at its path (the
+mirror must lose that), and its own absence from the mirror is never a delete.
+
+Cost: one lstat per path, one read of the manifest as encoded bytes (a range
+read for :meth:`Scanner.scan_subtree`) compared by byte prefix, so only the
+states of paths that differ are decoded; and a read only of suspect files.
+
+Threading: a ``Scanner`` runs one scan at a time; it may run in its own
+thread while the watcher and the replayer use the same ``Journal``.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import blake3
+import structlog
+
+from agent.scan.rules import Verdict, deletions, judge
+from agent.tree.excludes import Excludes
+from agent.tree.fsstate import state_from_stat
+from agent.tree.recheck import ScanRecheck
+from agent.tree.walk import DirListing, Walk, open_dir
+from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
+from journal.codec import decode_state, state_stat_prefix
+
+__all__ = ["Scanner", "ScanProgress", "ScanReport", "Verdict", "judge", "deletions"]
+
+log = structlog.get_logger()
+
+_S_IFMT = 0o170000
+_S_IFDIR = stat.S_IFDIR
+_KIND_OF_FMT = {
+    stat.S_IFREG: int(FileKind.FILE),
+    stat.S_IFDIR: int(FileKind.DIR),
+    stat.S_IFLNK: int(FileKind.SYMLINK),
+}
+_OTHER = int(FileKind.OTHER)
+_NEVER = 1 << 62  # a threshold no timestamp reaches: a full scan trusts equal stat data
+_SPECIAL = frozenset((stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK))
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK = 1 << 20
+_PENDING_SET_MAX = 200_000
+_PROGRESS_EVERY_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ScanProgress:
+    """Periodic progress of a running scan (for a progress bar or log line)."""
+
+    files_seen: int
+    dirs_seen: int
+    hashed: int
+    bytes_hashed: int
+    enqueued: int
+    elapsed_s: float
+    current: bytes  # the directory being scanned
+
+
+@dataclass(slots=True)
+class ScanReport:
+    """What one scan saw and did. ``reenqueued_pending`` is None when the
+    journal's backlog was too large to check."""
+
+    files_seen: int = 0
+    dirs_seen: int = 0
+    suspects: int = 0
+    hashed: int = 0
+    bytes_hashed: int = 0
+    enqueued_changes: int = 0
+    enqueued_deletes: int = 0
+    reenqueued_pending: int | None = 0
+    skipped: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _digest_at(dir_fd: int, name: bytes, st: os.stat_result) -> bytes | None:
+    """blake3 of the file ``name`` in ``dir_fd``, or None when it is no longer
+    the regular file that was stat'ed (replaced or gone). Raises OSError when
+    it exists but cannot be read."""
+    try:
+        fd = os.open(name, _OPEN_FILE, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO):
+            return None  # gone, or replaced by a symlink or a socket
+        raise
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or now.st_ino != st.st_ino:
+            return None
+        h = blake3.blake3()
+        while chunk := os.read(fd, _CHUNK):
+            h.update(chunk)
+        return h.digest()
+    finally:
+        os.close(fd)
+
+
+class Scanner:
+    """Compare the tree below ``root`` with the journal's manifest and enqueue
+    the differences. See the module docstring for how the daemon calls it."""
+
+    def __init__(
+        self,
+        root: Path,
+        journal: Journal,
+        excludes: Excludes,
+        *,
+        slack_ns: int = 2_000_000_000,
+        batch: int = 1000,
+        progress: Callable[[ScanProgress], None] | None = None,
+    ) -> None:
+        self.root = os.fsencode(os.path.realpath(root))  # a symlinked root is followed once, here
+        self.journal = journal
+        self.excludes = excludes
+        self.slack_ns = slack_ns
+        self.batch = max(1, batch)
+        self.progress = progress
+
+    def scan(self, *, since_ns: int | None) -> ScanReport:
+        """Scan the whole tree. ``since_ns`` is the checkpoint time (suspects:
+        ctime or mtime >= since_ns - slack, or a stat difference in size,
+        inode, type, mode, owner or link); None scans fully (every stat
+        difference is a suspect)."""
+        return _Run(self, b"", since_ns).run()
+
+    def scan_subtree(self, relpath: bytes, *, since_ns: int | None = None) -> ScanReport:
+        """Scan ``relpath`` (a directory, a file, or a path now gone) and
+        everything below it; deletes are looked for only below ``relpath``."""
+        return _Run(self, relpath.strip(b"/"), since_ns).run()
+
+
+class _Run:
+    """One scan: its manifest snapshot, counters and unflushed entries."""
+
+    def __init__(self, scanner: Scanner, start: bytes, since_ns: int | None) -> None:
+        self.s = scanner
+        self.start = start
+        self.threshold = None if since_ns is None else since_ns - scanner.slack_ns
+        self.report = ScanReport()
+        self.entries: list[Entry] = []
+        self.pending_paths: set[bytes] | None = None
+        self.pending_checked = False
+        self.began = time.monotonic()
+        self.last_progress = self.began
+        self.mode_args: dict[int, tuple[int, int, bool]] = {}  # st_mode -> _mode_args()
+        self.dev = 0  # the root's filesystem
+
+    def run(self) -> ScanReport:
+        """No ship runs while the scan does (``Journal.scanning``): a path
+        captured and shipped before the snapshot but marked done after it
+        would be missing from both the snapshot and a tree that lost it."""
+        with self.s.journal.scanning():
+            return self._run()
+
+    def _run(self) -> ScanReport:
+        s = self.s
+        log.info("scan.start", root=s.root, start=self.start, threshold_ns=self.threshold)
+        if self.start and s.excludes and s.excludes.match(self.start, True):
+            return self._finish()
+        manifest = self._load_manifest()
+        dev = self.dev = os.stat(s.root).st_dev
+        walk = Walk(s.root, s.excludes, dev, self.start)
+        if not self.start or self._scan_start(manifest, dev):
+            for listing in walk:
+                self._scan_listing(listing, manifest)
+                self._maybe_progress(listing.rel)
+        self.report.skipped += len(walk.skipped)
+        self.report.errors += walk.errors
+        unseen = {p: decode_state(raw) for p, raw in manifest.items()}
+        for path, state in deletions(unseen, walk.skipped, s.excludes):
+            self._enqueue(Entry(Op.DELETE, path, time_ns=time.time_ns(), flags=_dir_flag(state.kind)))
+            self.report.enqueued_deletes += 1
+        return self._finish()
+
+    def _load_manifest(self) -> dict[bytes, bytes]:
+        """The manifest (below ``start``) as path -> encoded state; the root
+        itself is left out. States are decoded only for the paths that differ."""
+        manifest = self.s.journal.manifest_encoded(self.start or None)
+        manifest.pop(b"", None)
+        return manifest
+
+    def _scan_start(self, manifest: dict[bytes, bytes], dev: int) -> bool:
+        """Compare ``start`` itself; True when it is a directory to walk."""
+        parent, _, name = self.start.rpartition(b"/")
+        try:
+            fd = open_dir(self.s.root, parent, strict=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return False  # not inside the root any more: what the manifest has below is gone
+            raise
+        try:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if st.st_dev != dev:
+                self.report.skipped += 1
+                manifest.clear()  # another filesystem: its contents are unknown, not absent
+                return False
+            listing = DirListing(parent, fd, [name], [st], int(stat.S_ISDIR(st.st_mode)))
+            self._scan_listing(listing, manifest)
+            return stat.S_ISDIR(st.st_mode)
+        finally:
+            os.close(fd)
+
+    def _scan_listing(self, listing: DirListing, manifest: dict[bytes, bytes]) -> None:
+        """The hot loop: skip entries whose stat equals the manifest's (a byte
+        prefix compare, nothing decoded); examine the rest. Keys are built and
+        looked up at C level; in the loop every name is a local and each stat
+        field is read once: this runs per path of the tree."""
+        prefix = listing.rel + b"/" if listing.rel else b""
+        threshold = _NEVER if self.threshold is None else self.threshold
+        names, stat_prefix, mode_args = listing.names, state_stat_prefix, self.mode_args
+        raws = map(manifest.pop, map(prefix.__add__, names), itertools.repeat(None))
+        for name, st, raw in zip(names, listing.stats, raws):
+            if (
+                raw is not None
+                and (ctime := st.st_ctime_ns) < threshold
+                and (mtime := st.st_mtime_ns) < threshold
+            ):
+                args = mode_args.get(st.st_mode) or _mode_args(mode_args, st.st_mode)
+                kind, perm, is_dir = args
+                size = 0 if is_dir else st.st_size
+                if raw.startswith(
+                    stat_prefix(kind, size, perm, st.st_uid, st.st_gid, mtime, ctime, st.st_ino)
+                ):
+                    continue
+            decoded = decode_state(raw) if raw is not None else None
+            self._examine(listing.fd, name, prefix + name, st, decoded)
+        self.report.files_seen += len(names) - listing.dirs
+        self.report.dirs_seen += listing.dirs
+
+    def _examine(
+        self, fd: int, name: bytes, rel: bytes, st: os.stat_result, recorded: FileState | None
+    ) -> None:
+        """Judge one entry that stat data did not clear. Anything that cannot
+        be read any more is enqueued: the replayer ships whatever is there then
+        (a delete if it is gone)."""
+        fmt = st.st_mode & _S_IFMT
+        if fmt in _SPECIAL:  # not replicated; but what the mirror holds in its place must go
+            if recorded is not None and recorded.kind != FileKind.OTHER:
+                self._enqueue(Entry(Op.CHANGE, rel, time_ns=time.time_ns()))
+                self.report.enqueued_changes += 1
+            return
+        verdict = Verdict.CHANGED
+        try:
+            link = os.readlink(name, dir_fd=fd) if fmt == stat.S_IFLNK else b""
+        except OSError:
+            link = None
+        if link is not None:
+            verdict = judge(state_from_stat(st, link=link), recorded, self.threshold)
+        if verdict != Verdict.SAME:
+            self.report.suspects += 1
+        if verdict == Verdict.HASH:
+            assert recorded is not None  # HASH is only judged against a recorded state
+            digest = self._digest(fd, name, rel, st)
+            verdict = Verdict.SAME if digest == recorded.digest else Verdict.CHANGED
+        if verdict == Verdict.CHANGED:
+            flags = IS_DIR if fmt == stat.S_IFDIR else 0
+            self._enqueue(Entry(Op.CHANGE, rel, time_ns=time.time_ns(), flags=flags))
+            self.report.enqueued_changes += 1
+
+    def _digest(self, fd: int, name: bytes, rel: bytes, st: os.stat_result) -> bytes | None:
+        self.report.hashed += 1
+        self.report.bytes_hashed += st.st_size
+        try:
+            return _digest_at(fd, name, st)
+        except OSError as exc:
+            self.report.errors += 1
+            log.warning("scan.unreadable", path=rel, error=str(exc))
+            return None
+
+    def _enqueue(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if len(self.entries) >= self.s.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.entries:
+            return
+        self._count_pending(self.entries)
+        recheck = ScanRecheck(self.s.root, self.dev)
+        self.s.journal.append(self.entries, recheck=recheck)
+        self.report.enqueued_deletes -= recheck.revived + recheck.dropped
+        self.report.enqueued_changes += recheck.revived
+        log.debug("scan.enqueued", entries=len(self.entries))
+        self.entries = []
+
+    def _count_pending(self, entries: list[Entry]) -> None:
+        """Count enqueued paths that were already pending (before this scan
+        appended anything), when the backlog is small enough to look at."""
+        if not self.pending_checked:
+            self.pending_checked = True
+            self.pending_paths = _pending_paths(self.s.journal)
+        if self.pending_paths is None:
+            self.report.reenqueued_pending = None
+        elif self.report.reenqueued_pending is not None:
+            self.report.reenqueued_pending += sum(1 for e in entries if e.path in self.pending_paths)
+
+    def _maybe_progress(self, current: bytes, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.s.progress is None or (not force and now - self.last_progress < _PROGRESS_EVERY_S):
+            return
+        self.last_progress = now
+        r = self.report
+        enqueued = r.enqueued_changes + r.enqueued_deletes
+        self.s.progress(
+            ScanProgress(
+                r.files_seen, r.dirs_seen, r.hashed, r.bytes_hashed, enqueued, now - self.began, current
+            )
+        )
+
+    def _finish(self) -> ScanReport:
+        self._flush()
+        self.report.seconds = time.monotonic() - self.began
+        self._maybe_progress(self.start, force=True)
+        log.info("scan.done", root=self.s.root, start=self.start, **self.report.summary())
+        return self.report
+
+
+def _mode_args(cache: dict[int, tuple[int, int, bool]], st_mode: int) -> tuple[int, int, bool]:
+    """(kind, permission bits, is a directory) of an ``st_mode``, as
+    ``state_stat_prefix`` takes them; remembered, since a tree has few modes."""
+    fmt = st_mode & _S_IFMT
+    args = cache[st_mode] = (_KIND_OF_FMT.get(fmt, _OTHER), st_mode & 0o7777, fmt == _S_IFDIR)
+    return args
+
+
+def _dir_flag(kind: FileKind) -> int:
+    return IS_DIR if kind == FileKind.DIR else 0
+
+
+def _pending_paths(journal: Journal) -> set[bytes] | None:
+    """Paths pending for any track, or None when the backlog is too large."""
+    stats = journal.stats()
+    if sum(t.pending for t in stats.tracks.values()) > _PENDING_SET_MAX:
+        return None
+    paths: set[bytes] = set()
+    for track in stats.tracks:
+        for record in journal.pending(track):
+            paths.add(record.entry.path)
+            if record.entry.op == Op.MOVE:
+                paths.add(record.entry.dest)
+    return paths

@@ -1,0 +1,1 @@
+"""Ship: the replayer, the pure planner, retries, and one package per backend."""

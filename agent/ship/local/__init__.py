@@ -1,0 +1,1 @@
+"""The local-directory backend: shipping and auditing a mirror on this machine."""

@@ -1,0 +1,1 @@
+"""The msync (makuosan) backend: argv, output parsing, shipping and auditing."""

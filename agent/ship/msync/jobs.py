@@ -1,0 +1,96 @@
+"""Grouping of msync shipper work into invocations (pure: no I/O).
+
+An item is one plan action with what the shipper learned about it; a job is
+one msync invocation. Order inside a lane is the plan's order, which keeps
+deletes before the puts that replace them and subtrees together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.ship.base import ShipResult
+from agent.ship.msync import parse as mp
+from agent.ship.plan import Action
+
+__all__ = ["Item", "Job", "lane_jobs", "chunks", "parent_dirs"]
+
+
+@dataclass(eq=False)
+class Item:
+    """One action on its way through a plan."""
+
+    action: Action
+    tracks: tuple[str, ...]
+    entry: mp.Entry | None = None
+    token: bytes = b""
+    resend: mp.Prepared | None = None  # a symlink's in-base target, re-sent after the link
+    is_dir: bool = False
+    biggest: int = 0  # size of the largest regular file it carries: how long a member may stay silent
+    below: int = 0  # entries below a recursive put (members list them for --delete)
+    # A tree msync's -r cannot carry goes out entry by entry with --delete
+    # (no -r): ``more`` is everything below the root, children first.
+    mirror: bool = False
+    more: list[mp.Prepared] = field(default_factory=list)
+    bad: str = ""  # why part of the tree could not be sent at all
+    results: dict[str, ShipResult] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """One msync invocation: items for one host (or all, ``host is None``)."""
+
+    host: bytes | None
+    recursive: bool
+    items: list[Item]
+    delete: bool = False  # --delete: -r mirrors whole subtrees, else each directory's children
+
+
+def lane_jobs(lane: list[tuple[tuple[bytes, ...] | None, Item]], batch: int) -> list[Job]:
+    """Consecutive items for the same member set form a segment; a segment for
+    a subset becomes one run of jobs per member (``-t``)."""
+    jobs: list[Job] = []
+    start = 0
+    for end in range(1, len(lane) + 1):
+        if end == len(lane) or lane[end][0] != lane[start][0]:
+            key, items = lane[start][0], [it for _, it in lane[start:end]]
+            for host in key or (None,):
+                jobs += chunks(items, host, batch)
+            start = end
+    return jobs
+
+
+def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
+    """Consecutive runs of recursive / mirror / plain items, ``batch`` paths per
+    job. In a plain job, directories go last, deepest first: members create
+    missing parents themselves, and a directory sent after its children keeps its mtime."""
+    jobs: list[Job] = []
+    for it in items:
+        rec, delete = it.entry.recursive, it.entry.recursive or it.mirror
+        last = jobs[-1] if jobs else None
+        if last is None or (last.recursive, last.delete) != (rec, delete) or size(last) >= batch:
+            jobs.append(Job(host, rec, [], delete))
+        jobs[-1].items.append(it)
+    for job in jobs:
+        if not job.recursive:
+            files = [it for it in job.items if not it.is_dir]
+            dirs = [it for it in job.items if it.is_dir]
+            dirs.sort(key=lambda it: -it.entry.echo.count(b"/"))
+            job.items = files + dirs
+    return jobs
+
+
+def size(job: Job) -> int:
+    return sum((2 if it.resend else 1) + len(it.more) for it in job.items)
+
+
+def parent_dirs(paths: list[bytes]) -> list[bytes]:
+    """Every proper ancestor of ``paths`` (not the root), deepest first: the
+    directories whose mtime a member changed when it created or removed an
+    entry inside them."""
+    out: set[bytes] = set()
+    for path in paths:
+        while b"/" in path:
+            path = path.rsplit(b"/", 1)[0]
+            out.add(path)
+    return sorted(out, key=lambda p: (-p.count(b"/"), p))

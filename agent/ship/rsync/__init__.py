@@ -1,0 +1,1 @@
+"""The rsync backend: argv, exit codes, filters, shipping and auditing."""

@@ -1,0 +1,1 @@
+"""The tree as the agent reads it: the one walker, exclude patterns, file states."""

@@ -1,0 +1,1 @@
+"""Watch: inotify events become journal entries."""

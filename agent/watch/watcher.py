@@ -1,0 +1,489 @@
+"""The watcher: inotify fd -> :mod:`agent.watch.events` -> ``Journal.append`` (docs/design.md §2, §4, §5).
+
+One thread owns the fd, the watch table and the translator. A drain is only
+"received" once ``Journal.append`` has returned; counters move after that.
+The watcher never ships and never waits for a target.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from inotify_simple import INotify
+
+from agent.errors import AgentError
+from agent.tree.excludes import Excludes
+from agent.tree.walk import DirListing, Walk
+from agent.watch.events import (
+    IN_DONT_FOLLOW,
+    WATCH_MASK,
+    Item,
+    RawEvent,
+    Translator,
+    WatchTable,
+    parse_events,
+)
+from agent.watch.vanished import VanishedDirs
+from journal import IS_DIR, Entry, Journal, JournalFull, Op
+
+__all__ = ["Watcher", "RootError", "WatchLimitError", "read_limit"]
+
+log = structlog.get_logger()
+
+_READ_SIZE = 1 << 20
+_DRAIN_CAP = 65536  # events per journal transaction; the rest is read right after
+_POLL_MS = 100
+_VANISHED_MAX = 10_000  # new directories gone before their watch, awaiting the move that explains them
+_IDLE_CHECKPOINT_NS = 1_000_000_000  # empty drains move the checkpoint at most once a second
+
+
+class RootError(AgentError):
+    """The watched root is missing, not a directory, unreadable, or went away."""
+
+    hint = "check --root; when the root was removed or unmounted, restore it and restart the agent"
+
+
+class WatchLimitError(AgentError):
+    """The kernel refused more inotify watches or instances."""
+
+    def __init__(self, message: str, *, sysctl: str, current: int | None, needed: int | None) -> None:
+        super().__init__(
+            message,
+            hint=f"raise it, e.g. 'sysctl -w {sysctl}=N' with N above {needed or 'the number needed'}"
+            " (persist it in /etc/sysctl.d/), then restart the agent",
+        )
+        self.sysctl, self.current, self.needed = sysctl, current, needed
+
+
+class _NoSpace(Exception):
+    """inotify_add_watch said ENOSPC: the watch limit, turned into WatchLimitError above."""
+
+
+def read_limit(kind: str) -> tuple[str, int | None]:
+    """The effective inotify limit (``watches`` or ``instances``) and the sysctl
+    that sets it: the per-namespace ``user.`` limit when it is the lower one."""
+    candidates = [
+        (f"fs.inotify.max_user_{kind}", f"/proc/sys/fs/inotify/max_user_{kind}"),
+        (f"user.max_inotify_{kind}", f"/proc/sys/user/max_inotify_{kind}"),
+    ]
+    found = [(v, name) for name, proc in candidates if (v := _read_int(proc)) is not None]
+    if not found:
+        return candidates[0][0], None
+    value, name = min(found)
+    return name, value
+
+
+def _read_int(proc_path: str) -> int | None:
+    try:
+        return int(Path(proc_path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class Watcher:
+    """Recursive inotify watcher for one root, journaling into ``journal``.
+
+    Checkpoint holds: :meth:`hold_checkpoint` / :meth:`release_checkpoint`
+    form a counter; while it is above zero every append passes
+    ``checkpoint_ns=None``. An overflow takes one hold itself, after the
+    RESCAN entry is durable and before ``on_rescan`` is called. The scanner
+    claims those holds with :meth:`pending_overflow_holds` before it starts a
+    full scan and calls :meth:`release_checkpoint` once per claimed hold when
+    the scan has completed: a checkpoint never covers a lost event.
+
+    Threading: :meth:`start` and :meth:`run` belong to one thread; holds and
+    counters may be used from any thread.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        journal: Journal,
+        excludes: Excludes,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        move_wait_s: float = 0.05,
+        commit_interval_s: float = 0.01,
+        on_rescan: Callable[[], None] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self._root = os.fsencode(self.root)
+        self.journal = journal
+        self.excludes = excludes
+        self.clock_ns = clock_ns
+        self.on_rescan = on_rescan
+        self.commit_interval_ns = int(commit_interval_s * 1e9)
+        self._last_commit = 0  # monotonic ns of the last append
+        self._specials_logged: set[bytes] = set()
+        self._special_parents: dict[bytes, int] = {}  # directory -> mtime journaled for a special inside
+        self.table = WatchTable()
+        self._vanished = VanishedDirs(_VANISHED_MAX)
+        self.translator = Translator(self.table, excludes, int(move_wait_s * 1e9))
+        self._fd: INotify | None = None
+        self._stop: threading.Event | None = None
+        self._dev = 0
+        self._lock = threading.Lock()
+        self._holds = 0
+        self._overflow_holds = 0
+        self._committed_checkpoint: int | None = None
+        self.journal_full = False  # appends are waiting for space (read by the metrics)
+        self._last_checkpoint_write = 0
+        self.events_read = 0
+        self.entries_journaled = 0
+        self.batches = 0
+        self.overflows = 0
+        self.stale_events = 0
+
+    # ------------------------------------------------------------ checkpoint holds
+    def hold_checkpoint(self) -> None:
+        with self._lock:
+            self._holds += 1
+
+    def release_checkpoint(self) -> None:
+        with self._lock:
+            if self._holds <= 0:
+                raise RuntimeError("release_checkpoint without a matching hold")
+            self._holds -= 1
+
+    def pending_overflow_holds(self) -> int:
+        """Claim the holds taken by overflows so far; the caller releases each
+        after its full scan has completed."""
+        with self._lock:
+            count, self._overflow_holds = self._overflow_holds, 0
+            return count
+
+    @property
+    def watches(self) -> int:
+        return len(self.table)
+
+    # ------------------------------------------------------------ start
+    def start(self) -> None:
+        """Watch every directory under the root; raise instead of watching part of it."""
+        st = self._check_root()
+        self._dev = st.st_dev
+        try:
+            self._fd = INotify()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                sysctl, value = read_limit("instances")
+                raise WatchLimitError(
+                    f"cannot create an inotify instance: {sysctl} = {value} reached ({exc.strerror})",
+                    sysctl=sysctl,
+                    current=value,
+                    needed=(value or 0) + 1,
+                ) from exc
+            raise
+        try:
+            self._watch_tree(b"", None)
+        except BaseException:
+            self.close()
+            raise
+        log.info("watch.started", root=str(self.root), watches=len(self.table))
+
+    def _check_root(self) -> os.stat_result:
+        try:
+            st = os.stat(self._root)
+        except FileNotFoundError as exc:
+            raise RootError(f"root {self.root} does not exist") from exc
+        except OSError as exc:
+            raise RootError(f"root {self.root} cannot be read: {exc.strerror}") from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise RootError(f"root {self.root} is not a directory")
+        if not os.access(self._root, os.R_OK | os.X_OK):
+            raise RootError(f"root {self.root} is not readable (permission denied)")
+        return st
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self._fd.close()
+            self._fd = None
+
+    # ------------------------------------------------------------ tree walking
+    def _watch_tree(self, top: bytes, found: list[Entry] | None) -> bool:
+        """Watch ``top`` and every directory below it, watch first, then list,
+        so nothing created meanwhile escapes both. With ``found``, also
+        journal CHANGE for everything already inside (a directory the watches
+        did not cover: created, moved in). The tree's one walker opens each
+        directory (no symlink followed, no mount point crossed) and the watch
+        is put on that open directory, so a directory swapped for a link
+        cannot make the agent watch or list anything outside the tree."""
+        added: list[bytes] = []
+        tree = Walk(
+            self._root, self.excludes, self._dev, top, opened=lambda rel, fd: self._add_watch(rel, fd, added)
+        )
+        try:
+            for listing in tree:
+                self._found(listing, found)
+        except _NoSpace as exc:
+            raise self._limit_error(top, len(added)) from exc.__cause__
+        if top == b"" and b"" not in added:
+            raise RootError(f"cannot watch root {self.root}: it is gone or not readable")
+        return top in added
+
+    def _found(self, listing: DirListing, found: list[Entry] | None) -> None:
+        prefix = listing.rel + b"/" if listing.rel else b""
+        for name, st in zip(listing.names, listing.stats):
+            if stat.S_ISDIR(st.st_mode):
+                flags = IS_DIR
+            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                flags = 0
+            else:
+                log.info("watch.special_skipped", path=prefix + name)
+                continue
+            if found is not None:
+                found.append(Entry(Op.CHANGE, prefix + name, time_ns=self.clock_ns(), flags=flags))
+
+    def _add_watch(self, rel: bytes, fd: int, added: list[bytes]) -> bool:
+        """Watch the directory open as ``fd`` (through its /proc/self/fd
+        name, which is that directory whatever its path leads to now)."""
+        assert self._fd is not None
+        try:
+            wd = self._fd.add_watch(b"/proc/self/fd/%d" % fd, WATCH_MASK & ~IN_DONT_FOLLOW)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise _NoSpace from exc
+            if rel == b"":
+                raise RootError(f"cannot watch root {self.root}: {exc.strerror}") from exc
+            log.error("watch.failed", path=rel, error=exc.strerror)
+            return False
+        self.table.add(wd, rel)
+        added.append(rel)
+        return True
+
+    def _limit_error(self, top: bytes, added: int) -> WatchLimitError:
+        below = sum(1 for _ in Walk(self._root, self.excludes, self._dev, top))
+        needed = len(self.table) + below - added
+        sysctl, value = read_limit("watches")
+        return WatchLimitError(
+            f"inotify watch limit reached: {sysctl} = {value}, watching {self.root} needs {needed} watches"
+            f" ({len(self.table)} already in use by this agent)",
+            sysctl=sysctl,
+            current=value,
+            needed=needed,
+        )
+
+    def _abs(self, rel: bytes) -> bytes:
+        return self._root + b"/" + rel if rel else self._root
+
+    # ------------------------------------------------------------ run
+    def run(self, stop: threading.Event) -> None:
+        """Read, translate and journal until ``stop`` is set. Raises RootError
+        when the root goes away and WatchLimitError when a new directory cannot
+        be watched; whatever was read before is journaled first."""
+        if self._fd is None:
+            raise RuntimeError("Watcher.start() must succeed before run()")
+        t0 = self.clock_ns()
+        self._stop = stop
+        try:
+            while not stop.is_set():
+                events, complete = self._drain(self._timeout_ms())
+                out = self.translator.feed(events, self.clock_ns(), t0, complete=complete)
+                self.stale_events += out.stale
+                self._commit(out.items, len(events))
+                if out.root_gone:
+                    log.error("watch.root_gone", root=str(self.root), how=out.root_gone)
+                    raise RootError(f"root {self.root} was {out.root_gone} while being watched")
+                if complete:
+                    t0 = self.clock_ns()  # taken before the next drain (docs/design.md §5)
+        finally:
+            self.close()
+
+    def _timeout_ms(self) -> int:
+        deadline = self.translator.next_deadline_ns
+        if deadline is None:
+            return _POLL_MS
+        return max(0, min(_POLL_MS, (deadline - self.clock_ns()) // 1_000_000 + 1))
+
+    def _drain(self, timeout_ms: int) -> tuple[list[RawEvent], bool]:
+        """Read until the queue is empty (True) or the cap is reached (False)."""
+        assert self._fd is not None
+        fd = self._fd.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        events: list[RawEvent] = []
+        if not poller.poll(timeout_ms):
+            return events, True
+        # group commit: let a trickle accumulate so one fsync covers many events
+        linger = self._last_commit + self.commit_interval_ns - time.monotonic_ns()
+        if linger > 0:
+            time.sleep(linger / 1e9)
+        wait = 0
+        while poller.poll(wait):
+            events.extend(parse_events(os.read(fd, _READ_SIZE)))
+            if len(events) >= _DRAIN_CAP:
+                return events, False
+            wait = 0
+        return events, True
+
+    def _commit(self, items: list[Item], read: int) -> None:
+        entries, scans_failed = self._apply(items)
+        checkpoint = self._checkpoint_to_write(bool(entries))
+        if entries or checkpoint is not None:
+            self._append_until_room(entries, checkpoint)
+            self._last_commit = time.monotonic_ns()
+            if checkpoint is not None:
+                self._committed_checkpoint = checkpoint
+                self._last_checkpoint_write = time.monotonic_ns()
+            log.debug("watch.batch", entries=len(entries), events=read)
+        self.events_read += read
+        self.entries_journaled += len(entries)
+        self.batches += 1 if entries else 0
+        rescans = sum(1 for e in entries if e.op == Op.RESCAN)
+        if rescans:
+            self._overflowed(rescans)
+        if scans_failed is not None:
+            raise scans_failed
+
+    def _append_until_room(self, entries: list[Entry], checkpoint: int | None) -> None:
+        """Append, waiting out a full journal disk: nothing is acknowledged
+        meanwhile (the kernel queues events, or overflows into a RESCAN), and
+        the batch is journaled as soon as space returns. A stop request while
+        waiting re-raises: the checkpoint did not move, so the next start's
+        scan covers what was read but not journaled."""
+        delay = 1.0
+        while True:
+            try:
+                self.journal.append(entries, checkpoint_ns=checkpoint)
+                self.journal_full = False
+                return
+            except JournalFull as exc:
+                self.journal_full = True
+                log.error("journal.full", error=str(exc), entries=len(entries), retry_in_s=delay)
+                if self._stop is not None and self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, 30.0)
+
+    def _checkpoint_to_write(self, have_entries: bool) -> int | None:
+        with self._lock:
+            held = self._holds > 0
+        safe = self.translator.safe_checkpoint_ns
+        if held or safe is None or safe == self._committed_checkpoint:
+            return None
+        idle = time.monotonic_ns() - self._last_checkpoint_write < _IDLE_CHECKPOINT_NS
+        return None if not have_entries and idle else safe
+
+    def _apply(self, items: list[Item]) -> tuple[list[Entry], WatchLimitError | None]:
+        """Side effects of released items, in order; a scan's entries follow
+        the entry that asked for it."""
+        entries: list[Entry] = []
+        special: dict[bytes, bool] = {}
+        for item in items:
+            e = item.entry
+            for wd in item.unwatch:
+                self._rm_watch(wd)
+            if e.op in (Op.CHANGE, Op.ATTR) and not e.flags & IS_DIR and self._special(e.path, special):
+                entries.extend(self._special_parent(e))
+                continue
+            entries.append(e)
+            if e.op == Op.DELETE:
+                self._vanished.forget(e.path)
+            if e.op == Op.MOVE and e.flags & IS_DIR:
+                self._watch_vanished(e.path, e.dest, entries)
+            if e.op == Op.RESCAN:
+                with self._lock:  # before the append: no checkpoint may pass the loss
+                    self._holds += 1
+                    self._overflow_holds += 1
+            if item.scan:
+                try:
+                    if not self._watch_tree(e.dest or e.path, entries):
+                        self._vanish(e.dest or e.path)
+                except WatchLimitError as exc:
+                    log.error("watch.limit", error=str(exc))
+                    return entries, exc
+        return entries, None
+
+    def _vanish(self, rel: bytes) -> None:
+        """A new directory was gone before it could be watched: removed (its
+        DELETE follows) or moved with a watched parent (that MOVE follows,
+        see :meth:`_watch_vanished`)."""
+        if not self._vanished.add(rel):
+            log.warning(
+                "watch.vanished_overflow", hint="too many unwatched new directories: a full rescan follows"
+            )
+            self._overflowed(0)
+
+    def _watch_vanished(self, old: bytes, new: bytes, entries: list[Entry]) -> None:
+        """A directory moved: new directories below it that vanished before
+        they were watched are there now. Watch them and journal what they
+        hold, as for any new directory; one that vanished again waits for the
+        next move."""
+        for rel in self._vanished.take_under(old):
+            if rel == old:
+                continue  # the moved directory itself: its unwatched MOVE scans it
+            moved = new + rel[len(old) :]
+            if not self._watch_tree(moved, entries):
+                self._vanish(moved)
+
+    def _special(self, rel: bytes, cache: dict[bytes, bool]) -> bool:
+        """FIFOs, sockets and devices are not mirrored: no entry, one log line."""
+        if rel not in cache:
+            try:
+                mode = os.lstat(self._abs(rel)).st_mode
+            except OSError:
+                mode = stat.S_IFREG  # gone or unreadable: keep the entry, the replayer looks
+            cache[rel] = not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
+            if cache[rel] and rel not in self._specials_logged:
+                if len(self._specials_logged) >= 10_000:
+                    self._specials_logged.clear()  # bounded memory; at worst a repeated line
+                self._specials_logged.add(rel)
+                log.info("watch.special_skipped", path=rel)
+        return cache[rel]
+
+    def _special_parent(self, e: Entry) -> list[Entry]:
+        """Making a special file moves its directory's mtime, which mirrors do
+        carry: journal the directory, but only when its mtime is one not
+        journaled yet (a busy fifo's writes move nothing). The root's own
+        metadata is not replicated."""
+        parent = e.path.rpartition(b"/")[0]
+        if not parent:
+            return []
+        try:
+            mtime = os.lstat(self._abs(parent)).st_mtime_ns
+        except OSError:
+            return []
+        if self._special_parents.get(parent) == mtime:
+            return []
+        if len(self._special_parents) >= 10_000:
+            self._special_parents.clear()  # bounded memory; at worst one more entry
+        self._special_parents[parent] = mtime
+        return [Entry(Op.CHANGE, parent, time_ns=e.time_ns, flags=IS_DIR)]
+
+    def _rm_watch(self, wd: int) -> None:
+        assert self._fd is not None
+        try:
+            self._fd.rm_watch(wd)
+        except OSError:
+            pass  # already removed by the kernel (IN_IGNORED on its way)
+
+    def _overflowed(self, count: int) -> None:
+        self.overflows += count
+        queued = _read_int("/proc/sys/fs/inotify/max_queued_events")
+        log.error(
+            "overflow",
+            root=str(self.root),
+            overflows=self.overflows,
+            watches=len(self.table),
+            hint=f"events were lost and a full rescan follows; if this repeats, raise"
+            f" fs.inotify.max_queued_events (now {queued})",
+        )
+        self._rewatch()
+        if self.on_rescan is not None:
+            self.on_rescan()
+
+    def _rewatch(self) -> None:
+        """After lost events the watch table may miss new directories or
+        still hold removed ones: walk the tree again and keep only what exists."""
+        before = {wd for wd, _ in self.table.items()}
+        self.table = self.translator.table = WatchTable()
+        self._vanished.clear()  # the walk below finds every directory where it is now
+        self._watch_tree(b"", None)
+        for wd in before - {wd for wd, _ in self.table.items()}:
+            self._rm_watch(wd)
