@@ -222,6 +222,7 @@ class Replayer:
         except OSError as exc:  # the root is gone: nothing to capture, the ship decides
             log.warning("capture.failed", path=b"", error=str(exc))
             return out
+        cleared = {a.path for a in plan.actions if a.kind == ActionKind.DELETE}
         for action in plan.actions:
             if action.kind != ActionKind.PUT:
                 continue
@@ -229,8 +230,22 @@ class Replayer:
             _capture_into(states, self.root, action.path, dev)
             if action.recursive and _is_dir(states.get(action.path)):
                 _capture_below(states, self.root, action.path, dev, self.excludes)
+                if action.path in cleared:
+                    self._vanished_below(action.path, states)
         self._capture_parents(plan, out)
         return out
+
+    def _vanished_below(self, top: bytes, states: dict[bytes, FileState | None]) -> None:
+        """A directory moved in goes out as a delete and a recursive put; the
+        delete makes the manifest forget everything below ``top``. What it
+        knows there that this capture lacks, another track shipped from an
+        earlier capture and has vanished since: it counts as found gone, so
+        unless the shipped entries explain that (they do not: the move
+        removed only its source), every track ships its removal, and a
+        mirror that holds it never keeps it because its event was lost."""
+        for path in self.journal.manifest_encoded(under=top):
+            if path != top and path not in states:
+                states[path] = None
 
     def _capture_parents(self, plan: Plan, out: dict[bytes, dict[bytes, FileState | None]]) -> None:
         """The mtimes of the parent directories the shipper sets after writing
@@ -441,8 +456,10 @@ def _absorbable(
     renewed mtimes of parent directories are the shippers' own doing and
     always kept."""
     own = {rel: s for top, got in states.items() for rel, s in got.items() if _at_or_below(rel, top)}
-    # only a state some track was given can be held by a mirror that missed the change
-    drop = {p for p in unexplained(records, own, now_ns) if shipped(p) is not None}
+    # only a state some track was given can be held by a mirror that missed the change; a
+    # path found gone may be held though the manifest forgot it (another track's delete
+    # of a directory above cleared it), and its removal costs nothing where it is absent
+    drop = {p for p in unexplained(records, own, now_ns) if shipped(p) is not None or own[p] is None}
     kept = {top: {rel: s for rel, s in got.items() if rel not in drop} for top, got in states.items()}
     return kept, drop
 

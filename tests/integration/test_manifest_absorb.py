@@ -116,3 +116,78 @@ def test_a_name_made_during_a_recursive_put_never_outlives_its_source_on_the_mir
         _drain(replayer, journal, "m")
         assert (mirror / "d" / "a").read_bytes() == b"captured\n"
         assert not (mirror / "d" / "late").exists(), "the mirror keeps a name the source lost"
+
+
+def test_a_late_track_moving_a_directory_in_does_not_hide_names_an_early_track_holds(tmp_path: Path) -> None:
+    """Both tracks ship the same directory move (a delete of the destination
+    and a recursive put). The early track copies ``d/x``; ``d/x`` then goes
+    while its event is lost; the late track's copy lacks it, and its delete
+    of the destination must not make the manifest forget ``d/x``, or the scan
+    that follows the loss never removes it from the early mirror."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "x").write_bytes(b"copied by the early track only\n")
+    (root / "d" / "y").write_bytes(b"stays\n")
+    mirrors = {t: tmp_path / t for t in ("early", "late")}
+    for m in mirrors.values():
+        m.mkdir()
+    with Journal.open(tmp_path / "journal", root=str(root), tracks=list(mirrors)) as journal:
+        replayers = {
+            t: Replayer(
+                journal, LocalShipper(LocalTarget(t, m), root), root, settle_s=0.0, rng=random.Random(1)
+            )
+            for t, m in mirrors.items()
+        }
+        journal.append([Entry(Op.MOVE, b"old", b"d", time_ns=time.time_ns(), flags=IS_DIR)])
+        _drain(replayers["early"], journal, "early")
+        assert (mirrors["early"] / "d" / "x").exists()
+        (root / "d" / "x").unlink()  # its DELETE is never journaled: the event was lost
+        _drain(replayers["late"], journal, "late")
+        Scanner(root, journal, Excludes(())).scan(since_ns=None)  # the scan that follows a loss
+        for t in mirrors:
+            _drain(replayers[t], journal, t)
+        for t, m in mirrors.items():
+            assert not (m / "d" / "x").exists(), f"{t} keeps a name the tree lost"
+            assert (m / "d" / "y").read_bytes() == b"stays\n", t
+
+
+def test_a_late_tracks_delete_does_not_hide_a_later_name_an_early_track_holds(tmp_path: Path) -> None:
+    """``rm -r X; mkdir X; echo > X/y``: the early track ships all of it; the
+    late track ships the delete of ``X`` alone first, and the manifest forgets
+    ``X/y`` with it. ``X/y`` then goes while its event is lost: when the late
+    track comes to ``X/y`` and finds it gone, every track must ship its
+    removal, though the manifest no longer knows it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    mirrors = {t: tmp_path / t for t in ("early", "late")}
+    for m in mirrors.values():
+        m.mkdir()
+    with Journal.open(tmp_path / "journal", root=str(root), tracks=list(mirrors)) as journal:
+        replayers = {
+            t: Replayer(
+                journal,
+                LocalShipper(LocalTarget(t, m), root),
+                root,
+                settle_s=0.0,
+                batch_limit=1,
+                rng=random.Random(1),
+            )
+            for t, m in mirrors.items()
+        }
+        journal.append([Entry(Op.DELETE, b"X", time_ns=time.time_ns(), flags=IS_DIR)])
+        (root / "X").mkdir()
+        (root / "X" / "y").write_bytes(b"made after the delete\n")
+        now = time.time_ns()
+        journal.append(
+            [Entry(Op.CHANGE, b"X", time_ns=now, flags=IS_DIR), Entry(Op.CHANGE, b"X/y", time_ns=now)]
+        )
+        _drain(replayers["early"], journal, "early")
+        assert (mirrors["early"] / "X" / "y").exists()
+        replayers["late"].step()  # the delete of X alone: the manifest forgets X/y
+        (root / "X" / "y").unlink()  # its DELETE is never journaled: the event was lost
+        _drain(replayers["late"], journal, "late")
+        Scanner(root, journal, Excludes(())).scan(since_ns=None)
+        for t in mirrors:
+            _drain(replayers[t], journal, t)
+        for t, m in mirrors.items():
+            assert not (m / "X" / "y").exists(), f"{t} keeps a name the tree lost"
