@@ -204,7 +204,11 @@ def _rsync_daemon_rig(tmp_path: Path, excludes: Sequence[str] = ()) -> Rig:
     root.mkdir()
     mirror.mkdir()
     daemon = start_rsyncd(tmp_path / "rsyncd", mirror)
-    shipper = RsyncShipper(RsyncTarget("dr", daemon.url, timeout_s=60), root, excludes=excludes)
+    try:
+        shipper = RsyncShipper(RsyncTarget("dr", daemon.url, timeout_s=60), root, excludes=excludes)
+    except BaseException:
+        daemon.stop()  # never leave a daemon behind a rig that could not be built
+        raise
     rig = Rig("rsync-daemon", root, [mirror], shipper, mtime=True)
     rig.stop_target, rig.start_target = daemon.stop, daemon.start
     rig.cleanups.append(daemon.stop)
