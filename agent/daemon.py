@@ -78,6 +78,7 @@ class Agent:
                 make_shipper(target, self.root, cfg.exclude),
                 self.root,
                 settle_s=cfg.settle_ms / 1000.0,
+                quiet_s=cfg.quiet_ms / 1000.0,
                 max_attempts=cfg.max_attempts,
                 retry_cap_s=cfg.retry_max_s,
             )
