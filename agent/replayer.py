@@ -30,8 +30,8 @@ from agent.links import LinkSpreader
 from agent.plan import ActionKind, Plan
 from agent.planner import Selection, SettleMap, build_plan, resolve
 from agent.recheck import ScanRecheck
-from agent.settle import changing_paths, split
 from agent.retry import Backoff, RetryPolicy
+from agent.settle import changing_paths, split
 from agent.shippers.base import Outcome, Shipper, ShipResult
 from agent.walk import Walk, root_dev
 from journal import Entry, FileKind, FileState, Journal, JournalCorrupt, Op, Record

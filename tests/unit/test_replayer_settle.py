@@ -5,21 +5,33 @@ at least once per ``settle_ms`` and ends in its final state."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from agent.config import LocalTarget
 from agent.shippers.local import LocalShipper
-from tests.unit.test_replayer import (  # noqa: F401 - fixtures
-    Clock,
-    ScriptedShipper,
-    change,
-    clock,
-    journal,
-    make,
-    pending,
-    root,
-    write,
-)
+from journal import Journal
+from tests.unit.test_replayer import Clock, ScriptedShipper, change, make, open_journal, pending, write
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "root").mkdir()
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def journal(tmp_path: Path, root: Path) -> Iterator[Journal]:
+    with open_journal(tmp_path, root) as j:
+        yield j
+
 
 MS = 1_000_000
 
