@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +67,7 @@ def ship_batches(log: Path, offset: int) -> list[int]:
 def one_setting(
     src: Path, data: Path, name: str, extra: str, tag: str, args: argparse.Namespace
 ) -> tuple[list[float], dict[str, float]]:
+    """One round of one setting; mirror and journal live under ``data``."""
     mirror = data / f"mirror-{name}"
     sync_mirror(src, mirror)
     log = data / f"agent-{name}.log"
@@ -102,7 +105,25 @@ def main() -> None:
     ap.add_argument("--fixed-ms", type=int, default=200)
     ap.add_argument("--only", choices=("fixed", "adaptive"), default=None)
     ap.add_argument("--data", type=Path, default=ROOT / "ops" / "bench" / "results" / "latency-data")
+    ap.add_argument(
+        "--mirror-dir",
+        type=Path,
+        default=None,
+        help="parent for mirrors and journals (e.g. /dev/shm: takes other processes' disk flushes"
+        " out of syncfs and fsync; removed at the end); default: under --data",
+    )
     args = ap.parse_args()
+    work = (
+        Path(tempfile.mkdtemp(prefix="latency-bench-", dir=args.mirror_dir)) if args.mirror_dir else args.data
+    )
+    try:
+        run(args, work)
+    finally:
+        if args.mirror_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     src = args.data / "src"
     build_tree(src, args.files)
     settings = {"fixed": f"settle_ms = {args.fixed_ms}\n" + QUIET.format(args.fixed_ms), "adaptive": ""}
@@ -115,7 +136,7 @@ def main() -> None:
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)
         for name, extra in settings.items():
-            values, b = one_setting(src, args.data, name, extra, f"{stamp}-{r}", args)
+            values, b = one_setting(src, work, name, extra, f"{stamp}-{r}", args)
             lat[name].append(values)
             burst[name].append(b)
             print(
@@ -130,7 +151,8 @@ def main() -> None:
 def _summary(args: argparse.Namespace, lat: dict, burst: dict) -> None:  # type: ignore[type-arg]
     print(
         f"\nlatency benchmark: {args.rate} changes/s for {args.seconds:.0f}s, burst {args.burst} files"
-        f" into a {args.files}-file tree, {args.rounds} rounds; medians of the rounds"
+        f" into a {args.files}-file tree, {args.rounds} rounds, mirrors and journals under"
+        f" {args.mirror_dir or args.data}; medians of the rounds"
     )
     med: dict[str, dict[str, float]] = {}
     for name in lat:
