@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +48,20 @@ class LoggingAgent(Agent):
             f'[[target]]\nname = "local"\nkind = "local"\npath = {json.dumps(str(mirror))}\n'
         )
         self.argv = [str(VENV_BIN / "agent"), "run", "--config", str(config), "--log-level", "info"]
+
+    def __enter__(self) -> LoggingAgent:
+        """Running, with its replayer started (after the startup scan: until
+        then ``status`` shows nothing pending though nothing ships) and idle."""
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while b'"replay.start"' not in self.log.read_bytes()[offset:]:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"the agent's replayer did not start; see {self.log}")
+            time.sleep(0.1)
+        self.wait_idle(600)
+        return self
 
 
 def ship_batches(log: Path, offset: int) -> list[int]:
