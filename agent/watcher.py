@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import stat
 import threading
 import time
@@ -24,12 +23,12 @@ from agent.events import (
     IN_DONT_FOLLOW,
     WATCH_MASK,
     Item,
-    RawEvent,
     Translator,
     WatchTable,
     parse_events,
 )
 from agent.excludes import Excludes
+from agent.inotify_reader import Reader, Taken
 from agent.walk import DirListing, Walk
 from journal import IS_DIR, Entry, Journal, JournalFull, Op
 
@@ -37,8 +36,7 @@ __all__ = ["Watcher", "RootError", "WatchLimitError", "read_limit"]
 
 log = structlog.get_logger()
 
-_READ_SIZE = 1 << 20
-_DRAIN_CAP = 65536  # events per journal transaction; the rest is read right after
+_TAKE_BYTES = 4 << 20  # raw event bytes per journal transaction (about 100,000 events)
 _POLL_MS = 100
 _IDLE_CHECKPOINT_NS = 1_000_000_000  # empty drains move the checkpoint at most once a second
 
@@ -278,18 +276,26 @@ class Watcher:
             raise RuntimeError("Watcher.start() must succeed before run()")
         t0 = self.clock_ns()
         self._stop = stop
+        reader = Reader(self._fd.fileno(), clock_ns=self.clock_ns)
+        thread = threading.Thread(target=reader.run, name="inotify-reader", daemon=True)
+        thread.start()
         try:
             while not stop.is_set():
-                events, complete = self._drain(self._timeout_ms())
-                out = self.translator.feed(events, self.clock_ns(), t0, complete=complete)
+                taken = self._take(reader, self._timeout_ms())
+                events = parse_events(taken.data)
+                if taken.t0_ns is not None:  # a drain that emptied the fd was taken (docs/design.md §5)
+                    t0 = taken.t0_ns
+                out = self.translator.feed(events, self.clock_ns(), t0, complete=taken.t0_ns is not None)
                 self.stale_events += out.stale
                 self._commit(out.items, len(events))
                 if out.root_gone:
                     log.error("watch.root_gone", root=str(self.root), how=out.root_gone)
                     raise RootError(f"root {self.root} was {out.root_gone} while being watched")
-                if complete:
-                    t0 = self.clock_ns()  # taken before the next drain (docs/design.md §5)
+                if reader.error is not None and not reader.pending_bytes():
+                    raise reader.error
         finally:
+            reader.stop()
+            thread.join()
             self.close()
 
     def _timeout_ms(self) -> int:
@@ -298,26 +304,15 @@ class Watcher:
             return _POLL_MS
         return max(0, min(_POLL_MS, (deadline - self.clock_ns()) // 1_000_000 + 1))
 
-    def _drain(self, timeout_ms: int) -> tuple[list[RawEvent], bool]:
-        """Read until the queue is empty (True) or the cap is reached (False)."""
-        assert self._fd is not None
-        fd = self._fd.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        events: list[RawEvent] = []
-        if not poller.poll(timeout_ms):
-            return events, True
-        # group commit: let a trickle accumulate so one fsync covers many events
+    def _take(self, reader: Reader, timeout_ms: int) -> Taken:
+        """What the reader read; when it is a trickle, let it accumulate so one
+        fsync covers many events (group commit: the reader keeps reading)."""
+        if not reader.wait(timeout_ms / 1000):
+            return Taken()
         linger = self._last_commit + self.commit_interval_ns - time.monotonic_ns()
-        if linger > 0:
+        if linger > 0 and reader.pending_bytes():
             time.sleep(linger / 1e9)
-        wait = 0
-        while poller.poll(wait):
-            events.extend(parse_events(os.read(fd, _READ_SIZE)))
-            if len(events) >= _DRAIN_CAP:
-                return events, False
-            wait = 0
-        return events, True
+        return reader.take(_TAKE_BYTES)
 
     def _commit(self, items: list[Item], read: int) -> None:
         entries, scans_failed = self._apply(items)
