@@ -343,3 +343,27 @@ def test_parse_events_keeps_raw_names() -> None:
         RawEvent(-1, IN_Q_OVERFLOW, 0, b""),
         RawEvent(2, IN_MOVED_TO, 9, b"x"),
     ]
+
+
+def test_a_write_burst_is_one_change_per_file_and_stale_events_still_count() -> None:
+    """create, modify, close_write of a file is one CHANGE; the same file
+    changed again after another file's events is a new CHANGE; events of a
+    dropped watch are each counted stale."""
+    t = make()
+    burst = [ev(IN_CREATE, b"a"), ev(IN_MODIFY, b"a"), ev(IN_CLOSE_WRITE, b"a")]
+    burst += [ev(IN_CREATE, b"b"), ev(IN_CLOSE_WRITE, b"b"), ev(IN_MODIFY, b"a"), ev(IN_MODIFY, b"a")]
+    burst += [
+        ev(IN_ATTRIB, b"a"),
+        ev(IN_MODIFY, b"a"),
+        ev(IN_MODIFY, b"x", wd=99),
+        ev(IN_MODIFY, b"x", wd=99),
+    ]
+    out = t.feed(burst, 1, 0)
+    assert [(e.op, e.path) for e in out.entries] == [
+        (Op.CHANGE, b"a"),
+        (Op.CHANGE, b"b"),
+        (Op.CHANGE, b"a"),
+        (Op.ATTR, b"a"),
+        (Op.CHANGE, b"a"),
+    ]
+    assert out.stale == 2
