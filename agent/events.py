@@ -47,6 +47,7 @@ __all__ = [
     "Translator",
     "join",
     "parse_events",
+    "decode_events",
 ]
 
 IN_MODIFY = 0x00000002
@@ -112,6 +113,34 @@ def parse_events(data: bytes) -> list[RawEvent]:
         append(make(RawEvent, (wd, mask, cookie, data[pos : pos + size].rstrip(b"\0"))))
         pos += size
     return events
+
+
+def decode_events(data: bytes) -> tuple[list[RawEvent], int]:
+    """:func:`parse_events` without the events that would translate to a
+    repeat: a plain change (create, modify, close_write of a file) of the file
+    the previous event changed plainly. A written file's three events become
+    one; the translator would have dropped the other two (lossless in-batch
+    de-duplication, docs/design.md §3), after paying for them. Also returns
+    how many events ``data`` held."""
+    events: list[RawEvent] = []
+    append, unpack, make = events.append, _HEADER.unpack_from, tuple.__new__
+    pos, end, head = 0, len(data), _HEADER.size
+    last_wd, last_name = -1, b""
+    count = 0
+    while pos < end:
+        count += 1
+        wd, mask, cookie, size = unpack(data, pos)
+        pos += head
+        name = data[pos : pos + size].rstrip(b"\0")
+        pos += size
+        if mask & _CHANGE_BITS and not mask & _NOT_PLAIN and name:
+            if wd == last_wd and name == last_name:
+                continue
+            last_wd, last_name = wd, name
+        else:
+            last_wd = -1
+        append(make(RawEvent, (wd, mask, cookie, name)))
+    return events, count
 
 
 def join(parent: bytes, name: bytes) -> bytes:
@@ -256,17 +285,7 @@ class Translator:
         (repeat the same ``t0_ns`` while a drain is cut short: ``complete`` False)."""
         out = Output()
         self._expire(now_ns)
-        repeat: tuple[int, bytes] | None = None
-        table = self.table
         for ev in events:
-            # a plain change of the file the previous event changed (create, write,
-            # close): the same CHANGE, which the queue would drop as a repeat
-            if ev.mask & _CHANGE_BITS and not ev.mask & _NOT_PLAIN and ev.name and ev.wd in table:
-                if repeat == (ev.wd, ev.name):
-                    continue
-                repeat = (ev.wd, ev.name)
-            else:
-                repeat = None
             self._one(ev, now_ns, t0_ns, out)
             if out.root_gone:
                 self._expire(None)

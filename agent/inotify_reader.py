@@ -66,6 +66,7 @@ class Reader:
         self._stop = threading.Event()
         self.error: BaseException | None = None  # why the reader stopped early
         self.bytes_read = 0
+        self.reads = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -98,6 +99,7 @@ class Reader:
                 self._items.append(data)
                 self._buffered += len(data)
                 self.bytes_read += len(data)
+                self.reads += 1
                 self._cond.notify_all()
         return True
 
