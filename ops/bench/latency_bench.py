@@ -128,6 +128,7 @@ def main() -> None:
         " out of syncfs and fsync; removed at the end); default: under --data",
     )
     args = ap.parse_args()
+    args.data = args.data.resolve()  # the config file names absolute paths
     work = (
         Path(tempfile.mkdtemp(prefix="latency-bench-", dir=args.mirror_dir)) if args.mirror_dir else args.data
     )
