@@ -71,7 +71,9 @@ class Agent:
         self.excludes = Excludes(list(cfg.exclude))
         self.watcher = Watcher(self.root, self.journal, self.excludes, on_rescan=self.rescan.set)
         self.scanner = Scanner(self.root, self.journal, self.excludes)
-        self.replayers = build_replayers(self.journal, cfg, cfg.targets, settle_s=cfg.settle_ms / 1000.0)
+        self.replayers = build_replayers(
+            self.journal, cfg, cfg.targets, settle_s=cfg.settle_ms / 1000.0, quiet_s=cfg.quiet_ms / 1000.0
+        )
         self.started_ns = time.time_ns()
         self._runtime_failed = False  # the last runtime.json write failed (logged once)
         self.damage: JournalCorrupt | None = None  # the journal was found damaged: exit 2 with its hint

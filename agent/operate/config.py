@@ -41,7 +41,8 @@ class Config:
     journal: Path
     targets: tuple[TargetConfig, ...] = ()
     exclude: tuple[str, ...] = ()
-    settle_ms: int = 200
+    settle_ms: int = 200  # the longest a path still changing is held back
+    quiet_ms: int = 20  # a change ships once its path was quiet this long
     retention_s: float = 7 * 86400.0
     log_level: str = "info"
     metrics_port: int | None = None
@@ -207,6 +208,7 @@ _TOP_KEYS = {
     "journal",
     "exclude",
     "settle_ms",
+    "quiet_ms",
     "retention",
     "log_level",
     "metrics_port",
@@ -226,6 +228,8 @@ def _scalar_options(raw: Mapping[str, object]) -> dict[str, object]:
         _check_excludes(out["exclude"])  # type: ignore[arg-type]
     if "settle_ms" in raw:
         out["settle_ms"] = _int_in(raw, "settle_ms", "", 0, 60_000)
+    if "quiet_ms" in raw:
+        out["quiet_ms"] = _int_in(raw, "quiet_ms", "", 0, 60_000)
     if "retention" in raw:
         out["retention_s"] = parse_duration(raw["retention"], "retention")
     if "log_level" in raw:

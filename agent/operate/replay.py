@@ -286,7 +286,9 @@ def _drain(
     from agent.ship.backends import build_replayers
 
     tracks = [t for _, ts in selection for t in ts]
-    replayers = build_replayers(journal, config, [target for target, _ in selection], settle_s=0.0)
+    replayers = build_replayers(
+        journal, config, [target for target, _ in selection], settle_s=0.0, quiet_s=0.0
+    )
     stop = threading.Event()
     left = _remaining(journal, tracks, span)
     total = left

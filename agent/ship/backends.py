@@ -38,7 +38,7 @@ def make_shipper(target: TargetConfig, root: Path, excludes: Sequence[str] = ())
 
 
 def build_replayers(
-    journal: Journal, config: Config, targets: Sequence[TargetConfig], *, settle_s: float
+    journal: Journal, config: Config, targets: Sequence[TargetConfig], *, settle_s: float, quiet_s: float
 ) -> list[Replayer]:
     """One replayer per target, wired as ``agent run`` and ``agent replay``
     both need it: the shipper and the capture share the exclude patterns,
@@ -53,6 +53,7 @@ def build_replayers(
             make_shipper(target, config.root, config.exclude),
             config.root,
             settle_s=settle_s,
+            quiet_s=quiet_s,
             max_attempts=config.max_attempts,
             retry_cap_s=config.retry_max_s,
             excludes=excludes,

@@ -45,6 +45,7 @@ __all__ = [
     "SettleMap",
     "coalesce",
     "build_plan",
+    "Holds",
     "Selection",
     "depth",
     "parent",
@@ -290,30 +291,71 @@ def _show(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace")
 
 
+class Holds:
+    """Paths whose pending history must not be overtaken (pure).
+
+    ``add(path, below)`` holds ``path``, and everything below it when the
+    held work removes mirror contents. A record touching a held path is
+    blocked, and :meth:`hold` makes it hold its own paths in turn, so no later
+    entry overtakes an earlier one it depends on; so is a directory moved in
+    above a held path (it re-creates that path)."""
+
+    def __init__(self, holds: Mapping[bytes, bool] | None = None) -> None:
+        self._exact: set[bytes] = set()
+        self._below: set[bytes] = set()
+        self._covers: set[bytes] = set()  # proper ancestors of held paths
+        for path, below in (holds or {}).items():
+            self.add(path, below)
+
+    def blocked(self, rec: Record) -> bool:
+        e = rec.entry
+        if e.op == Op.MOVE and e.is_dir and e.dest in self._covers:
+            return True  # the moved-in subtree would overtake held history below it
+        for p in record_paths(rec):
+            if p in self._exact or (self._below and any(a in self._below for a in lineage(p))):
+                return True
+        return False
+
+    def hold(self, rec: Record) -> None:
+        e = rec.entry
+        if e.op == Op.MOVE:
+            self.add(e.path, True)
+            self.add(e.dest, e.is_dir)
+        elif e.op == Op.DELETE:
+            self.add(e.path, True)
+        elif e.op in (Op.CHANGE, Op.ATTR):
+            self.add(e.path, False)
+
+    def add(self, path: bytes, below: bool) -> None:
+        (self._below if below else self._exact).add(path)
+        for anc in lineage(parent(path)) if path else ():
+            if anc in self._covers:
+                break
+            self._covers.add(anc)
+
+
 class Selection:
     """Which pending records of one track may be planned now (pure; fed page
     by page, in seq order).
 
     ``holds`` are paths backing off: path -> True when the held work removes
-    mirror contents (a DELETE), which then holds everything below it too.
-    A record touching a held path is held, and holds its own paths in turn,
-    so no later entry overtakes an earlier one it depends on; so is a
-    directory moved in above a held path (it re-creates that path). Taking stops at
-    ``limit`` records or at the first record younger than ``ready_ns`` (the
-    settle delay), keeping what is shipped a prefix of each path's history.
+    mirror contents (a DELETE), which then holds everything below it too
+    (see :class:`Holds`). Taking stops at ``limit`` records or at the first
+    record younger than ``ready_ns`` (the quiet delay), keeping what is
+    shipped a prefix of each path's history. The young records of the page
+    that ends the selection are kept in ``young``: they tell which paths are
+    still changing (:mod:`agent.ship.settle`).
     """
 
     def __init__(self, holds: Mapping[bytes, bool], *, limit: int, ready_ns: int) -> None:
-        self._exact: set[bytes] = set()
-        self._below: set[bytes] = set()
-        self._covers: set[bytes] = set()  # proper ancestors of held paths
-        for path, below in holds.items():
-            self._add(path, below)
+        self._holds = Holds(holds)
         self._limit = limit
         self._ready_ns = ready_ns
         self.taken: list[Record] = []
+        self.young: list[Record] = []  # records after the selection's end, read with it
         self.held = 0
         self.young_ns: int | None = None  # time_ns of the first record not yet settled
+        self.due_ns: int | None = None  # when taken records held back as still changing must ship
         self.full = False
         self.last_seq = 0
 
@@ -324,42 +366,20 @@ class Selection:
     def feed(self, records: Iterable[Record]) -> bool:
         """Consider more records; True once no later record can be taken."""
         for rec in records:
+            if self.young_ns is not None:
+                self.young.append(rec)
+                continue
             if len(self.taken) >= self._limit:
                 self.full = True
                 return True
             if rec.entry.time_ns > self._ready_ns:
                 self.young_ns = rec.entry.time_ns
-                return True
+                self.young.append(rec)
+                continue
             self.last_seq = rec.seq
-            if self._blocked(rec):
-                self._hold(rec)
+            if self._holds.blocked(rec):
+                self._holds.hold(rec)
                 self.held += 1
             else:
                 self.taken.append(rec)
         return self.done
-
-    def _blocked(self, rec: Record) -> bool:
-        e = rec.entry
-        if e.op == Op.MOVE and e.is_dir and e.dest in self._covers:
-            return True  # the moved-in subtree would overtake held history below it
-        for p in record_paths(rec):
-            if p in self._exact or (self._below and any(a in self._below for a in lineage(p))):
-                return True
-        return False
-
-    def _hold(self, rec: Record) -> None:
-        e = rec.entry
-        if e.op == Op.MOVE:
-            self._add(e.path, True)
-            self._add(e.dest, e.is_dir)
-        elif e.op == Op.DELETE:
-            self._add(e.path, True)
-        elif e.op in (Op.CHANGE, Op.ATTR):
-            self._add(e.path, False)
-
-    def _add(self, path: bytes, below: bool) -> None:
-        (self._below if below else self._exact).add(path)
-        for anc in lineage(parent(path)) if path else ():
-            if anc in self._covers:
-                break
-            self._covers.add(anc)

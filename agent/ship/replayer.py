@@ -30,6 +30,7 @@ from agent.ship.listing_drift import moved_listings
 from agent.ship.plan import ActionKind, Plan
 from agent.ship.planner import Selection, SettleMap, build_plan, resolve
 from agent.ship.retry import Backoff, RetryPolicy
+from agent.ship.settle import changing_paths, split
 from agent.tree.excludes import Excludes
 from agent.tree.fsstate import capture_at, capture_in, kind_of, lstat_below
 from agent.tree.recheck import ScanRecheck
@@ -41,6 +42,7 @@ __all__ = ["Replayer", "StepReport"]
 WAIT_S = 0.5  # longest idle wait: entries appended by other processes are seen this late
 IDLE_MIN_S = 0.01
 PAUSE_FACTOR = 4.0  # a step that settled nothing is followed by a pause of this many times its cost
+QUIET_S = 0.02  # a change ships once its path was quiet this long (settle_s caps the wait)
 SCAN_PAGES = 50  # pages of pending entries read per track and step (held ones included)
 _RANK = {Outcome.OK: 0, Outcome.RETRY: 1, Outcome.FAILED: 2}
 Key = tuple[str, bytes]
@@ -85,6 +87,7 @@ class Replayer:
         root: Path | str,
         *,
         settle_s: float = 0.2,
+        quiet_s: float = QUIET_S,
         max_attempts: int = 5,
         retry_cap_s: float = 60.0,
         retry_base_s: float = 0.5,
@@ -100,7 +103,8 @@ class Replayer:
         )  # what the shipper never sends: the manifest never records it
         self.shipper = shipper
         self.root = os.fsencode(os.fspath(root))
-        self.settle_ns = int(settle_s * 1e9)
+        self.settle_ns = int(settle_s * 1e9)  # the longest a path still changing is held back
+        self.quiet_ns = min(int(quiet_s * 1e9), self.settle_ns)
         self.batch_limit = batch_limit
         self.backoff = Backoff(
             RetryPolicy(max_attempts=max_attempts, base_s=retry_base_s, cap_s=retry_cap_s),
@@ -186,18 +190,18 @@ class Replayer:
     def _select(self, track: str, now: float) -> Selection:
         """Page through pending so backed-off paths never block the others
         (up to ``SCAN_PAGES`` pages: entries behind a deeper held backlog wait
-        until it shrinks)."""
-        sel = Selection(
-            self.backoff.holds(track, now),
-            limit=self.batch_limit,
-            ready_ns=self._wall_ns() - self.settle_ns,
-        )
+        until it shrinks). Of what it takes, paths still changing wait
+        (:mod:`agent.ship.settle`)."""
+        wall = self._wall_ns()
+        sel = Selection(self.backoff.holds(track, now), limit=self.batch_limit, ready_ns=wall - self.quiet_ns)
         after = 0
         for _ in range(SCAN_PAGES):
             page = self.journal.pending(track, limit=self.batch_limit, after=after)
             if not page or sel.feed(page) or len(page) < self.batch_limit:
                 break
             after = page[-1].seq
+        settled = split(sel.taken, changing_paths(sel.young), wall, self.settle_ns)
+        sel.taken, sel.due_ns = settled.ship, settled.due_ns
         return sel
 
     def _idle_wait(self, selections: Mapping[str, Selection], now: float) -> float | None:
@@ -205,7 +209,9 @@ class Replayer:
         wall = self._wall_ns()
         for sel in selections.values():
             if sel.young_ns is not None:
-                waits.append((sel.young_ns + self.settle_ns - wall) / 1e9)
+                waits.append((sel.young_ns + self.quiet_ns - wall) / 1e9)
+            if sel.due_ns is not None:
+                waits.append((sel.due_ns - wall) / 1e9)
         due = self.backoff.next_due(now)
         if due is not None:
             waits.append(due - now)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from agent.tree.excludes import Excludes
+from agent.watch.table import WatchTable, reroot
 from journal import IS_DIR, Entry, Op
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Translator",
     "join",
     "parse_events",
+    "decode_events",
 ]
 
 IN_MODIFY = 0x00000002
@@ -84,6 +86,8 @@ WATCH_MASK = (
 _SIMPLE = ((IN_CREATE, Op.CHANGE), (IN_CLOSE_WRITE, Op.CHANGE), (IN_MODIFY, Op.CHANGE))
 _SIMPLE += ((IN_ATTRIB, Op.ATTR), (IN_DELETE, Op.DELETE))
 _ROOT_GONE = ((IN_DELETE_SELF, "deleted"), (IN_MOVE_SELF, "moved"), (IN_UNMOUNT, "unmounted"))
+_CHANGE_BITS = IN_CREATE | IN_CLOSE_WRITE | IN_MODIFY
+_NOT_PLAIN = IN_ISDIR | IN_Q_OVERFLOW | IN_IGNORED | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE
 
 
 _HEADER = struct.Struct("iIII")
@@ -99,89 +103,49 @@ class RawEvent(NamedTuple):
 
 
 def parse_events(data: bytes) -> list[RawEvent]:
-    """Split a read() buffer into events; names keep their raw bytes."""
-    events, pos, end = [], 0, len(data)
+    """Split read() buffers into events; names keep their raw bytes. Hot:
+    every event of a burst passes here, hence the local names."""
+    events: list[RawEvent] = []
+    append, unpack, make = events.append, _HEADER.unpack_from, tuple.__new__
+    pos, end, head = 0, len(data), _HEADER.size
     while pos < end:
-        wd, mask, cookie, size = _HEADER.unpack_from(data, pos)
-        pos += _HEADER.size
-        events.append(RawEvent(wd, mask, cookie, data[pos : pos + size].rstrip(b"\0")))
+        wd, mask, cookie, size = unpack(data, pos)
+        pos += head
+        append(make(RawEvent, (wd, mask, cookie, data[pos : pos + size].rstrip(b"\0"))))
         pos += size
     return events
 
 
+def decode_events(data: bytes) -> tuple[list[RawEvent], int]:
+    """:func:`parse_events` without the events that would translate to a
+    repeat: a plain change (create, modify, close_write of a file) of the file
+    the previous event changed plainly. A written file's three events become
+    one; the translator would have dropped the other two (lossless in-batch
+    de-duplication, docs/design.md §3), after paying for them. Also returns
+    how many events ``data`` held."""
+    events: list[RawEvent] = []
+    append, unpack, make = events.append, _HEADER.unpack_from, tuple.__new__
+    pos, end, head = 0, len(data), _HEADER.size
+    last_wd, last_name = -1, b""
+    count = 0
+    while pos < end:
+        count += 1
+        wd, mask, cookie, size = unpack(data, pos)
+        pos += head
+        name = data[pos : pos + size].rstrip(b"\0")
+        pos += size
+        if mask & _CHANGE_BITS and not mask & _NOT_PLAIN and name:
+            if wd == last_wd and name == last_name:
+                continue
+            last_wd, last_name = wd, name
+        else:
+            last_wd = -1
+        append(make(RawEvent, (wd, mask, cookie, name)))
+    return events, count
+
+
 def join(parent: bytes, name: bytes) -> bytes:
     return parent + b"/" + name if parent else name
-
-
-def _under(path: bytes, top: bytes) -> bool:
-    return path == top or path.startswith(top + b"/")
-
-
-def _reroot(path: bytes, old: bytes, new: bytes) -> bytes:
-    return new + path[len(old) :] if _under(path, old) else path
-
-
-class WatchTable:
-    """wd <-> directory path (relative to the root, ``b""`` = root)."""
-
-    def __init__(self) -> None:
-        self._path: dict[int, bytes] = {}
-        self._wd: dict[bytes, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._path)
-
-    def __contains__(self, wd: object) -> bool:
-        return wd in self._path
-
-    def items(self) -> Iterator[tuple[int, bytes]]:
-        return iter(list(self._path.items()))
-
-    def path(self, wd: int) -> bytes | None:
-        return self._path.get(wd)
-
-    def wd(self, path: bytes) -> int | None:
-        return self._wd.get(path)
-
-    @property
-    def root_wd(self) -> int | None:
-        return self._wd.get(b"")
-
-    def add(self, wd: int, path: bytes) -> None:
-        """Record a watch. The kernel returns an existing wd for an inode that
-        is already watched: then the directory moved, and its subtree with it."""
-        old = self._path.get(wd)
-        if old is not None and old != path:
-            self.rename(old, path)
-            return
-        self._path[wd] = path
-        self._wd[path] = wd
-
-    def discard(self, wd: int) -> None:
-        path = self._path.pop(wd, None)
-        if path is not None and self._wd.get(path) == wd:
-            del self._wd[path]
-
-    def wds_under(self, top: bytes) -> frozenset[int]:
-        return frozenset(wd for wd, p in self._path.items() if _under(p, top))
-
-    def rename(self, old: bytes, new: bytes) -> None:
-        """Rewrite ``old`` and every descendant path to live under ``new``."""
-        moved = [(wd, p) for wd, p in self._path.items() if _under(p, old)]
-        for wd, p in moved:
-            if self._wd.get(p) == wd:
-                del self._wd[p]
-        for wd, p in moved:
-            q = _reroot(p, old, new)
-            self._path[wd] = q
-            self._wd[q] = wd
-
-    def drop_under(self, top: bytes) -> tuple[int, ...]:
-        """Forget ``top`` and its subtree; return the wds to remove from the kernel."""
-        wds = tuple(self.wds_under(top))
-        for wd in wds:
-            self.discard(wd)
-        return wds
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +334,7 @@ class Translator:
         for h in self._held_after(marker):
             if h.src_wd in marker.moved_wds:
                 e = h.entry
-                h.entry = Entry(e.op, _reroot(e.path, old, new), e.dest, e.time_ns, e.flags)
+                h.entry = Entry(e.op, reroot(e.path, old, new), e.dest, e.time_ns, e.flags)
 
     def _expire(self, now: int | None) -> None:
         """MOVED_FROM without a pair in time: moved out of the tree."""

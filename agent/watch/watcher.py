@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import stat
 import threading
 import time
@@ -19,18 +18,19 @@ from pathlib import Path
 import structlog
 from inotify_simple import INotify
 
-from agent.errors import AgentError
 from agent.tree.excludes import Excludes
 from agent.tree.walk import DirListing, Walk
+from agent.watch.errors import NoSpace, RootError, WatchLimitError, read_int, read_limit
 from agent.watch.events import (
     IN_DONT_FOLLOW,
     WATCH_MASK,
     Item,
-    RawEvent,
     Translator,
     WatchTable,
-    parse_events,
+    decode_events,
 )
+from agent.watch.reader import Reader, Taken
+from agent.watch.specials import Specials
 from agent.watch.vanished import VanishedDirs
 from journal import IS_DIR, Entry, Journal, JournalFull, Op
 
@@ -38,54 +38,10 @@ __all__ = ["Watcher", "RootError", "WatchLimitError", "read_limit"]
 
 log = structlog.get_logger()
 
-_READ_SIZE = 1 << 20
-_DRAIN_CAP = 65536  # events per journal transaction; the rest is read right after
+_TAKE_BYTES = 4 << 20  # raw event bytes per journal transaction (about 100,000 events)
 _POLL_MS = 100
 _VANISHED_MAX = 10_000  # new directories gone before their watch, awaiting the move that explains them
 _IDLE_CHECKPOINT_NS = 1_000_000_000  # empty drains move the checkpoint at most once a second
-
-
-class RootError(AgentError):
-    """The watched root is missing, not a directory, unreadable, or went away."""
-
-    hint = "check --root; when the root was removed or unmounted, restore it and restart the agent"
-
-
-class WatchLimitError(AgentError):
-    """The kernel refused more inotify watches or instances."""
-
-    def __init__(self, message: str, *, sysctl: str, current: int | None, needed: int | None) -> None:
-        super().__init__(
-            message,
-            hint=f"raise it, e.g. 'sysctl -w {sysctl}=N' with N above {needed or 'the number needed'}"
-            " (persist it in /etc/sysctl.d/), then restart the agent",
-        )
-        self.sysctl, self.current, self.needed = sysctl, current, needed
-
-
-class _NoSpace(Exception):
-    """inotify_add_watch said ENOSPC: the watch limit, turned into WatchLimitError above."""
-
-
-def read_limit(kind: str) -> tuple[str, int | None]:
-    """The effective inotify limit (``watches`` or ``instances``) and the sysctl
-    that sets it: the per-namespace ``user.`` limit when it is the lower one."""
-    candidates = [
-        (f"fs.inotify.max_user_{kind}", f"/proc/sys/fs/inotify/max_user_{kind}"),
-        (f"user.max_inotify_{kind}", f"/proc/sys/user/max_inotify_{kind}"),
-    ]
-    found = [(v, name) for name, proc in candidates if (v := _read_int(proc)) is not None]
-    if not found:
-        return candidates[0][0], None
-    value, name = min(found)
-    return name, value
-
-
-def _read_int(proc_path: str) -> int | None:
-    try:
-        return int(Path(proc_path).read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 class Watcher:
@@ -122,13 +78,13 @@ class Watcher:
         self.on_rescan = on_rescan
         self.commit_interval_ns = int(commit_interval_s * 1e9)
         self._last_commit = 0  # monotonic ns of the last append
-        self._specials_logged: set[bytes] = set()
-        self._special_parents: dict[bytes, int] = {}  # directory -> mtime journaled for a special inside
+        self._specials = Specials(self._root)
         self.table = WatchTable()
         self._vanished = VanishedDirs(_VANISHED_MAX)
         self.translator = Translator(self.table, excludes, int(move_wait_s * 1e9))
         self._fd: INotify | None = None
         self._stop: threading.Event | None = None
+        self._reader: Reader | None = None
         self._dev = 0
         self._lock = threading.Lock()
         self._holds = 0
@@ -222,7 +178,7 @@ class Watcher:
         try:
             for listing in tree:
                 self._found(listing, found)
-        except _NoSpace as exc:
+        except NoSpace as exc:
             raise self._limit_error(top, len(added)) from exc.__cause__
         if top == b"" and b"" not in added:
             raise RootError(f"cannot watch root {self.root}: it is gone or not readable")
@@ -249,7 +205,7 @@ class Watcher:
             wd = self._fd.add_watch(b"/proc/self/fd/%d" % fd, WATCH_MASK & ~IN_DONT_FOLLOW)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise _NoSpace from exc
+                raise NoSpace from exc
             if rel == b"":
                 raise RootError(f"cannot watch root {self.root}: {exc.strerror}") from exc
             log.error("watch.failed", path=rel, error=exc.strerror)
@@ -282,18 +238,26 @@ class Watcher:
             raise RuntimeError("Watcher.start() must succeed before run()")
         t0 = self.clock_ns()
         self._stop = stop
+        reader = self._reader = Reader(self._fd.fileno(), clock_ns=self.clock_ns)
+        thread = threading.Thread(target=reader.run, name="inotify-reader", daemon=True)
+        thread.start()
         try:
             while not stop.is_set():
-                events, complete = self._drain(self._timeout_ms())
-                out = self.translator.feed(events, self.clock_ns(), t0, complete=complete)
+                taken = self._take(reader, self._timeout_ms())
+                events, read = decode_events(taken.data)
+                if taken.t0_ns is not None:  # a drain that emptied the fd was taken (docs/design.md §5)
+                    t0 = taken.t0_ns
+                out = self.translator.feed(events, self.clock_ns(), t0, complete=taken.t0_ns is not None)
                 self.stale_events += out.stale
-                self._commit(out.items, len(events))
+                self._commit(out.items, read)
                 if out.root_gone:
                     log.error("watch.root_gone", root=str(self.root), how=out.root_gone)
                     raise RootError(f"root {self.root} was {out.root_gone} while being watched")
-                if complete:
-                    t0 = self.clock_ns()  # taken before the next drain (docs/design.md §5)
+                if reader.error is not None and not reader.pending_bytes():
+                    raise reader.error
         finally:
+            reader.stop()
+            thread.join()
             self.close()
 
     def _timeout_ms(self) -> int:
@@ -302,29 +266,19 @@ class Watcher:
             return _POLL_MS
         return max(0, min(_POLL_MS, (deadline - self.clock_ns()) // 1_000_000 + 1))
 
-    def _drain(self, timeout_ms: int) -> tuple[list[RawEvent], bool]:
-        """Read until the queue is empty (True) or the cap is reached (False)."""
-        assert self._fd is not None
-        fd = self._fd.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        events: list[RawEvent] = []
-        if not poller.poll(timeout_ms):
-            return events, True
-        # group commit: let a trickle accumulate so one fsync covers many events
+    def _take(self, reader: Reader, timeout_ms: int) -> Taken:
+        """What the reader read; when it is a trickle, let it accumulate so one
+        fsync covers many events (group commit: the reader keeps reading)."""
+        if not reader.wait(timeout_ms / 1000):
+            return Taken()
         linger = self._last_commit + self.commit_interval_ns - time.monotonic_ns()
-        if linger > 0:
+        if linger > 0 and reader.pending_bytes():
             time.sleep(linger / 1e9)
-        wait = 0
-        while poller.poll(wait):
-            events.extend(parse_events(os.read(fd, _READ_SIZE)))
-            if len(events) >= _DRAIN_CAP:
-                return events, False
-            wait = 0
-        return events, True
+        return reader.take(_TAKE_BYTES)
 
     def _commit(self, items: list[Item], read: int) -> None:
-        entries, scans_failed = self._apply(items)
+        with self._specials.batch():  # one root fd for the lookups of this batch
+            entries, scans_failed = self._apply(items)
         checkpoint = self._checkpoint_to_write(bool(entries))
         if entries or checkpoint is not None:
             self._append_until_room(entries, checkpoint)
@@ -379,8 +333,12 @@ class Watcher:
             e = item.entry
             for wd in item.unwatch:
                 self._rm_watch(wd)
-            if e.op in (Op.CHANGE, Op.ATTR) and not e.flags & IS_DIR and self._special(e.path, special):
-                entries.extend(self._special_parent(e))
+            if (
+                e.op in (Op.CHANGE, Op.ATTR)
+                and not e.flags & IS_DIR
+                and self._specials.is_special(e.path, special)
+            ):
+                entries.extend(self._specials.parent_entry(e))
                 continue
             entries.append(e)
             if e.op == Op.DELETE:
@@ -422,40 +380,6 @@ class Watcher:
             if not self._watch_tree(moved, entries):
                 self._vanish(moved)
 
-    def _special(self, rel: bytes, cache: dict[bytes, bool]) -> bool:
-        """FIFOs, sockets and devices are not mirrored: no entry, one log line."""
-        if rel not in cache:
-            try:
-                mode = os.lstat(self._abs(rel)).st_mode
-            except OSError:
-                mode = stat.S_IFREG  # gone or unreadable: keep the entry, the replayer looks
-            cache[rel] = not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
-            if cache[rel] and rel not in self._specials_logged:
-                if len(self._specials_logged) >= 10_000:
-                    self._specials_logged.clear()  # bounded memory; at worst a repeated line
-                self._specials_logged.add(rel)
-                log.info("watch.special_skipped", path=rel)
-        return cache[rel]
-
-    def _special_parent(self, e: Entry) -> list[Entry]:
-        """Making a special file moves its directory's mtime, which mirrors do
-        carry: journal the directory, but only when its mtime is one not
-        journaled yet (a busy fifo's writes move nothing). The root's own
-        metadata is not replicated."""
-        parent = e.path.rpartition(b"/")[0]
-        if not parent:
-            return []
-        try:
-            mtime = os.lstat(self._abs(parent)).st_mtime_ns
-        except OSError:
-            return []
-        if self._special_parents.get(parent) == mtime:
-            return []
-        if len(self._special_parents) >= 10_000:
-            self._special_parents.clear()  # bounded memory; at worst one more entry
-        self._special_parents[parent] = mtime
-        return [Entry(Op.CHANGE, parent, time_ns=e.time_ns, flags=IS_DIR)]
-
     def _rm_watch(self, wd: int) -> None:
         assert self._fd is not None
         try:
@@ -465,7 +389,7 @@ class Watcher:
 
     def _overflowed(self, count: int) -> None:
         self.overflows += count
-        queued = _read_int("/proc/sys/fs/inotify/max_queued_events")
+        queued = read_int("/proc/sys/fs/inotify/max_queued_events")
         log.error(
             "overflow",
             root=str(self.root),

@@ -96,10 +96,14 @@ def make_dirs(tree: Path, files: int, per_dir: int) -> None:
         os.mkdir(os.fsencode(tree) + b"/d%06d" % d)
 
 
-def burst(tree: Path, files: int, per_dir: int, *, fresh: bool) -> list[bytes]:
+def burst(tree: Path, files: int, per_dir: int, *, fresh: bool, rate: float = 0.0) -> list[bytes]:
+    """Create the files, as fast as possible or at ``rate`` files/s (paced per directory)."""
     created: list[bytes] = []
     data = b"x" * 64
+    start = time.monotonic()
     for d in range((files + per_dir - 1) // per_dir):
+        if rate and (ahead := start + d * per_dir / rate - time.monotonic()) > 0:
+            time.sleep(ahead)
         dname = b"d%06d" % d
         if fresh:
             os.mkdir(os.fsencode(tree) + b"/" + dname)
@@ -113,7 +117,9 @@ def burst(tree: Path, files: int, per_dir: int, *, fresh: bool) -> list[bytes]:
     return created
 
 
-def one_run(base: Path, tree: Path, files: int, per_dir: int, *, fresh: bool) -> dict[str, object]:
+def one_run(
+    base: Path, tree: Path, files: int, per_dir: int, *, fresh: bool, rate: float = 0.0
+) -> dict[str, object]:
     tree.mkdir()
     if not fresh:
         make_dirs(tree, files, per_dir)  # watched before the burst: every file is an event
@@ -121,7 +127,7 @@ def one_run(base: Path, tree: Path, files: int, per_dir: int, *, fresh: bool) ->
     try:
         cpu0 = cpu_s(procs.runner.pid), cpu_s(procs.iw.pid)
         t0 = time.time_ns()
-        created = burst(tree, files, per_dir, fresh=fresh)
+        created = burst(tree, files, per_dir, fresh=fresh, rate=rate)
         t_end = time.time_ns()
         stats = _await_sentinel(tree / SENTINEL, base / "stats.json")
         wait_for(lambda: tail_has(base / "iw.out", SENTINEL.encode()), 1800, "inotifywait to drain")
@@ -131,7 +137,7 @@ def one_run(base: Path, tree: Path, files: int, per_dir: int, *, fresh: bool) ->
             proc.send_signal(signal.SIGTERM)
         for proc in (procs.runner, procs.iw):
             proc.wait(timeout=60)
-    iw_lines, iw_paths = _inotifywait_output(base / "iw.out", os.fsencode(tree) + b"/")
+    iw_lines, iw_paths, iw_overflows = _inotifywait_output(base / "iw.out", os.fsencode(tree) + b"/")
     missing, rescans = _loss(base / "j", created)
     result: dict[str, object] = {
         "files": files,
@@ -140,6 +146,7 @@ def one_run(base: Path, tree: Path, files: int, per_dir: int, *, fresh: bool) ->
     }
     result |= {"missing_paths": missing, "rescan_entries": rescans, "inotifywait_events": iw_lines}
     result["inotifywait_missing_paths"] = len(set(created) - iw_paths)
+    result["inotifywait_overflows"] = iw_overflows
     return result | _rates(stats, len(created), t0, t_end, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], iw_lines)
 
 
@@ -171,15 +178,17 @@ def _rates(
     }
 
 
-def _inotifywait_output(path: Path, prefix: bytes) -> tuple[int, set[bytes]]:
-    """Event lines and the set of paths inotifywait reported (relative to the tree)."""
-    lines, paths = 0, set()
+def _inotifywait_output(path: Path, prefix: bytes) -> tuple[int, set[bytes], int]:
+    """Event lines, the set of paths inotifywait reported (relative to the
+    tree), and how many overflows it reported."""
+    lines, paths, overflows = 0, set(), 0
     with open(path, "rb") as fh:
         for line in fh:
             lines += 1
-            name = line.rsplit(b" ", 1)[0]
+            name, _, events = line.rstrip(b"\n").rpartition(b" ")
+            overflows += b"Q_OVERFLOW" in events
             paths.add(name[len(prefix) :] if name.startswith(prefix) else name)
-    return lines, paths
+    return lines, paths, overflows
 
 
 def _await_sentinel(sentinel: Path, stats_path: Path) -> dict:  # type: ignore[type-arg]
@@ -221,6 +230,9 @@ def main() -> int:
     )
     ap.add_argument("--dir", default=None, help="parent directory for journals and trees (default: $TMPDIR)")
     ap.add_argument("--tree-dir", default=None, help="parent for the watched trees (e.g. /dev/shm)")
+    ap.add_argument(
+        "--rate", type=float, default=0.0, help="files/s of the burst (default: as fast as possible)"
+    )
     ap.add_argument("--json", action="store_true", help="one JSON object per run")
     args = ap.parse_args()
     parent = Path(tempfile.mkdtemp(prefix="ingest-bench-", dir=args.dir))
@@ -229,7 +241,15 @@ def main() -> int:
         for i in range(args.runs):
             base = parent / f"run{i}"
             base.mkdir()
-            result = one_run(base, trees / f"tree{i}", args.files, args.per_dir, fresh=not args.existing_dirs)
+            result = one_run(
+                base,
+                trees / f"tree{i}",
+                args.files,
+                args.per_dir,
+                fresh=not args.existing_dirs,
+                rate=args.rate,
+            )
+            result["load"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
             print(json.dumps(result) if args.json else _render(i, result), flush=True)
     finally:
         shutil.rmtree(parent, ignore_errors=True)
@@ -256,7 +276,9 @@ def _render(i: int, r: dict[str, object]) -> str:
             f" {r['inotifywait_events']} events = {r['inotifywait_us_per_event']:.1f} us/event"
             f" ({r['inotifywait_us_per_file']:.1f} us/file); ratio per event {ratio:.2f},"
             f" per file {file_ratio:.2f}",
-            f"  inotifywait never reported {r['inotifywait_missing_paths']} of the created paths",
+            f"  inotifywait never reported {r['inotifywait_missing_paths']} of the created paths"
+            f" ({r['inotifywait_overflows']} overflows); the agent overflowed {r['overflows']} times,"
+            f" missed {r['missing_paths']} paths; load average {r['load']}",
         ]
     )
 

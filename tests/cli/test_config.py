@@ -38,6 +38,7 @@ def test_full_file_parses(tmp_path: Path) -> None:
         """
 exclude = ["*.swp", "cache/"]
 settle_ms = 150
+quiet_ms = 30
 retention = "12h"
 log_level = "DEBUG"
 metrics_port = 9465
@@ -72,9 +73,10 @@ path = "mirror"
     )
     c = load_config(cfg, {})
     assert c.root == tmp_path / "www" and c.journal == tmp_path / "j"
-    assert (c.exclude, c.settle_ms, c.retention_s, c.log_level) == (
+    assert (c.exclude, c.settle_ms, c.quiet_ms, c.retention_s, c.log_level) == (
         ("*.swp", "cache/"),
         150,
+        30,
         43200.0,
         "debug",
     )

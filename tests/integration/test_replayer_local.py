@@ -269,7 +269,7 @@ def test_a_moved_directory_goes_out_without_its_excluded_entries(tmp_path: Path)
     target = LocalTarget(TRACK, mirror)
     config = Config(root=root, journal=tmp_path / "journal", targets=(target,), exclude=("*.tmp", "cache/"))
     with Journal.open(tmp_path / "journal", root=str(root), tracks=[TRACK]) as journal:
-        (replayer,) = build_replayers(journal, config, [target], settle_s=0.0)
+        (replayer,) = build_replayers(journal, config, [target], settle_s=0.0, quiet_s=0.0)
         journal.append([Entry(Op.MOVE, b"old", b"d", time_ns=time.time_ns(), flags=IS_DIR)])
         for _ in range(10):
             if replayer.step().idle:

@@ -26,6 +26,7 @@ from agent.watch.events import (
     RawEvent,
     Translator,
     WatchTable,
+    decode_events,
     parse_events,
 )
 from journal import IS_DIR, Entry, Op
@@ -343,3 +344,50 @@ def test_parse_events_keeps_raw_names() -> None:
         RawEvent(-1, IN_Q_OVERFLOW, 0, b""),
         RawEvent(2, IN_MOVED_TO, 9, b"x"),
     ]
+
+
+def test_decoding_drops_only_what_translates_to_repeats() -> None:
+    """create, modify, close_write of a file decode to one event; the same
+    file changed again after another file's events, after its attributes, or
+    under another watch, stays; translating either stream gives the same entries."""
+
+    def raw(wd: int, mask: int, name: bytes) -> bytes:
+        padded = name + b"\0" * (16 - len(name) % 16)
+        return struct.pack("iIII", wd, mask, 0, len(padded)) + padded
+
+    stream = [(ROOT, IN_CREATE, b"a"), (ROOT, IN_MODIFY, b"a"), (ROOT, IN_CLOSE_WRITE, b"a")]
+    stream += [(ROOT, IN_CREATE, b"b"), (ROOT, IN_CLOSE_WRITE, b"b"), (ROOT, IN_MODIFY, b"a")]
+    stream += [
+        (ROOT, IN_MODIFY, b"a"),
+        (ROOT, IN_ATTRIB, b"a"),
+        (ROOT, IN_MODIFY, b"a"),
+        (SUB, IN_MODIFY, b"a"),
+    ]
+    stream += [(ROOT, IN_CREATE | IN_ISDIR, b"n"), (ROOT, IN_CREATE | IN_ISDIR, b"n")]
+    data = b"".join(raw(*e) for e in stream)
+    decoded, count = decode_events(data)
+    assert count == len(stream)
+    assert [(e.wd, e.mask, e.name) for e in decoded] == [stream[i] for i in (0, 3, 5, 7, 8, 9, 10, 11)]
+    full = [key(e) for e in make().feed(parse_events(data), 1, 0).entries]
+    assert [key(e) for e in make().feed(decoded, 1, 0).entries] == full
+    assert [(k[0], k[1]) for k in full] == [
+        (Op.CHANGE, b"a"),
+        (Op.CHANGE, b"b"),
+        (Op.CHANGE, b"a"),
+        (Op.ATTR, b"a"),
+        (Op.CHANGE, b"a"),
+        (Op.CHANGE, b"d/a"),
+        (Op.CHANGE, b"n"),
+        (Op.CHANGE, b"n"),
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_decoding_translates_like_parsing(events: list[RawEvent]) -> None:
+    """Whatever the stream, translating the decoded events gives the entries
+    translating every parsed event gives."""
+    data = b"".join(struct.pack("iIII", e.wd, e.mask, e.cookie, 16) + e.name.ljust(16, b"\0") for e in events)
+    assert parse_events(data) == events
+    decoded = [key(e) for e in make().feed(decode_events(data)[0], 1, 0).entries]
+    assert decoded == [key(e) for e in make().feed(parse_events(data), 1, 0).entries]

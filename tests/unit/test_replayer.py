@@ -243,11 +243,12 @@ def test_target_down_then_up_drains_everything(journal, root, clock):
 
 
 def test_settle_delay(journal, root, clock):
-    """Entries younger than the settle delay wait; the report says how long."""
+    """With the quiet delay equal to the settle delay (a fixed settle), entries
+    younger than it wait; the report says how long."""
     write(root, b"f", b"x")
     journal.append([change(b"f", t=clock.wall - 50_000_000)])
     shipper = ScriptedShipper()
-    replayer = make(journal, shipper, root, clock, settle_s=0.2)
+    replayer = make(journal, shipper, root, clock, settle_s=0.2, quiet_s=0.2)
     report = replayer.step()
     assert report.idle and shipper.plans == []
     assert report.wait_s == pytest.approx(0.15, abs=1e-6)
