@@ -40,6 +40,7 @@ def __getattr__(name: str) -> object:
         return lock_holder
     raise AttributeError(f"module 'journal' has no attribute {name!r}")
 
+
 __all__ = [
     "Journal",
     "lock_holder",
