@@ -26,6 +26,7 @@ compares every pair of sizes recorded there, so sizes may be run separately.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -321,7 +322,7 @@ def print_size(files: int, doc: dict) -> None:
 
 def print_growth(results: dict[int, dict]) -> None:
     sizes = sorted(results)
-    for small, big in zip(sizes, sizes[1:]):
+    for small, big in itertools.pairwise(sizes):
         factor = big / small
         limit = factor * 1.1
         print(f"\ngrowth {small} -> {big} files (x{factor:g}; linear means <= x{limit:g}):")
