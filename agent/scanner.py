@@ -224,9 +224,10 @@ class _Run:
         walk = self.walk = Walk(s.root, s.excludes, dev, self.start)
         if not self.start or self._scan_start(dev):
             for listing in walk:
-                self._scan_listing(listing)
                 self._forget_vanished()
+                self._scan_listing(listing)
                 self._maybe_progress(listing.rel)
+            self._forget_vanished()
         self.report.skipped += len(walk.skipped)
         self.report.errors += walk.errors
         return self._finish()
