@@ -107,6 +107,7 @@ class Agent:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.rss_peak_kb = 0
+        self.anon_peak_kb = 0  # the process's own heap: RSS less the journal's mapped pages
 
     def start(self) -> None:
         self.log.write_bytes(b"")
@@ -134,10 +135,11 @@ class Agent:
         out = {}
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[key] = int(value.split()[0])
         out["fds"] = len(os.listdir(f"/proc/{self.proc.pid}/fd"))
         self.rss_peak_kb = max(self.rss_peak_kb, out["VmHWM"])
+        self.anon_peak_kb = max(self.anon_peak_kb, out["RssAnon"])
         return out
 
     def wait_idle(self, timeout: float) -> float:
@@ -221,7 +223,10 @@ def seed(work: Path, tree: Path, files: int, reseed: bool) -> tuple[Path, Path, 
         "seed_watch_s": agent.since_start(ev["watch.started"]),
         "seed_scan_s": ev["scan.recovery"]["seconds"],
         "seed_rss_peak_mb": agent.rss_peak_kb / 1024,
+        "seed_anon_peak_mb": agent.anon_peak_kb / 1024,
         "steady_rss_mb": steady["VmRSS"] / 1024,
+        "steady_anon_mb": steady["RssAnon"] / 1024,
+        "steady_mapped_mb": steady["RssFile"] / 1024,
         "fds": steady["fds"],
         "journal_mb": journal_bytes(journal) / 2**20,
         "seed_load": load(),
@@ -263,6 +268,7 @@ def catchup(work: Path, tree: Path, mirror: Path, journal: Path, files: int, run
             out["scan_s"] = rec["seconds"]
             out["enqueued"] = rec["enqueued_changes"] + rec["enqueued_deletes"]
             out["rss_peak_mb"] = agent.rss_peak_kb / 1024
+            out["anon_peak_mb"] = agent.anon_peak_kb / 1024
     if out["enqueued"] != CHANGES:
         raise RuntimeError(f"the startup scan enqueued {out['enqueued']} paths, {CHANGES} changed")
     return out
@@ -286,7 +292,10 @@ ROWS = [  # (key, label, unit)
     ("seed_watch_s", "seed: start to watch.started", "s"),
     ("seed_scan_s", "seed: full scan", "s"),
     ("seed_rss_peak_mb", "seed: peak RSS", "MB"),
+    ("seed_anon_peak_mb", "seed: peak RSS, heap only", "MB"),
     ("steady_rss_mb", "steady RSS after the seed", "MB"),
+    ("steady_anon_mb", "  of it heap (RssAnon)", "MB"),
+    ("steady_mapped_mb", "  of it journal map (RssFile)", "MB"),
     ("journal_mb", "journal size after the seed", "MB"),
     ("watch_s", "restart: start to watch.started", "s"),
     ("scan_s", "restart: catch-up scan", "s"),
@@ -294,6 +303,7 @@ ROWS = [  # (key, label, unit)
     ("scan_over_find", "catch-up scan / find", "x"),
     ("idle_s", "restart: start to all shipped", "s"),
     ("rss_peak_mb", "restart: peak RSS", "MB"),
+    ("anon_peak_mb", "restart: peak RSS, heap only", "MB"),
     ("verify_s", "agent verify", "s"),
     ("verify_rss_mb", "agent verify: peak RSS", "MB"),
     ("rsync_s", "rsync -an (same run)", "s"),
@@ -304,6 +314,7 @@ ROWS = [  # (key, label, unit)
 def summarize(runs: list[dict], seed_doc: dict, ver: dict) -> dict:
     med = {k: statistics.median(r[k] for r in runs) for k in ("watch_s", "scan_s", "find_s", "idle_s")}
     med["rss_peak_mb"] = max(r["rss_peak_mb"] for r in runs)
+    med["anon_peak_mb"] = max(r["anon_peak_mb"] for r in runs)
     med["scan_over_find"] = statistics.median(r["scan_s"] / r["find_s"] for r in runs)
     out = {k: v for k, v in seed_doc.items() if k not in ("mirror", "journal")}
     out.update(med)
