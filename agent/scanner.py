@@ -69,7 +69,6 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from itertools import compress
 from pathlib import Path
 
@@ -80,6 +79,7 @@ from agent.excludes import Excludes
 from agent.fsstate import state_from_stat
 from agent.recheck import ScanRecheck
 from agent.scan_match import suspects
+from agent.scan_report import ScanProgress, ScanReport
 from agent.scan_rules import Verdict, deletions, judge
 from agent.walk import DirListing, Walk, open_dir
 from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
@@ -97,40 +97,6 @@ _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _PENDING_SET_MAX = 200_000
 _PROGRESS_EVERY_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class ScanProgress:
-    """Periodic progress of a running scan (for a progress bar or log line)."""
-
-    files_seen: int
-    dirs_seen: int
-    hashed: int
-    bytes_hashed: int
-    enqueued: int
-    elapsed_s: float
-    current: bytes  # the directory being scanned
-
-
-@dataclass(slots=True)
-class ScanReport:
-    """What one scan saw and did. ``reenqueued_pending`` is None when the
-    journal's backlog was too large to check."""
-
-    files_seen: int = 0
-    dirs_seen: int = 0
-    suspects: int = 0
-    hashed: int = 0
-    bytes_hashed: int = 0
-    enqueued_changes: int = 0
-    enqueued_deletes: int = 0
-    reenqueued_pending: int | None = 0
-    skipped: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-
-    def summary(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def _digest_at(dir_fd: int, name: bytes, st: os.stat_result) -> bytes | None:
