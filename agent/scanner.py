@@ -246,7 +246,8 @@ class _Run:
             gone = dict(zip(known_keys, raws))
             gone.update(long or {})
             raws = list(map(gone.pop, keys, itertools.repeat(b"")))
-        for i in suspects(stats, raws, self._threshold()):
+        todo = suspects(stats, raws, self._threshold()) if known_keys or long else range(len(names))
+        for i in todo:  # with nothing recorded here (a first scan), every entry is new
             raw = raws[i]
             self._examine(listing.fd, names[i], keys[i], stats[i], decode_state(raw) if raw else None)
         self.report.files_seen += len(names) - listing.dirs
