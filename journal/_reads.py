@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _env, _links, _log, _pending
+from . import _env, _links, _log, _pending, _subtree
 from ._gate import Gate
 from ._layout import COUNT, PAIR, Dbs, count_key, decode_tracks, path_key, track_prefix
 from ._modes import Strategy
@@ -195,22 +195,45 @@ class JournalReads:
         def read(txn: lmdb.Transaction) -> dict[bytes, bytes]:
             cur = txn.cursor(db=self._dbs["manifest"])
             out = dict(cur) if under is None else _manifest_range(cur, under)
-            longpath = self._dbs["longpath"]
-            if cur.first():  # hashed keys of long paths start with NUL: they sort first
-                for key, raw in cur:
-                    if key[:1] != b"\0":
-                        break
-                    path = txn.get(key, db=longpath)
-                    if path is None:
-                        raise JournalCorrupt(f"manifest key {key.hex()} has no stored path")
-                    out.pop(key, None)
-                    if under is None or path == under or path.startswith(under + b"/"):
-                        out[bytes(path)] = raw
+            long = _subtree.long_paths(txn, self._dbs, under or b"")
+            for key in [k for k in out if k[:1] == b"\0"] if long or under is None else ():
+                del out[key]  # hashed keys of long paths: replaced by the paths
+            out.update(long)
             if b"/" in out:
                 out[b""] = out.pop(b"/")
             return out
 
         return self._read(read)
+
+    def manifest_raw(self, path: bytes) -> bytes | None:
+        """The encoded state of one path (``codec.decode_state`` reads it)."""
+        return self._read(lambda txn: txn.get(path_key(path), db=self._dbs["manifest"]))
+
+    def manifest_children(self, parent: bytes, subdirs: list[bytes]) -> _subtree.Children:
+        """The manifest's entries directly inside ``parent``, stored under
+        their own path: (keys, encoded states) in key order, and the names of
+        the children that have entries below them but are not in ``subdirs``.
+
+        ``subdirs`` are the children that are directories on disk:
+        the read skips what lies below them, so a directory costs its own
+        entries, not its subtree's; runs of keys are read at C speed. Long
+        (hashed) paths are not included: see :meth:`manifest_long`."""
+        return self._read(
+            lambda txn: _subtree.children(txn.cursor(db=self._dbs["manifest"]), parent, subdirs)
+        )
+
+    def manifest_below(self, path: bytes, before: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """Up to 1,000 (key, encoded state) of the entries stored under their
+        own path strictly below ``path``, in descending key order (children
+        before their parents), starting below the key ``before``. For a
+        caller that walks a gone subtree in chunks."""
+        return self._read(lambda txn: _subtree.below(txn.cursor(db=self._dbs["manifest"]), path, before))
+
+    def manifest_long(self, under: bytes = b"") -> dict[bytes, bytes]:
+        """path -> encoded state of every long (hashed-key) path at or below
+        ``under``: the few paths the key-ordered reads above do not reach."""
+
+        return self._read(lambda txn: _subtree.long_paths(txn, self._dbs, under))
 
     def manifest_items(self) -> Iterator[tuple[bytes, FileState]]:
         """Every (path, state) of the manifest in key order, read in chunks:

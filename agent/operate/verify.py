@@ -27,13 +27,12 @@ from agent.operate.audit import Finding, audit_target
 from agent.operate.config import Config, TargetConfig
 from agent.operate.lag import any_pending, default_lag_max, judge, merge, read_pending
 from agent.operate.logs import safe_path
-from agent.operate.progress import Progress
-from agent.operate.replay import select_tracks, walk
+from agent.operate.replay import select_tracks
 from agent.operate.runtime import decode_failing, read_runtime
+from agent.operate.tree_audit import audit_tree
 from agent.operate.verify_trace import trace_from_report, write_trace
 from agent.tree.excludes import Excludes
-from agent.tree.fsstate import digest_file, kind_of
-from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
+from journal import IS_DIR, Entry, Journal, Op
 
 __all__ = ["local_audit", "run_verify"]
 
@@ -41,82 +40,16 @@ log = structlog.get_logger("agent.operate.verify")
 
 
 # ---------------------------------------------------------------------- local audit
-def _when(ns: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
-
-
-def state_differs(abspath: bytes, st: os.stat_result, known: FileState) -> str | None:
-    """Why the disk differs from the manifest state (type, mode, owner,
-    symlink target, content, mtime of files and symlinks), or None. Content
-    is hashed only when stat differs. Directory mtimes are left to the mirror
-    audits: they move with every entry added or removed inside."""
-    kind = kind_of(st.st_mode)
-    if kind != known.kind:
-        return f"type is {kind.name.lower()}, manifest says {known.kind.name.lower()}"
-    if kind != FileKind.SYMLINK and stat.S_IMODE(st.st_mode) != known.mode:
-        return f"mode {stat.S_IMODE(st.st_mode):o}, manifest says {known.mode:o}"
-    if (st.st_uid, st.st_gid) != (known.uid, known.gid):
-        return f"owner {st.st_uid}:{st.st_gid}, manifest says {known.uid}:{known.gid}"
-    if kind == FileKind.SYMLINK and os.readlink(abspath) != known.link:
-        return "symlink target differs from the manifest"
-    if kind == FileKind.FILE and not _same_content(abspath, st, known):
-        return "content differs from the manifest" + (" (size)" if st.st_size != known.size else "")
-    if kind in (FileKind.FILE, FileKind.SYMLINK) and st.st_mtime_ns != known.mtime_ns:
-        return f"mtime {_when(st.st_mtime_ns)}, manifest says {_when(known.mtime_ns)}"
-    return None
-
-
-def _same_content(abspath: bytes, st: os.stat_result, known: FileState) -> bool:
-    same_stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (
-        known.size,
-        known.mtime_ns,
-        known.ctime_ns,
-        known.inode,
-    )
-    if same_stat:
-        return True
-    return st.st_size == known.size and bool(known.digest) and digest_file(abspath) == known.digest
-
-
 def local_audit(root: bytes, journal: Journal, excludes: Excludes) -> tuple[list[Finding], list[bytes]]:
     """Changes the journal missed (tree vs manifest, paths with no pending
     entry on any track), and the special files of the tree, which are not
-    replicated and not compared."""
-    manifest = {p: s for p, s in journal.manifest_items() if p}
+    replicated and not compared. One directory at a time: see
+    :mod:`agent.operate.tree_audit`."""
     pending = [read_pending(journal, t) for t in journal.tracks()]
-    findings: list[Finding] = []
-    specials: list[bytes] = []
-    skipped: list[bytes] = []  # mount points, unreadable directories: contents unknown, not absent
-    with Progress("verify local", len(manifest)) as progress:
-        for rel, st in walk(root, excludes, skipped=skipped):
-            progress.advance()
-            known = manifest.pop(rel, None)
-            if kind_of(st.st_mode) == FileKind.OTHER:
-                specials.append(rel)
-                continue
-            if any_pending(rel, pending):
-                continue
-            if known is None:
-                findings.append(
-                    Finding(rel, "on disk, not in the manifest and not pending (missed by journal)")
-                )
-                continue
-            try:
-                why = state_differs(os.path.join(root, rel), st, known)
-            except FileNotFoundError:
-                continue  # vanished during the walk: its DELETE is on the way
-            if why:
-                findings.append(Finding(rel, f"{why}, no pending entry (missed by journal)"))
-    unknown = tuple(p + b"/" for p in skipped)
-    for path, known in manifest.items():
-        if path in skipped or (unknown and path.startswith(unknown)):
-            continue
-        gone = known.kind != FileKind.OTHER and not excludes.match(path, False)
-        if gone and not any_pending(path, pending):
-            findings.append(Finding(path, "in the manifest, missing on disk, no pending delete"))
+    findings, specials = audit_tree(root, journal, excludes, pending)
     # entries journaled while we walked are not misses
     pending = [read_pending(journal, t) for t in journal.tracks()]
-    return [f for f in findings if not any_pending(f.path, pending)], sorted(specials)
+    return [f for f in findings if not any_pending(f.path, pending)], specials
 
 
 # ---------------------------------------------------------------------- mirror audits

@@ -49,9 +49,12 @@ Special files (fifo, socket, device) are not replicated: one is enqueued only
 where the manifest holds a shipped file, link or directory at its path (the
 mirror must lose that), and its own absence from the mirror is never a delete.
 
-Cost: one lstat per path, one read of the manifest as encoded bytes (a range
-read for :meth:`Scanner.scan_subtree`) compared by byte prefix, so only the
+Cost: one lstat per path; per directory, one read of the manifest's entries
+of that directory (its subdirectories' subtrees skipped), compared with the
+listing in bulk by encoded-state prefix (:mod:`agent.scan.match`), so only the
 states of paths that differ are decoded; and a read only of suspect files.
+Memory is one directory's entries at a time (a gone subtree is read in
+chunks): nothing is held per path of the tree.
 
 Threading: a ``Scanner`` runs one scan at a time; it may run in its own
 thread while the watcher and the replayer use the same ``Journal``.
@@ -61,76 +64,39 @@ from __future__ import annotations
 
 import errno
 import itertools
+import operator
 import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from itertools import compress
 from pathlib import Path
 
 import blake3
 import structlog
 
+from agent.scan.match import suspects
+from agent.scan.report import ScanProgress, ScanReport
 from agent.scan.rules import Verdict, deletions, judge
 from agent.tree.excludes import Excludes
 from agent.tree.fsstate import state_from_stat
 from agent.tree.recheck import ScanRecheck
 from agent.tree.walk import DirListing, Walk, open_dir
 from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
-from journal.codec import decode_state, state_stat_prefix
+from journal.codec import decode_state
 
 __all__ = ["Scanner", "ScanProgress", "ScanReport", "Verdict", "judge", "deletions"]
 
 log = structlog.get_logger()
 
 _S_IFMT = 0o170000
-_S_IFDIR = stat.S_IFDIR
-_KIND_OF_FMT = {
-    stat.S_IFREG: int(FileKind.FILE),
-    stat.S_IFDIR: int(FileKind.DIR),
-    stat.S_IFLNK: int(FileKind.SYMLINK),
-}
-_OTHER = int(FileKind.OTHER)
+_MODE = operator.attrgetter("st_mode")
 _NEVER = 1 << 62  # a threshold no timestamp reaches: a full scan trusts equal stat data
 _SPECIAL = frozenset((stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK))
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _PENDING_SET_MAX = 200_000
 _PROGRESS_EVERY_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class ScanProgress:
-    """Periodic progress of a running scan (for a progress bar or log line)."""
-
-    files_seen: int
-    dirs_seen: int
-    hashed: int
-    bytes_hashed: int
-    enqueued: int
-    elapsed_s: float
-    current: bytes  # the directory being scanned
-
-
-@dataclass(slots=True)
-class ScanReport:
-    """What one scan saw and did. ``reenqueued_pending`` is None when the
-    journal's backlog was too large to check."""
-
-    files_seen: int = 0
-    dirs_seen: int = 0
-    suspects: int = 0
-    hashed: int = 0
-    bytes_hashed: int = 0
-    enqueued_changes: int = 0
-    enqueued_deletes: int = 0
-    reenqueued_pending: int | None = 0
-    skipped: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-
-    def summary(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def _digest_at(dir_fd: int, name: bytes, st: os.stat_result) -> bytes | None:
@@ -202,8 +168,9 @@ class _Run:
         self.pending_checked = False
         self.began = time.monotonic()
         self.last_progress = self.began
-        self.mode_args: dict[int, tuple[int, int, bool]] = {}  # st_mode -> _mode_args()
+        self.long: dict[bytes, dict[bytes, bytes]] = {}  # parent -> {long path: encoded state}
         self.dev = 0  # the root's filesystem
+        self.walk: Walk
 
     def run(self) -> ScanReport:
         """No ship runs while the scan does (``Journal.scanning``): a path
@@ -217,78 +184,114 @@ class _Run:
         log.info("scan.start", root=s.root, start=self.start, threshold_ns=self.threshold)
         if self.start and s.excludes and s.excludes.match(self.start, True):
             return self._finish()
-        manifest = self._load_manifest()
+        for path, raw in s.journal.manifest_long(self.start).items():
+            self.long.setdefault(path.rpartition(b"/")[0], {})[path] = raw
         dev = self.dev = os.stat(s.root).st_dev
-        walk = Walk(s.root, s.excludes, dev, self.start)
-        if not self.start or self._scan_start(manifest, dev):
+        walk = self.walk = Walk(s.root, s.excludes, dev, self.start)
+        if not self.start or self._scan_start(dev):
             for listing in walk:
-                self._scan_listing(listing, manifest)
+                self._forget_vanished()
+                self._scan_listing(listing)
                 self._maybe_progress(listing.rel)
+            self._forget_vanished()
         self.report.skipped += len(walk.skipped)
         self.report.errors += walk.errors
-        unseen = {p: decode_state(raw) for p, raw in manifest.items()}
-        for path, state in deletions(unseen, walk.skipped, s.excludes):
-            self._enqueue(Entry(Op.DELETE, path, time_ns=time.time_ns(), flags=_dir_flag(state.kind)))
-            self.report.enqueued_deletes += 1
         return self._finish()
 
-    def _load_manifest(self) -> dict[bytes, bytes]:
-        """The manifest (below ``start``) as path -> encoded state; the root
-        itself is left out. States are decoded only for the paths that differ."""
-        manifest = self.s.journal.manifest_encoded(self.start or None)
-        manifest.pop(b"", None)
-        return manifest
-
-    def _scan_start(self, manifest: dict[bytes, bytes], dev: int) -> bool:
+    def _scan_start(self, dev: int) -> bool:
         """Compare ``start`` itself; True when it is a directory to walk."""
         parent, _, name = self.start.rpartition(b"/")
+        raw = self.s.journal.manifest_raw(self.start)
         try:
             fd = open_dir(self.s.root, parent, strict=True)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                return False  # not inside the root any more: what the manifest has below is gone
+                self._forget(self.start, raw)  # not inside the root any more: gone
+                return False
             raise
         try:
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
+                self._forget(self.start, raw)
                 return False
             if st.st_dev != dev:
-                self.report.skipped += 1
-                manifest.clear()  # another filesystem: its contents are unknown, not absent
+                self.report.skipped += 1  # another filesystem: its contents are unknown, not absent
                 return False
-            listing = DirListing(parent, fd, [name], [st], int(stat.S_ISDIR(st.st_mode)))
-            self._scan_listing(listing, manifest)
-            return stat.S_ISDIR(st.st_mode)
+            if suspects([st], [raw or b""], self._threshold()):
+                self._examine(fd, name, self.start, st, decode_state(raw) if raw else None)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            self.report.dirs_seen += is_dir
+            self.report.files_seen += not is_dir
+            if not is_dir:
+                self._forget(self.start, None)
+                return False
+            return True
         finally:
             os.close(fd)
 
-    def _scan_listing(self, listing: DirListing, manifest: dict[bytes, bytes]) -> None:
-        """The hot loop: skip entries whose stat equals the manifest's (a byte
-        prefix compare, nothing decoded); examine the rest. Keys are built and
-        looked up at C level; in the loop every name is a local and each stat
-        field is read once: this runs per path of the tree."""
+    def _scan_listing(self, listing: DirListing) -> None:
+        """The hot path: read the manifest's entries of this one directory,
+        match them with the listing in bulk (:func:`agent.scan.match.suspects`)
+        and examine only the entries that differ; what the manifest holds here
+        and the disk does not is deleted."""
         prefix = listing.rel + b"/" if listing.rel else b""
-        threshold = _NEVER if self.threshold is None else self.threshold
-        names, stat_prefix, mode_args = listing.names, state_stat_prefix, self.mode_args
-        raws = map(manifest.pop, map(prefix.__add__, names), itertools.repeat(None))
-        for name, st, raw in zip(names, listing.stats, raws):
-            if (
-                raw is not None
-                and (ctime := st.st_ctime_ns) < threshold
-                and (mtime := st.st_mtime_ns) < threshold
-            ):
-                args = mode_args.get(st.st_mode) or _mode_args(mode_args, st.st_mode)
-                kind, perm, is_dir = args
-                size = 0 if is_dir else st.st_size
-                if raw.startswith(
-                    stat_prefix(kind, size, perm, st.st_uid, st.st_gid, mtime, ctime, st.st_ino)
-                ):
-                    continue
-            decoded = decode_state(raw) if raw is not None else None
-            self._examine(listing.fd, name, prefix + name, st, decoded)
+        names, stats = listing.names, listing.stats
+        keys = list(map(prefix.__add__, names))
+        subdirs = list(compress(names, map(stat.S_ISDIR, map(_MODE, stats)))) if listing.dirs else []
+        known_keys, raws, deep = self.s.journal.manifest_children(listing.rel, subdirs)
+        long = self.long.pop(listing.rel, None)
+        gone: dict[bytes, bytes] = {}
+        if long or known_keys != keys:
+            gone = dict(zip(known_keys, raws))
+            gone.update(long or {})
+            raws = list(map(gone.pop, keys, itertools.repeat(b"")))
+        todo = suspects(stats, raws, self._threshold()) if known_keys or long else range(len(names))
+        for i in todo:  # with nothing recorded here (a first scan), every entry is new
+            raw = raws[i]
+            self._examine(listing.fd, names[i], keys[i], stats[i], decode_state(raw) if raw else None)
         self.report.files_seen += len(names) - listing.dirs
         self.report.dirs_seen += listing.dirs
+        for path, raw in sorted(gone.items()):
+            self._forget(path, raw)
+        for name in deep:  # entries below a child that is no directory now
+            if prefix + name not in gone:
+                self._forget(prefix + name, None)
+
+    def _threshold(self) -> int:
+        return _NEVER if self.threshold is None else self.threshold
+
+    def _forget_vanished(self) -> None:
+        """Directories that vanished between their parent's listing and their
+        own: what the manifest holds below them is gone."""
+        while self.walk.vanished:
+            gone = self.walk.vanished.pop()
+            if gone:  # the root itself vanishing is a race: not a reason to delete the mirror
+                self._forget(gone, None)
+
+    def _forget(self, top: bytes, raw: bytes | None) -> None:
+        """Delete what the manifest holds below ``top`` (and at it, when its
+        encoded state ``raw`` is given), which the walk does not see: children
+        before their parents, read in chunks so no subtree is held whole."""
+        below = top + b"/"
+        long: dict[bytes, bytes] = {}
+        for parent in [p for p in self.long if p == top or p.startswith(below)]:
+            long.update(self.long.pop(parent))
+        self._delete(long)  # longer than any direct key below their parents
+        before = None
+        while chunk := self.s.journal.manifest_below(top, before):
+            self._delete(dict(chunk))
+            before = chunk[-1][0]
+        if raw is not None:
+            self._delete({top: raw})
+
+    def _delete(self, states: dict[bytes, bytes]) -> None:
+        """Enqueue DELETE for these manifest paths, children first, except
+        where their state is unknown (excluded, or below a skipped directory)."""
+        unseen = {p: decode_state(raw) for p, raw in states.items()}
+        for path, state in deletions(unseen, self.walk.skipped, self.s.excludes):
+            self._enqueue(Entry(Op.DELETE, path, time_ns=time.time_ns(), flags=_dir_flag(state.kind)))
+            self.report.enqueued_deletes += 1
 
     def _examine(
         self, fd: int, name: bytes, rel: bytes, st: os.stat_result, recorded: FileState | None
@@ -376,14 +379,6 @@ class _Run:
         self._maybe_progress(self.start, force=True)
         log.info("scan.done", root=self.s.root, start=self.start, **self.report.summary())
         return self.report
-
-
-def _mode_args(cache: dict[int, tuple[int, int, bool]], st_mode: int) -> tuple[int, int, bool]:
-    """(kind, permission bits, is a directory) of an ``st_mode``, as
-    ``state_stat_prefix`` takes them; remembered, since a tree has few modes."""
-    fmt = st_mode & _S_IFMT
-    args = cache[st_mode] = (_KIND_OF_FMT.get(fmt, _OTHER), st_mode & 0o7777, fmt == _S_IFDIR)
-    return args
 
 
 def _dir_flag(kind: FileKind) -> int:

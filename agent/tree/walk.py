@@ -147,6 +147,7 @@ class Walk:
     dev: int
     start: bytes = b""
     skipped: list[bytes] = field(default_factory=list)
+    vanished: list[bytes] = field(default_factory=list)  # listed directories gone before they were opened
     errors: int = 0
     opened: Callable[[bytes, int], bool] | None = None  # sees each checked directory before its listing
 
@@ -171,7 +172,8 @@ class Walk:
         try:
             fd = open_dir(self.root, rel, strict=ino is None)  # no parent listing to check against
         except FileNotFoundError:
-            return None  # vanished since its parent was listed: its contents are gone
+            self.vanished.append(rel)  # since its parent was listed: its contents are gone
+            return None
         except OSError as exc:
             self._skip(rel, "unreadable", exc)
             return None

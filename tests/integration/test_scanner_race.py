@@ -1,6 +1,6 @@
 """A scan's findings never overtake what the watcher journaled later.
 
-The scan lists a directory early and appends its DELETEs at the end. A path
+The scan lists a directory early and appends its findings in batches, later. A path
 re-created in between is journaled by the watcher first; the scan's stale
 DELETE must not come after it (the mirror would lose the file). The race is
 made deterministic: the path is re-created right after the listing, and the
@@ -104,18 +104,19 @@ def journaled(journal: Journal, op: Op, path: bytes, after: int) -> bool:
 
 
 def recreate_after_listing(monkeypatch: pytest.MonkeyPatch, rig: Rig, make: Callable[[], None]) -> list[int]:
-    """Once the scan has listed the tree and decided its deletes, run ``make``
-    (a re-creation) and wait until the watcher has journaled it."""
-    real = scanner_mod.deletions
+    """Once the scan has listed the tree and decided its findings, before it
+    appends the first of them, run ``make`` (a re-creation) and wait until
+    the watcher has journaled it."""
+    real = scanner_mod._Run._flush
     marks: list[int] = []
 
-    def hooked(*args: object, **kw: object) -> object:
-        out = real(*args, **kw)  # type: ignore[arg-type]
-        marks.append(rig.journal.last_seq())
-        make()
-        return out
+    def hooked(run: scanner_mod._Run) -> None:
+        if run.entries and not marks:
+            marks.append(rig.journal.last_seq())
+            make()
+        real(run)
 
-    monkeypatch.setattr(scanner_mod, "deletions", hooked)
+    monkeypatch.setattr(scanner_mod._Run, "_flush", hooked)
     return marks
 
 
