@@ -35,6 +35,7 @@ from agent.shippers import _exec
 from agent.shippers import msync_parse as mp
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.msync_check import verify_skips
+from agent.shippers.msync_group import group_items, list_dir
 from agent.shippers.msync_jobs import Item, Job, lane_jobs, parent_dirs
 from agent.shippers.msync_stall import SUSPECT_S, Suspects, idle_limit
 from agent.walk import Walk, join, root_dev
@@ -182,6 +183,7 @@ class MsyncShipper:
                     return Outcome.FAILED, f"symlink target cannot be re-sent after the link: {resend}"
                 it.resend = resend
         it.is_dir = stat.S_ISDIR(st.st_mode)
+        it.plain = it.is_dir or stat.S_ISREG(st.st_mode)
         it.biggest = st.st_size if stat.S_ISREG(st.st_mode) else 0
         if not it.is_dir and mp.same_second(st.st_mtime_ns, self._clock()):
             return Outcome.RETRY, "mtime is the current second (a same-second rewrite would be lost)"
@@ -386,14 +388,26 @@ class MsyncShipper:
         lanes as full batches, up to ``concurrency``. Items for a subset of the
         members (catch-up) go out with ``-t``, once per member."""
         everyone = {m for m in self._member_of.values() if m in listed} or set(listed)
-        width = max(1, min(self._t.concurrency, -(-len(live) // max(1, self._t.batch))))
-        lanes: list[list[tuple[tuple[bytes, ...] | None, Item]]] = [[] for _ in range(width)]
+        keyed: list[tuple[tuple[bytes, ...] | None, Item]] = []
         for it in live:
             hosts = self._hosts_needed(it, listed)
             if hosts:
-                key = None if set(hosts) == everyone else tuple(sorted(hosts))
-                lanes[zlib.crc32(it.entry.echo.split(b"/", 1)[0]) % width].append((key, it))
+                keyed.append((None if set(hosts) == everyone else tuple(sorted(hosts)), it))
+        keyed = self._grouped(keyed)
+        width = max(1, min(self._t.concurrency, -(-len(keyed) // max(1, self._t.batch))))
+        lanes: list[list[tuple[tuple[bytes, ...] | None, Item]]] = [[] for _ in range(width)]
+        for key, it in keyed:
+            lanes[zlib.crc32(it.entry.echo.split(b"/", 1)[0]) % width].append((key, it))
         return [lane_jobs(lane, self._t.batch) for lane in lanes if lane]
+
+    def _grouped(self, keyed: list) -> list:
+        """Whole planned directories become one ``-r`` send each (msync_group)."""
+        try:
+            dev = root_dev(self._root)
+        except OSError:
+            return keyed
+        listdir = lambda rel: list_dir(self._root, rel, dev)  # noqa: E731
+        return group_items(keyed, listdir, self._rel, self._excludes)
 
     # ------------------------------------------------------------------ one invocation
     def _run_job(self, job: Job, listed: list[bytes]) -> None:
@@ -421,24 +435,38 @@ class MsyncShipper:
         return [tr for tr in it.tracks if self._member_of[tr] == host]
 
     def _invoke(self, job: Job, listed: list[bytes]) -> None:
-        sent: list[tuple[int, mp.Entry, bytes]] = []  # (item index, entry, token)
-        for i, it in enumerate(job.items):
-            sent += [(i, mp.Entry(m.echo), m.token) for m in it.more]
-            sent.append((i, it.entry, it.token))
-        sent += [
-            (i, mp.Entry(it.resend.echo), it.resend.token) for i, it in enumerate(job.items) if it.resend
-        ]
+        # (item that owns the verdict or None, entry, argv token or None: a
+        # path a group's -r reaches without naming it)
+        sent: list[tuple[Item | None, mp.Entry, bytes | None]] = []
+        main: dict[int, int] = {}  # id(item) -> index of its own path; the rest only worsen it
+        for it in job.items:
+            if it.covered:
+                for c in it.covered:
+                    if c is not it.own:
+                        main[id(c)] = len(sent)
+                        sent.append((c, mp.Entry(c.entry.echo), None))
+                if it.own is not None:
+                    main[id(it.own)] = len(sent)
+                sent.append((it.own, it.entry, it.token))
+                continue
+            sent += [(it, mp.Entry(m.echo), m.token) for m in it.more]
+            main[id(it)] = len(sent)
+            sent.append((it, it.entry, it.token))
+        sent += [(it, mp.Entry(it.resend.echo), it.resend.token) for it in job.items if it.resend]
         hosts = [job.host] if job.host is not None else listed
-        verdicts = self._run(job, [t for _, _, t in sent], hosts, [e for _, e, _ in sent], dry=False)
+        tokens = [t for _, _, t in sent if t is not None]
+        verdicts = self._run(job, tokens, hosts, [e for _, e, _ in sent], dry=False)
         own: dict[int, list[int]] = {}
+        owners: dict[int, Item] = {}
         for k, (owner, _, _) in enumerate(sent):
-            own.setdefault(owner, []).append(k)
+            if owner is not None:
+                own.setdefault(id(owner), []).append(k)
+                owners[id(owner)] = owner
         unacked = []
-        for i, it in enumerate(job.items):
-            main = own[i][len(it.more)]  # the item's own path; the rest only worsen it
-            v_of = {h: verdicts[(h, main)] for h in hosts}
-            for k in own[i]:
-                if k != main:
+        for oid, it in owners.items():
+            v_of = {h: verdicts[(h, main[oid])] for h in hosts}
+            for k in own[oid]:
+                if k != main[oid]:
                     v_of = {h: _worst(v, verdicts[(h, k)]) for h, v in v_of.items()}
             if it.bad:
                 v_of = {h: _worst(v, mp.Verdict(mp.Kind.FAILED, it.bad)) for h, v in v_of.items()}
@@ -463,7 +491,7 @@ class MsyncShipper:
             host=job.host,
             tokens=tokens,
         )
-        biggest = max((it.biggest for it in job.items), default=0)
+        biggest = max((it.biggest for it in job.items), default=0)  # a group's: its largest file
         idle = idle_limit(self._t.stall_s, biggest, sum(it.below for it in job.items))
         res = self._exec(argv, idle)
         log.debug("ship.msync.run", target=self.name, paths=len(tokens), rc=res.returncode, s=res.seconds)

@@ -33,6 +33,13 @@ class Item:
     mirror: bool = False
     more: list[mp.Prepared] = field(default_factory=list)
     bad: str = ""  # why part of the tree could not be sent at all
+    plain: bool = False  # a regular file or a directory: a recursive send may carry it
+    # A group (msync_group): one ``-r`` send of a directory whose every entry
+    # the plan holds. ``covered`` are the planned items it carries (their
+    # verdicts come from the lines naming them); ``own`` is the directory's
+    # own planned item, if any. A group reports nothing itself.
+    covered: list[Item] = field(default_factory=list)
+    own: Item | None = None
     results: dict[str, ShipResult] = field(default_factory=dict)
 
 
@@ -66,7 +73,8 @@ def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
     missing parents themselves, and a directory sent after its children keeps its mtime."""
     jobs: list[Job] = []
     for it in items:
-        rec, delete = it.entry.recursive, it.entry.recursive or it.mirror
+        rec = it.entry.recursive
+        delete = (rec and not it.covered) or it.mirror  # a group adds, a recursive put mirrors
         last = jobs[-1] if jobs else None
         if last is None or (last.recursive, last.delete) != (rec, delete) or size(last) >= batch:
             jobs.append(Job(host, rec, [], delete))
@@ -81,7 +89,7 @@ def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
 
 
 def size(job: Job) -> int:
-    return sum((2 if it.resend else 1) + len(it.more) for it in job.items)
+    return sum((2 if it.resend else 1) + len(it.more) + len(it.covered) for it in job.items)
 
 
 def parent_dirs(paths: list[bytes]) -> list[bytes]:
