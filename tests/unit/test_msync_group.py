@@ -6,10 +6,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from agent.config import MsyncTarget
 from agent.plan import Action, ActionKind
 from agent.shippers.base import Outcome
 from agent.shippers.msync_group import Candidate, find_groups
-from tests.unit.test_msync_shipper import OLD, Rig, mirrored, put, rig, write  # noqa: F401
+from tests.doubles.fixtures import make_double
+from tests.unit.test_msync_shipper import OLD, Rig, mirrored, put, write
+
+
+@pytest.fixture(name="rig")
+def _rig(tmp_path: Path) -> Rig:
+    root = tmp_path / "root"
+    root.mkdir()
+    dbl = make_double(tmp_path / "dbl", base=root, jail=tmp_path)
+    target = MsyncTarget(name="c", members=("mk2", "mk3"), msync=str(dbl.msync), base=root, batch=50)
+    return Rig(root, dbl, target)
+
 
 # ---------------------------------------------------------------------------- pure decision
 TREE = {
