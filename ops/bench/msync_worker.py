@@ -1,0 +1,155 @@
+"""The measuring side of ``ops/bench/msync``: runs where msync reaches the
+sender's console (inside the sender's network namespace for a real cluster),
+and prints one JSON object on stdout.
+
+``burst``: per round, two fresh trees of ``--files`` new files
+(``--per-dir`` per directory), one shipped by the agent's msync shipper
+(``MsyncShipper.ship`` of the plan the planner makes for them: every new
+directory and file a PUT), the other by one plain ``msync --sync`` of all
+its files (level 0: msync's own cost, no per-member answer); which goes
+first alternates. Files get an mtime in the past, so nothing is held back
+for the same-second rule.
+
+``cut``: one member is cut off (the caller cut it); ``--changes`` single
+files are shipped one after another by one shipper, and for each the time
+from the change until the live member holds it is taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import structlog  # noqa: E402
+
+from agent.config import MsyncTarget  # noqa: E402
+from agent.plan import Action, ActionKind, Plan  # noqa: E402
+from agent.shippers.base import Outcome  # noqa: E402
+from agent.shippers.msync import MsyncShipper  # noqa: E402
+
+OLD = 1_600_000_000
+
+
+def write_burst(root: Path, name: str, files: int, per_dir: int) -> tuple[list[bytes], list[Action]]:
+    """New files ``name/bNNN/nNNNNN``; (file paths, plan actions parents first)."""
+    paths: list[bytes] = []
+    dirs: list[bytes] = [name.encode()]
+    for i in range(files):
+        d = f"{name}/b{i // per_dir:03d}"
+        if i % per_dir == 0:
+            (root / d).mkdir(parents=True, exist_ok=True)
+            dirs.append(d.encode())
+        p = root / d / f"n{i:05d}"
+        p.write_bytes(b"burst %d\n" % i)
+        os.utime(p, (OLD, OLD))
+        paths.append(os.fsencode(f"{d}/n{i:05d}"))
+    for d in reversed(dirs):
+        os.utime(root / os.fsdecode(d), (OLD, OLD))
+    actions = [Action(ActionKind.PUT, p) for p in [*dirs, *paths]]
+    return paths, actions
+
+
+def shipper(args: argparse.Namespace) -> MsyncShipper:
+    target = MsyncTarget(
+        name="bench",
+        members=tuple(args.members),
+        console=args.console,
+        msync=args.msync,
+        base=Path(args.root),
+    )
+    return MsyncShipper(target, Path(args.root), env=json.loads(args.env))
+
+
+def plain(args: argparse.Namespace, paths: list[bytes]) -> float:
+    argv = [os.fsencode(args.msync), b"-c", os.fsencode(args.console), b"--sync", b"--", *paths]
+    env = {**os.environ, **json.loads(args.env)}
+    start = time.monotonic()
+    res = subprocess.run(argv, capture_output=True, env=env, check=False, timeout=600)
+    took = time.monotonic() - start
+    if res.returncode != 0 or res.stdout or res.stderr:
+        raise SystemExit(f"plain msync failed: rc {res.returncode} {res.stdout[:200]!r} {res.stderr[:200]!r}")
+    return took
+
+
+def agent(args: argparse.Namespace, actions: list[Action]) -> float:
+    s = shipper(args)
+    start = time.monotonic()
+    results = s.ship(Plan(tuple(actions)))
+    took = time.monotonic() - start
+    bad = [(r.track, r.path, r.reason) for r in results if r.outcome is not Outcome.OK]
+    if bad:
+        raise SystemExit(f"agent left {len(bad)} not done, first {bad[0]}")
+    return took
+
+
+def burst(args: argparse.Namespace) -> dict:
+    root = Path(args.root)
+    out: dict[str, list[float]] = {"agent": [], "plain": []}
+    for r in range(args.rounds):
+        order = ("agent", "plain") if r % 2 == 0 else ("plain", "agent")
+        for who in order:
+            paths, actions = write_burst(root, f"{args.tag}-{who}-{r}", args.files, args.per_dir)
+            out[who].append(agent(args, actions) if who == "agent" else plain(args, paths))
+    return out
+
+
+def cut(args: argparse.Namespace) -> dict:
+    """Seconds from each change until the live member holds it, and how long
+    each ship call took (the cut member's tracks stay pending)."""
+    root, live = Path(args.root), Path(args.live_dir)
+    s = shipper(args)
+    current, calls = [], []
+    for i in range(args.changes):
+        rel = f"{args.tag}-cut-{i}.txt"
+        (root / rel).write_bytes(b"while cut %d\n" % i)
+        os.utime(root / rel, (OLD + i, OLD + i))
+        arrived: list[float] = []
+        start = time.monotonic()
+
+        def watch(path: Path = live / rel, t0: float = start, arrived: list[float] = arrived) -> None:
+            while time.monotonic() - t0 < 120:
+                if path.exists() and path.stat().st_size > 0:
+                    arrived.append(time.monotonic() - t0)
+                    return
+                time.sleep(0.01)
+
+        w = threading.Thread(target=watch)
+        w.start()
+        s.ship(Plan((Action(ActionKind.PUT, rel.encode()),)))
+        calls.append(time.monotonic() - start)
+        w.join()
+        current.append(arrived[0] if arrived else float("inf"))
+    return {"current": current, "calls": calls}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("phase", choices=("burst", "cut"))
+    p.add_argument("--msync", required=True)
+    p.add_argument("--console", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--members", nargs="+", required=True)
+    p.add_argument("--env", default="{}")
+    p.add_argument("--tag", required=True)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--files", type=int, default=2000)
+    p.add_argument("--per-dir", type=int, default=100)
+    p.add_argument("--changes", type=int, default=5)
+    p.add_argument("--live-dir")
+    args = p.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    result = burst(args) if args.phase == "burst" else cut(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
