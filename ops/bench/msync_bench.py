@@ -144,6 +144,12 @@ def report(out: dict[str, dict], args: argparse.Namespace, mode: str) -> None:
         runs = " ".join(f"{x:.2f}" for x in r["agent"])
         plain = " ".join(f"{x:.2f}" for x in r["plain"])
         print(f"{console:8} {a:14.2f} {p:14.2f} {a / p:7.2f}   {runs}  (plain: {plain})")
+    if any(r.get("agent_model") and any(r["agent_model"]) for r in out.values()):
+        print("the double's cost model alone (summed over every msync call, concurrent ones too):")
+        for console, r in out.items():
+            a = statistics.median(r["agent_model"]) / n * 1000
+            p = statistics.median(r["plain_model"]) / n * 1000
+            print(f"{console:8} {a:14.2f} {p:14.2f} {a / p:7.2f}")
     print("\nlive member current while the other is cut off (seconds per change, in order):")
     for console, r in out.items():
         cur = " ".join(f"{x:.2f}" for x in r["current"])

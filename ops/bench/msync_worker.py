@@ -91,14 +91,26 @@ def agent(args: argparse.Namespace, actions: list[Action]) -> float:
     return took
 
 
+def model_seconds(args: argparse.Namespace) -> list[float]:
+    """The test double's cost model: what each msync call so far would have
+    cost on a real cluster (docs/msync.md §8), without the double's own CPU time."""
+    state = json.loads(args.env).get("MSYNC_DOUBLE_STATE")
+    log = Path(state) / "timing.log" if state else None
+    if log is None or not log.exists():
+        return []
+    return [float(json.loads(line)[0]) for line in log.read_text().splitlines()]
+
+
 def burst(args: argparse.Namespace) -> dict:
     root = Path(args.root)
-    out: dict[str, list[float]] = {"agent": [], "plain": []}
+    out: dict[str, list[float]] = {"agent": [], "plain": [], "agent_model": [], "plain_model": []}
     for r in range(args.rounds):
         order = ("agent", "plain") if r % 2 == 0 else ("plain", "agent")
         for who in order:
             paths, actions = write_burst(root, f"{args.tag}-{who}-{r}", args.files, args.per_dir)
+            before = len(model_seconds(args))
             out[who].append(agent(args, actions) if who == "agent" else plain(args, paths))
+            out[f"{who}_model"].append(sum(model_seconds(args)[before:]))
     return out
 
 
