@@ -406,7 +406,8 @@ class MsyncShipper:
             dev = root_dev(self._root)
         except OSError:
             return keyed
-        listdir = lambda rel: list_dir(self._root, rel, dev)  # noqa: E731
+        now = self._clock()
+        listdir = lambda rel: list_dir(self._root, rel, dev, now)  # noqa: E731
         return group_items(keyed, listdir, self._rel, self._excludes)
 
     # ------------------------------------------------------------------ one invocation
@@ -441,6 +442,7 @@ class MsyncShipper:
         main: dict[int, int] = {}  # id(item) -> index of its own path; the rest only worsen it
         for it in job.items:
             if it.covered:
+                sent += [(None, mp.Entry(p), None) for p in it.along]
                 for c in it.covered:
                     if c is not it.own:
                         main[id(c)] = len(sent)
@@ -455,7 +457,8 @@ class MsyncShipper:
         sent += [(it, mp.Entry(it.resend.echo), it.resend.token) for it in job.items if it.resend]
         hosts = [job.host] if job.host is not None else listed
         tokens = [t for _, _, t in sent if t is not None]
-        verdicts = self._run(job, tokens, hosts, [e for _, e, _ in sent], dry=False)
+        unowned = frozenset(k for k, (owner, _, _) in enumerate(sent) if owner is None)
+        verdicts = self._run(job, tokens, hosts, [e for _, e, _ in sent], dry=False, unowned=unowned)
         own: dict[int, list[int]] = {}
         owners: dict[int, Item] = {}
         for k, (owner, _, _) in enumerate(sent):
@@ -478,9 +481,17 @@ class MsyncShipper:
             self._verify_deletes(job, unacked, hosts)
 
     def _run(
-        self, job: Job, tokens: list[bytes], hosts: list[bytes], entries: list[mp.Entry], *, dry: bool
+        self,
+        job: Job,
+        tokens: list[bytes],
+        hosts: list[bytes],
+        entries: list[mp.Entry],
+        *,
+        dry: bool,
+        unowned: frozenset[int] = frozenset(),
     ) -> dict[tuple[bytes, int], mp.Verdict]:
-        """Verdicts of one invocation; files a member skipped get their content checked."""
+        """Verdicts of one invocation; files a member skipped get their content
+        checked, but for ``unowned`` entries (sent along, no verdict wanted)."""
         argv = mp.build_argv(
             os.fsencode(self._t.msync),
             excludes=self._excludes,
@@ -496,7 +507,7 @@ class MsyncShipper:
         res = self._exec(argv, idle)
         log.debug("ship.msync.run", target=self.name, paths=len(tokens), rc=res.returncode, s=res.seconds)
         if res.stalled:
-            return self._after_stall(job, tokens, hosts, entries, dry=dry)
+            return self._after_stall(job, tokens, hosts, entries, dry=dry, unowned=unowned)
         if res.missing or res.timed_out:
             why = f"msync not found: {self._t.msync}" if res.missing else "msync timed out"
             return {(h, i): mp.Verdict(mp.Kind.RETRY, why) for h in hosts for i in range(len(entries))}
@@ -505,10 +516,17 @@ class MsyncShipper:
         verdicts = mp.classify(res.returncode, res.stdout, res.stderr, hosts, entries)
         sent = (res.stdout, res.stderr, hosts, entries)
         check = lambda a: self._exec(a, idle)  # noqa: E731
-        return verify_skips(check, os.fsencode(self._t.msync), self._base, job.host, sent, verdicts)
+        return verify_skips(check, os.fsencode(self._t.msync), self._base, job.host, sent, verdicts, unowned)
 
     def _after_stall(
-        self, job: Job, tokens: list[bytes], hosts: list[bytes], entries: list[mp.Entry], *, dry: bool
+        self,
+        job: Job,
+        tokens: list[bytes],
+        hosts: list[bytes],
+        entries: list[mp.Entry],
+        *,
+        dry: bool,
+        unowned: frozenset[int] = frozenset(),
     ) -> dict[tuple[bytes, int], mp.Verdict]:
         """The call went silent: a member stopped answering and makuosan would
         wait a minute for it. Each member is tried alone, in parallel: who
@@ -529,9 +547,8 @@ class MsyncShipper:
         }
 
         def alone(host: bytes) -> dict[tuple[bytes, int], mp.Verdict]:
-            return self._run(
-                Job(host, job.recursive, job.items, job.delete), tokens, [host], entries, dry=dry
-            )
+            alone = Job(host, job.recursive, job.items, job.delete)
+            return self._run(alone, tokens, [host], entries, dry=dry, unowned=unowned)
 
         with ThreadPoolExecutor(max_workers=len(named)) as pool:
             for part in pool.map(alone, named):

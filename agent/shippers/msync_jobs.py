@@ -40,6 +40,7 @@ class Item:
     # own planned item, if any. A group reports nothing itself.
     covered: list[Item] = field(default_factory=list)
     own: Item | None = None
+    along: list[bytes] = field(default_factory=list)  # unplanned files -r sends too (base-relative)
     results: dict[str, ShipResult] = field(default_factory=dict)
 
 

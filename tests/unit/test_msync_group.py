@@ -11,7 +11,7 @@ import pytest
 from agent.config import MsyncTarget
 from agent.plan import Action, ActionKind
 from agent.shippers.base import Outcome
-from agent.shippers.msync_group import Candidate, find_groups
+from agent.shippers.msync_group import Candidate, Cover, find_groups
 from tests.doubles.fixtures import make_double
 from tests.unit.test_msync_shipper import OLD, Rig, mirrored, put, write
 
@@ -45,21 +45,41 @@ def never(rel: bytes, is_dir: bool) -> bool:
     return False
 
 
+def planned(groups: dict[bytes, Cover]) -> dict[bytes, list[bytes]]:
+    return {d: c.planned for d, c in groups.items()}
+
+
 def test_a_wholly_planned_tree_is_one_group() -> None:
     c = cands(b"r", b"r/a", b"r/b", b"r/s", b"r/s/c", dirs=(b"r", b"r/s"))
     got = find_groups(c, listdir(TREE), never)
     assert list(got) == [b"r"]
-    assert sorted(got[b"r"]) == sorted(c)
+    assert sorted(got[b"r"].planned) == sorted(c) and got[b"r"].unplanned == []
 
 
-def test_an_unplanned_entry_keeps_its_directory_out() -> None:
+def test_unplanned_settled_files_go_along_up_to_as_many_as_planned() -> None:
     c = cands(b"r/a", b"r/s", b"r/s/c", dirs=(b"r/s",))  # r/b is not planned
-    assert find_groups(c, listdir(TREE), never) == {b"r/s": [b"r/s/c", b"r/s"]}
+    got = find_groups(c, listdir(TREE), never)
+    assert {d: (sorted(g.planned), g.unplanned) for d, g in got.items()} == {
+        b"r": (sorted([b"r/a", b"r/s", b"r/s/c"]), [b"r/b"])
+    }
+    tree = {b"q": [(b"x", "file"), (b"y", "file"), (b"z", "file"), (b"w", "file")]}
+    assert planned(find_groups(cands(b"q/x", b"q/y"), listdir(tree), never)) == {b"q": [b"q/x", b"q/y"]}
+    tree[b"q"].append((b"v", "file"))  # three unplanned for two planned: sent one by one
+    assert find_groups(cands(b"q/x", b"q/y"), listdir(tree), never) == {}
+
+
+def test_an_unplanned_subdirectory_or_fresh_file_keeps_its_directory_out() -> None:
+    tree = {**TREE, b"q": [(b"x", "file"), (b"y", "file"), (b"sub", "dir")], b"q/sub": []}
+    assert find_groups(cands(b"q/x", b"q/y"), listdir(tree), never) == {}
+    tree = {**TREE, b"q": [(b"x", "file"), (b"y", "file"), (b"now", "fresh")]}
+    assert find_groups(cands(b"q/x", b"q/y"), listdir(tree), never) == {}
+    tree = {**TREE, b"q": [(b"x", "file"), (b"y", "file"), (b"a\nb", "file")]}
+    assert find_groups(cands(b"q/x", b"q/y"), listdir(tree), never) == {}
 
 
 def test_the_directory_itself_need_not_be_planned() -> None:
     c = cands(b"q/x", b"q/y")
-    assert find_groups(c, listdir(TREE), never) == {b"q": [b"q/x", b"q/y"]}
+    assert planned(find_groups(c, listdir(TREE), never)) == {b"q": [b"q/x", b"q/y"]}
 
 
 def test_a_symlink_special_or_mount_point_inside_keeps_it_out() -> None:
@@ -75,7 +95,7 @@ def test_entries_for_other_members_never_share_a_send() -> None:
 def test_excluded_entries_need_no_plan() -> None:
     tree = {**TREE, b"q": [(b"x", "file"), (b"y", "file"), (b"y.tmp", "file")]}
     excluded = lambda rel, is_dir: rel.endswith(b".tmp")  # noqa: E731
-    assert find_groups(cands(b"q/x", b"q/y"), listdir(tree), excluded) == {b"q": [b"q/x", b"q/y"]}
+    assert planned(find_groups(cands(b"q/x", b"q/y"), listdir(tree), excluded)) == {b"q": [b"q/x", b"q/y"]}
 
 
 def test_unreadable_directory_space_in_name_and_too_small_are_not_grouped() -> None:
@@ -117,14 +137,34 @@ def test_a_new_tree_goes_out_as_one_recursive_send_with_acks_per_member(rig: Rig
     assert any(b"-l" in argv and b"2" in argv and b"-r" in argv for argv in rig.dbl.invocations())
 
 
-def test_a_tree_with_an_unplanned_file_is_sent_path_by_path(rig: Rig) -> None:
+def test_a_tree_with_too_many_unplanned_files_is_sent_path_by_path(rig: Rig) -> None:
     actions = burst(rig)
-    write(rig.root, b"rel/d0/unplanned", b"u")
+    for i in range(6):  # more than the four files and the directory planned
+        write(rig.root, b"rel/d0/unplanned%d" % i, b"u")
     res = rig.ship(*actions)
     assert {r.outcome for r in res.values()} == {Outcome.OK}
     assert b"send -r rel" not in sends(rig)
     assert b"send -r rel/d1" in sends(rig)  # the other directories still go whole
-    assert not (rig.dbl.member_dir("mk2") / "rel/d0/unplanned").exists()
+    assert not (rig.dbl.member_dir("mk2") / "rel/d0/unplanned0").exists()
+
+
+def test_unplanned_files_sent_along_are_never_checked_nor_judged(rig: Rig) -> None:
+    """A file -r sends along that a member skips with other content (a
+    same-size rewrite with its mtime kept) is not the plan's business: no
+    --check, no verdict; the planned paths are done."""
+    actions = burst(rig, per=6)
+    write(rig.root, b"rel/d0/other", b"first")
+    assert {r.outcome for r in rig.ship(*actions, put(b"rel/d0/other")).values()} == {Outcome.OK}
+    write(rig.root, b"rel/d0/other", b"OTHER")  # same size, same mtime: members skip it
+    before = len(rig.dbl.invocations())
+    res = rig.ship(*[a for a in actions if a.path.startswith(b"rel/d0/")])
+    assert set(res) == {
+        (t, a.path) for a in actions if a.path.startswith(b"rel/d0/") for t in ("c/mk2", "c/mk3")
+    }
+    assert {r.outcome for r in res.values()} == {Outcome.OK}
+    assert b"send -r rel/d0" in sends(rig)
+    checked = [p for a in rig.dbl.invocations()[before:] if b"--check" in a for p in a]
+    assert b"rel/d0/f1" in checked and b"rel/d0/other" not in checked
 
 
 def test_grouped_paths_for_an_absent_member_stay_pending(rig: Rig) -> None:
