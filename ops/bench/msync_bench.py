@@ -9,7 +9,8 @@ namespace) and removes it at the end. For each console:
 
 * burst: ``--rounds`` times, a fresh ``--files``-file tree (``--per-dir``
   files per directory) shipped by the agent's shipper, beside one plain
-  ``msync --sync`` of a same-shaped tree (``msync_worker.py``, run inside
+  ``msync --sync`` of a same-shaped tree (``--layout spread``: one file
+  rewritten in each of ``--files`` directories, which no ``-r`` can carry) (``msync_worker.py``, run inside
   mk1's namespace, as msync would be on the sender host);
 * cut: mk3's cable is pulled (its switch port down, the daemon never says
   goodbye) and ``--changes`` files are shipped one by one; printed is the time
@@ -53,6 +54,7 @@ def worker_argv(phase: str, msync: Path, console: str, root: Path, tag: str, arg
     argv = [sys.executable, str(WORKER), phase, "--msync", str(msync), "--console", console]
     argv += ["--root", str(root), "--members", *MEMBERS, "--tag", tag, "--rounds", str(args.rounds)]
     argv += ["--files", str(args.files), "--per-dir", str(args.per_dir), "--changes", str(args.changes)]
+    argv += ["--layout", args.layout]
     for k, v in extra.items():
         argv += [f"--{k.replace('_', '-')}", v]
     return argv
@@ -135,7 +137,8 @@ def run_double(args: argparse.Namespace, tag: str) -> dict[str, dict]:
 
 def report(out: dict[str, dict], args: argparse.Namespace, mode: str) -> None:
     n = args.files
-    print(f"\nmsync shipping, {mode}: {n}-file burst, {args.per_dir} per directory, 2 members,", end=" ")
+    shape = f"{args.per_dir} per directory" if args.layout == "tree" else "one per directory (spread)"
+    print(f"\nmsync shipping, {mode}: {n}-file burst, {shape}, 2 members,", end=" ")
     print(f"{args.rounds} rounds")
     print(f"{'console':8} {'agent ms/file':>14} {'plain ms/file':>14} {'ratio':>7}   agent s (runs)")
     for console, r in out.items():
@@ -164,6 +167,12 @@ def main() -> None:
     p.add_argument("--files", type=int, default=2000)
     p.add_argument("--per-dir", type=int, default=100)
     p.add_argument("--changes", type=int, default=5)
+    p.add_argument(
+        "--layout",
+        choices=("tree", "spread"),
+        default="tree",
+        help="tree: each burst a new tree (default); spread: one file rewritten in each of --files dirs",
+    )
     p.add_argument("--data", default="/tmp/msync-bench")
     p.add_argument("--cleanup", action="store_true", help="remove --data at the end")
     args = p.parse_args()

@@ -10,6 +10,11 @@ its files (level 0: msync's own cost, no per-member answer); which goes
 first alternates. Files get an mtime in the past, so nothing is held back
 for the same-second rule.
 
+``--layout spread`` measures the other extreme: a tree of ``--files``
+directories holding a few files each is shipped once (unmeasured); each
+round then rewrites one file in every directory, so no directory is whole
+and every path goes out alone.
+
 ``cut``: one member is cut off (the caller cut it); ``--changes`` single
 files are shipped one after another by one shipper, and for each the time
 from the change until the live member holds it is taken.
@@ -101,13 +106,44 @@ def model_seconds(args: argparse.Namespace) -> list[float]:
     return [float(json.loads(line)[0]) for line in log.read_text().splitlines()]
 
 
+def spread_tree(root: Path, args: argparse.Namespace) -> tuple[str, int]:
+    """The spread layout's base tree, mirrored once with ``msync -r``."""
+    top, per = f"{args.tag}-spread", 2 * args.rounds + 2
+    for d in range(args.files):
+        (root / top / f"d{d:05d}").mkdir(parents=True, exist_ok=True)
+        for k in range(per):
+            p = root / top / f"d{d:05d}" / f"f{k}"
+            p.write_bytes(b"base\n")
+            os.utime(p, (OLD, OLD))
+    env = {**os.environ, **json.loads(args.env)}
+    argv = [args.msync, "-c", args.console, "-r", "--", top]
+    subprocess.run(argv, capture_output=True, env=env, check=True, timeout=3600)
+    return top, per
+
+
+def spread_round(root: Path, top: str, k: int, files: int, r: int) -> tuple[list[bytes], list[Action]]:
+    """Rewrite file ``fk`` of every directory: a new size, a new mtime."""
+    paths = []
+    for d in range(files):
+        rel = f"{top}/d{d:05d}/f{k}"
+        (root / rel).write_bytes(b"round %d rewrites this file\n" % r)
+        os.utime(root / rel, (OLD + r + 1, OLD + r + 1))
+        paths.append(os.fsencode(rel))
+    return paths, [Action(ActionKind.PUT, p) for p in paths]
+
+
 def burst(args: argparse.Namespace) -> dict:
     root = Path(args.root)
+    spread = spread_tree(root, args) if args.layout == "spread" else None
     out: dict[str, list[float]] = {"agent": [], "plain": [], "agent_model": [], "plain_model": []}
     for r in range(args.rounds):
         order = ("agent", "plain") if r % 2 == 0 else ("plain", "agent")
         for who in order:
-            paths, actions = write_burst(root, f"{args.tag}-{who}-{r}", args.files, args.per_dir)
+            if spread is not None:
+                k = 2 * r + (who == "plain")
+                paths, actions = spread_round(root, spread[0], k, args.files, r)
+            else:
+                paths, actions = write_burst(root, f"{args.tag}-{who}-{r}", args.files, args.per_dir)
             before = len(model_seconds(args))
             out[who].append(agent(args, actions) if who == "agent" else plain(args, paths))
             out[f"{who}_model"].append(sum(model_seconds(args)[before:]))
@@ -157,6 +193,7 @@ def main() -> None:
     p.add_argument("--per-dir", type=int, default=100)
     p.add_argument("--changes", type=int, default=5)
     p.add_argument("--live-dir")
+    p.add_argument("--layout", choices=("tree", "spread"), default="tree")
     args = p.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     result = burst(args) if args.phase == "burst" else cut(args)
