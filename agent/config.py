@@ -69,6 +69,7 @@ class MsyncTarget:
     concurrency: int = 4  # msync processes at once (the daemon has 8 console slots)
     timeout_s: float = 300.0
     stall_s: float = 3.0  # an msync call silent this long is blocked on a member that stopped answering
+    console_relay: bool = True  # reach a TCP console through a relay that acknowledges at once
     kind: str = "msync"
 
 
@@ -210,6 +211,7 @@ _TARGET_KEYS: dict[str, dict[str, Callable[[Mapping[str, object], str, str, Path
         "concurrency": lambda t, k, w, b: _int_in(t, k, w, 1, 7),
         "timeout_s": lambda t, k, w, b: parse_duration(t[k], w + k),
         "stall_s": lambda t, k, w, b: parse_duration(t[k], w + k),
+        "console_relay": lambda t, k, w, b: _get(t, k, bool, w),
     },
 }
 _TARGET_TYPES = {"local": LocalTarget, "rsync": RsyncTarget, "msync": MsyncTarget}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
 import threading
 import time
@@ -37,6 +38,7 @@ from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.msync_check import verify_skips
 from agent.shippers.msync_group import group_items, list_dir
 from agent.shippers.msync_jobs import Item, Job, lane_jobs, parent_dirs
+from agent.shippers.msync_relay import ConsoleRelay, tcp_address
 from agent.shippers.msync_stall import SUSPECT_S, Suspects, idle_limit
 from agent.walk import Walk, join, root_dev
 
@@ -73,7 +75,10 @@ def password_file_problem(path: Path | None) -> str | None:
 class MsyncShipper:
     """Ships plans to one makuosan cluster. ``env`` is extra environment for the
     msync process (e.g. ``MSYNC_TARGET``); ``clock`` gives the current time;
-    a member that stalled a call is sent nothing for ``suspect_s`` seconds."""
+    a member that stalled a call is sent nothing for ``suspect_s`` seconds.
+    A TCP console is reached through a :class:`ConsoleRelay` (made in
+    ``relay_dir``, else a private temporary directory; ``relay_connect``
+    opens a connection to the console) while it takes connections."""
 
     def __init__(
         self,
@@ -84,6 +89,8 @@ class MsyncShipper:
         excludes: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
         suspect_s: float = SUSPECT_S,
+        relay_dir: Path | None = None,
+        relay_connect: Callable[[], socket.socket] | None = None,
     ) -> None:
         self.name = target.name
         self.tracks = tracks_of(target)
@@ -105,6 +112,10 @@ class MsyncShipper:
         self._lock = threading.Lock()
         self._absent_since: dict[str, float] = {}  # track -> monotonic time first seen absent
         self._suspects = Suspects(hold_s=suspect_s)
+        self._relay: ConsoleRelay | None = None
+        self._relay_dir = str(relay_dir) if relay_dir is not None else None
+        self._relay_connect = relay_connect
+        self._via = target.console  # the -c msync gets for the plan being shipped
 
     # ------------------------------------------------------------------ public
     def ship(self, plan: Plan) -> list[ShipResult]:
@@ -112,6 +123,7 @@ class MsyncShipper:
         items = [self._item(a) for a in plan.actions]
         live = [it for it in items if it.entry is not None]
         if live:
+            self._via = self._console()
             self._ship_live(live)
             self._settle_dirs(live)
         for it in items:  # safety net: a track nobody reported on stays pending
@@ -123,7 +135,28 @@ class MsyncShipper:
         return results
 
     def close(self) -> None:
-        """Nothing held between plans."""
+        """Stop the console relay, if one was made."""
+        with self._lock:
+            relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.close()
+
+    def _console(self) -> str | None:
+        """msync's ``-c`` for this plan: the relay while the TCP console takes
+        connections (msync_relay), else the configured console."""
+        t = self._t
+        console = t.console or self._env.get("MSYNC_TARGET") or "tcp:127.0.0.1:5000"
+        address = tcp_address(console)
+        if not t.console_relay or address is None:
+            return t.console
+        if self._relay is None:
+            connect = self._relay_connect or (lambda: socket.create_connection(address, timeout=5))
+            try:
+                self._relay = ConsoleRelay(connect, self._relay_dir)
+            except OSError as exc:
+                log.warning("ship.msync.relay_failed", target=self.name, error=str(exc))
+                return t.console
+        return self._relay.target if self._relay.upstream_ok() else t.console
 
     # ------------------------------------------------------------------ preparation
     def _set(self, it: Item, tracks: Sequence[str], outcome: Outcome, reason: str = "") -> None:
@@ -362,7 +395,7 @@ class MsyncShipper:
     def _exec(self, argv: list[bytes], idle: float | None = None) -> _exec.ExecResult:
         t = self._t
         opts: list[bytes] = []
-        opts += [b"-c", os.fsencode(t.console)] if t.console else []
+        opts += [b"-c", os.fsencode(self._via)] if self._via else []
         opts += [b"-K", os.fsencode(t.password_file)] if t.password_file else []
         full = [argv[0], *opts, *argv[1:]]
         return _exec.run(full, timeout=t.timeout_s, env=self._env, idle_timeout=idle)

@@ -11,11 +11,14 @@ shipper that runs here. Used by the tests here and by ``ops/bench/msync``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +132,32 @@ class RealCluster:
         path.write_text(_IN_NETNS.format(python=sys.executable, ns=ns, msync=str(self.msync)))
         path.chmod(0o755)
         return path
+
+    def connect_console(self) -> socket.socket:
+        """A TCP connection to mk1's console, made inside h1's network
+        namespace (a thread that entered it makes the socket; the socket
+        stays there): what the shipper's console relay needs from here."""
+        ns = f"/run/netns/{self.cluster.hosts['h1'].netns}"
+        out: list[socket.socket | BaseException] = []
+
+        def inside() -> None:
+            try:
+                fd = os.open(ns, os.O_RDONLY)
+                try:
+                    if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
+                        raise OSError(ctypes.get_errno(), "setns")
+                finally:
+                    os.close(fd)
+                out.append(socket.create_connection(("127.0.0.1", 5000), timeout=5))
+            except BaseException as exc:  # handed to the caller
+                out.append(exc)
+
+        t = threading.Thread(target=inside)  # a thread that ends: its namespace goes with it
+        t.start()
+        t.join()
+        if isinstance(out[0], BaseException):
+            raise out[0]
+        return out[0]
 
     def msync_argv(self, *args: str | bytes) -> list[str | bytes]:
         """argv of a plain msync call to the sender's console, from this namespace."""

@@ -10,6 +10,7 @@ the real binaries are not installed.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,9 +31,12 @@ pytestmark = pytest.mark.real_msync
 OLD = 1_600_000_000  # whole-second mtimes well in the past: no same-second hazard
 
 
-def shipper_for(rc: RealCluster, **kw: object) -> MsyncShipper:
-    """A shipper of the cluster's sender; over the TCP console its msync runs in h1."""
-    msync = rc.msync if rc.sender_console == "unix" else rc.msync_in_h1()
+def shipper_for(rc: RealCluster, relay: bool = True, **kw: object) -> MsyncShipper:
+    """A shipper of the cluster's sender. Over the TCP console it goes
+    through its console relay, whose connections are made inside h1; without
+    the relay its msync runs in h1."""
+    direct = rc.sender_console == "tcp" and not relay
+    msync = rc.msync_in_h1() if direct else rc.msync
     target = MsyncTarget(
         name="real",
         members=RECEIVERS,
@@ -41,9 +45,10 @@ def shipper_for(rc: RealCluster, **kw: object) -> MsyncShipper:
         base=rc.root,
         batch=20,
         timeout_s=120.0,
+        console_relay=relay,
         **kw,
     )
-    return MsyncShipper(target, rc.root)
+    return MsyncShipper(target, rc.root, relay_connect=rc.connect_console)
 
 
 def _cluster(tmp_path: Path, console: str) -> Iterator[RealCluster]:
@@ -99,8 +104,12 @@ def put(path: bytes, recursive: bool = False, tracks: frozenset[str] = frozenset
     return Action(ActionKind.PUT, path, recursive=recursive, tracks=tracks)
 
 
-def ship(rc: RealCluster, *actions: Action) -> dict[tuple[str, bytes], ShipResult]:
-    results = shipper_for(rc).ship(Plan(tuple(actions)))
+def ship(rc: RealCluster, *actions: Action, relay: bool = True) -> dict[tuple[str, bytes], ShipResult]:
+    s = shipper_for(rc, relay)
+    try:
+        results = s.ship(Plan(tuple(actions)))
+    finally:
+        s.close()
     return {(r.track, r.path): r for r in results}
 
 
@@ -240,26 +249,29 @@ def burst_tree(root: Path, top: bytes, dirs: int, per: int) -> list[Action]:
     return actions
 
 
-def test_shipper_over_the_tcp_console(tcp_cluster: RealCluster) -> None:
-    """makuosan's default console: a new tree (one recursive send), single
-    updates and deletes, a member down and one that does not receive
-    (``makuosan -r``): nobody is marked done for what it did not take."""
+@pytest.mark.parametrize("relay", [True, False], ids=["relay", "direct"])
+def test_shipper_over_the_tcp_console(tcp_cluster: RealCluster, relay: bool) -> None:
+    """makuosan's default console, through the shipper's relay and directly:
+    a new tree (one recursive send), single updates and deletes, a same-size
+    rewrite, a member that does not receive (``makuosan -r``): nobody is
+    marked done for what it did not take."""
     rc = tcp_cluster
+    send = functools.partial(ship, relay=relay)  # through the relay or not
     root = rc.root
     actions = burst_tree(root, b"rel", dirs=3, per=20)
     write(root, b"single.txt", b"one\n")
-    all_ok(ship(rc, *actions, put(b"single.txt")))
+    all_ok(send(rc, *actions, put(b"single.txt")))
     assert_mirrored(rc)
 
     write(root, b"rel/d1/f3", b"a longer new content\n", mtime=OLD + 10)
     os.unlink(os.path.join(os.fsencode(root), b"single.txt"))
     settle_dirs(root)
-    all_ok(ship(rc, put(b"rel/d1/f3"), Action(ActionKind.DELETE, b"single.txt")))
+    all_ok(send(rc, put(b"rel/d1/f3"), Action(ActionKind.DELETE, b"single.txt")))
     assert_mirrored(rc)
 
     # a same-size rewrite with its old mtime restored inside a whole tree: FAILED
     write(root, b"rel/d2/f4", b"BURST 2 4\n")
-    res = ship(rc, *actions)
+    res = send(rc, *actions)
     assert {r.outcome for (_, p), r in res.items() if p == b"rel/d2/f4"} == {Outcome.FAILED}, res
     all_ok({k: r for k, r in res.items() if k[1] != b"rel/d2/f4"})
     write(root, b"rel/d2/f4", b"BURST 2 4\n", mtime=OLD + 40)
@@ -272,7 +284,7 @@ def test_shipper_over_the_tcp_console(tcp_cluster: RealCluster) -> None:
     more = burst_tree(root, b"rel2", dirs=2, per=5)
     write(root, b"rel/d0/f0", b"changed for a read-only mk3\n", mtime=OLD + 50)
     settle_dirs(root)
-    res = ship(rc, *more, put(b"rel/d0/f0"), put(b"rel/d2/f4"))
+    res = send(rc, *more, put(b"rel/d0/f0"), put(b"rel/d2/f4"))
     assert {r.outcome for (t, _), r in res.items() if t == "real/mk3"} == {Outcome.RETRY}, res
     all_ok({k: r for k, r in res.items() if k[0] == "real/mk2"})
     assert_mirrored(rc, "mk2")
@@ -293,6 +305,7 @@ def test_live_member_served_while_the_other_is_cut(tcp_cluster: RealCluster) -> 
         assert res[("real/mk2", rel)].outcome is Outcome.OK, res
         assert res[("real/mk3", rel)].outcome is Outcome.RETRY, res
         assert (rc.member_dir("mk2") / os.fsdecode(rel)).read_bytes() == b"while mk3 is cut %d\n" % i
+    s.close()
     rc.cluster.restore("h3")
     rc.stop("mk3")  # back for good: a restarted daemon is listed again at once
     rc.start("mk3")
