@@ -30,6 +30,7 @@ __all__ = ["ConsoleRelay", "tcp_address"]
 
 log = structlog.get_logger()
 _CHUNK = 65536
+PROBE_S = 2.0  # a console greets at once
 
 
 def tcp_address(console: str) -> tuple[str, int] | None:
@@ -69,9 +70,17 @@ class ConsoleRelay:
         return "unix:" + self.path
 
     def upstream_ok(self) -> bool:
-        """Whether the TCP console takes a connection now."""
+        """Whether a makuosan console answers there now: it greets a new
+        connection with its prompt (``> ``), or asks for the password."""
         try:
-            self._connect().close()
+            with self._connect() as s:
+                s.settimeout(PROBE_S)
+                greeting = b""
+                while not greeting.endswith(b"> ") and not greeting.startswith(b"password:"):
+                    chunk = s.recv(256)
+                    if not chunk or len(greeting) > 256:
+                        return False
+                    greeting += chunk
         except OSError:
             return False
         return True

@@ -121,6 +121,21 @@ def test_msync_going_away_closes_the_console_side(console: FakeConsole, tmp_path
         relay.close()
 
 
+def test_only_a_console_that_greets_counts_as_up(console: FakeConsole, tmp_path: Path) -> None:
+    relay = ConsoleRelay(console.connect, str(tmp_path))
+    try:
+        assert relay.upstream_ok()
+    finally:
+        relay.close()
+    with contextlib.closing(socket.create_server(("127.0.0.1", 0))) as mute:  # listens, says nothing
+        port = mute.getsockname()[1]
+        relay = ConsoleRelay(lambda: socket.create_connection(("127.0.0.1", port), timeout=5))
+        try:
+            assert not relay.upstream_ok()
+        finally:
+            relay.close()
+
+
 def test_upstream_down_is_seen_and_a_client_is_dropped(tmp_path: Path) -> None:
     def refuse() -> socket.socket:
         raise ConnectionRefusedError
