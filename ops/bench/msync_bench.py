@@ -33,9 +33,11 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,13 +112,38 @@ def run_real(args: argparse.Namespace, tag: str) -> dict[str, dict]:
     return out
 
 
+class Greeter:
+    """Stands in for makuosan's TCP console towards the shipper's relay
+    probe (a prompt on connect); the double itself never connects."""
+
+    def __init__(self) -> None:
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.console = f"tcp:127.0.0.1:{self.srv.getsockname()[1]}"
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"> ")
+
+
 def run_double(args: argparse.Namespace, tag: str) -> dict[str, dict]:
+    """The double models a TCP console reached through the shipper's relay
+    like a unix one (what the real relay measured); msync itself, plain,
+    pays the 40 ms TCP penalty per answering exchange."""
     home = Path(args.data) / "double"
-    sock = home / "mk1.sock"
-    consoles = {"tcp": "tcp:127.0.0.1:5000", "unix": f"unix:{sock}"}
-    dbl = make_double(home, members=MEMBERS, listening=tuple(consoles.values()))
+    relay_dir = home / "relay"
+    relay_dir.mkdir(parents=True, exist_ok=True)
+    greeter = Greeter()
+    consoles = {"tcp": greeter.console, "unix": f"unix:{home / 'mk1.sock'}"}
+    listening = (*consoles.values(), f"unix:{relay_dir / 'console.sock'}")
+    dbl = make_double(home, members=MEMBERS, listening=listening)
     dbl.update(time_scale=1.0)
-    env = {"env": json.dumps(dbl.env())}
+    env = {"env": json.dumps(dbl.env()), "relay_dir": str(relay_dir)}
     out: dict[str, dict] = {}
     for console, target in consoles.items():
         print(f"[double {console}] burst: {args.rounds} rounds of {args.files} files", flush=True)

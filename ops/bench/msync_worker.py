@@ -71,7 +71,8 @@ def shipper(args: argparse.Namespace) -> MsyncShipper:
         msync=args.msync,
         base=Path(args.root),
     )
-    return MsyncShipper(target, Path(args.root), env=json.loads(args.env))
+    relay_dir = Path(args.relay_dir) if args.relay_dir else None
+    return MsyncShipper(target, Path(args.root), env=json.loads(args.env), relay_dir=relay_dir)
 
 
 def plain(args: argparse.Namespace, paths: list[bytes]) -> float:
@@ -88,7 +89,10 @@ def plain(args: argparse.Namespace, paths: list[bytes]) -> float:
 def agent(args: argparse.Namespace, actions: list[Action]) -> float:
     s = shipper(args)
     start = time.monotonic()
-    results = s.ship(Plan(tuple(actions)))
+    try:
+        results = s.ship(Plan(tuple(actions)))
+    finally:
+        s.close()
     took = time.monotonic() - start
     bad = [(r.track, r.path, r.reason) for r in results if r.outcome is not Outcome.OK]
     if bad:
@@ -176,6 +180,7 @@ def cut(args: argparse.Namespace) -> dict:
         calls.append(time.monotonic() - start)
         w.join()
         current.append(arrived[0] if arrived else float("inf"))
+    s.close()
     return {"current": current, "calls": calls}
 
 
@@ -193,6 +198,7 @@ def main() -> None:
     p.add_argument("--per-dir", type=int, default=100)
     p.add_argument("--changes", type=int, default=5)
     p.add_argument("--live-dir")
+    p.add_argument("--relay-dir", help="where the shipper's console relay puts its socket")
     p.add_argument("--layout", choices=("tree", "spread"), default="tree")
     args = p.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
