@@ -37,7 +37,7 @@ from agent.shippers import msync_parse as mp
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.msync_check import verify_skips
 from agent.shippers.msync_group import group_items, list_dir
-from agent.shippers.msync_jobs import Item, Job, lane_jobs, parent_dirs
+from agent.shippers.msync_jobs import Item, Job, expand, lane_jobs, parent_dirs
 from agent.shippers.msync_relay import ConsoleRelay, tcp_address
 from agent.shippers.msync_stall import SUSPECT_S, Suspects, idle_limit
 from agent.walk import Walk, join, root_dev
@@ -469,25 +469,7 @@ class MsyncShipper:
         return [tr for tr in it.tracks if self._member_of[tr] == host]
 
     def _invoke(self, job: Job, listed: list[bytes]) -> None:
-        # (item that owns the verdict or None, entry, argv token or None: a
-        # path a group's -r reaches without naming it)
-        sent: list[tuple[Item | None, mp.Entry, bytes | None]] = []
-        main: dict[int, int] = {}  # id(item) -> index of its own path; the rest only worsen it
-        for it in job.items:
-            if it.covered:
-                sent += [(None, mp.Entry(p), None) for p in it.along]
-                for c in it.covered:
-                    if c is not it.own:
-                        main[id(c)] = len(sent)
-                        sent.append((c, mp.Entry(c.entry.echo), None))
-                if it.own is not None:
-                    main[id(it.own)] = len(sent)
-                sent.append((it.own, it.entry, it.token))
-                continue
-            sent += [(it, mp.Entry(m.echo), m.token) for m in it.more]
-            main[id(it)] = len(sent)
-            sent.append((it, it.entry, it.token))
-        sent += [(it, mp.Entry(it.resend.echo), it.resend.token) for it in job.items if it.resend]
+        sent, main = expand(job)
         hosts = [job.host] if job.host is not None else listed
         tokens = [t for _, _, t in sent if t is not None]
         unowned = frozenset(k for k, (owner, _, _) in enumerate(sent) if owner is None)

@@ -13,7 +13,7 @@ from agent.plan import Action
 from agent.shippers import msync_parse as mp
 from agent.shippers.base import ShipResult
 
-__all__ = ["Item", "Job", "lane_jobs", "chunks", "parent_dirs"]
+__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs"]
 
 
 @dataclass(eq=False)
@@ -52,6 +52,35 @@ class Job:
     recursive: bool
     items: list[Item]
     delete: bool = False  # --delete: -r mirrors whole subtrees, else each directory's children
+
+
+# (item that owns the verdict, or None for a file a group sends along; the
+# entry; the argv token, or None for a path a group's -r reaches unnamed)
+Sent = list[tuple["Item | None", mp.Entry, bytes | None]]
+
+
+def expand(job: Job) -> tuple[Sent, dict[int, int]]:
+    """Every path one invocation answers for, and for each item (by id) the
+    index of its own path: the others (a tree's entries, a link's target)
+    only worsen its verdict."""
+    sent: Sent = []
+    main: dict[int, int] = {}
+    for it in job.items:
+        if it.covered:
+            sent += [(None, mp.Entry(p), None) for p in it.along]
+            for c in it.covered:
+                if c is not it.own:
+                    main[id(c)] = len(sent)
+                    sent.append((c, mp.Entry(c.entry.echo), None))
+            if it.own is not None:
+                main[id(it.own)] = len(sent)
+            sent.append((it.own, it.entry, it.token))
+            continue
+        sent += [(it, mp.Entry(m.echo), m.token) for m in it.more]
+        main[id(it)] = len(sent)
+        sent.append((it, it.entry, it.token))
+    sent += [(it, mp.Entry(it.resend.echo), it.resend.token) for it in job.items if it.resend]
+    return sent, main
 
 
 def lane_jobs(lane: list[tuple[tuple[bytes, ...] | None, Item]], batch: int) -> list[Job]:
