@@ -38,7 +38,7 @@ from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.msync_check import verify_skips
 from agent.shippers.msync_group import group_items, list_dir
 from agent.shippers.msync_jobs import Item, Job, expand, lane_jobs, parent_dirs
-from agent.shippers.msync_relay import ConsoleRelay, tcp_address
+from agent.shippers.msync_relay import ConsoleRelay, greets, tcp_address
 from agent.shippers.msync_stall import SUSPECT_S, Suspects, idle_limit
 from agent.walk import Walk, join, root_dev
 
@@ -149,14 +149,16 @@ class MsyncShipper:
         address = tcp_address(console)
         if not t.console_relay or address is None:
             return t.console
+        connect = self._relay_connect or (lambda: socket.create_connection(address, timeout=5))
+        if not greets(connect):
+            return t.console  # msync itself says what is wrong
         if self._relay is None:
-            connect = self._relay_connect or (lambda: socket.create_connection(address, timeout=5))
             try:
                 self._relay = ConsoleRelay(connect, self._relay_dir)
             except OSError as exc:
                 log.warning("ship.msync.relay_failed", target=self.name, error=str(exc))
                 return t.console
-        return self._relay.target if self._relay.upstream_ok() else t.console
+        return self._relay.target
 
     # ------------------------------------------------------------------ preparation
     def _set(self, it: Item, tracks: Sequence[str], outcome: Outcome, reason: str = "") -> None:

@@ -26,11 +26,28 @@ from collections.abc import Callable
 
 import structlog
 
-__all__ = ["ConsoleRelay", "tcp_address"]
+__all__ = ["ConsoleRelay", "greets", "tcp_address"]
 
 log = structlog.get_logger()
 _CHUNK = 65536
 PROBE_S = 2.0  # a console greets at once
+
+
+def greets(connect: Callable[[], socket.socket]) -> bool:
+    """Whether a makuosan console answers a connection ``connect`` makes: it
+    greets with its prompt (``> ``), or asks for the password."""
+    try:
+        with connect() as s:
+            s.settimeout(PROBE_S)
+            greeting = b""
+            while not greeting.endswith(b"> ") and not greeting.startswith(b"password:"):
+                chunk = s.recv(256)
+                if not chunk or len(greeting) > 256:
+                    return False
+                greeting += chunk
+    except OSError:
+        return False
+    return True
 
 
 def tcp_address(console: str) -> tuple[str, int] | None:
@@ -70,20 +87,8 @@ class ConsoleRelay:
         return "unix:" + self.path
 
     def upstream_ok(self) -> bool:
-        """Whether a makuosan console answers there now: it greets a new
-        connection with its prompt (``> ``), or asks for the password."""
-        try:
-            with self._connect() as s:
-                s.settimeout(PROBE_S)
-                greeting = b""
-                while not greeting.endswith(b"> ") and not greeting.startswith(b"password:"):
-                    chunk = s.recv(256)
-                    if not chunk or len(greeting) > 256:
-                        return False
-                    greeting += chunk
-        except OSError:
-            return False
-        return True
+        """Whether a makuosan console answers upstream now (:func:`greets`)."""
+        return greets(self._connect)
 
     def close(self) -> None:
         """Stop listening, cut every forwarded connection, remove the socket."""
