@@ -169,7 +169,7 @@ class RealCluster:
         lines = res.stdout.decode("utf-8", "replace").splitlines()
         return sorted(line.split()[0] for line in lines if line and not line.startswith(("Total:", " ")))
 
-    def wait_members(self, expected: list[str], timeout: float = 30) -> None:
+    def wait_members(self, expected: list[str], timeout: float = 90) -> None:
         wait_until(lambda: self.members() == sorted(expected), timeout=timeout, message=f"members {expected}")
 
     def up(self, receivers: tuple[str, ...] = RECEIVERS) -> None:

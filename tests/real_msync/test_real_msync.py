@@ -309,7 +309,7 @@ def test_live_member_served_while_the_other_is_cut(tcp_cluster: RealCluster) -> 
     rc.cluster.restore("h3")
     rc.stop("mk3")  # back for good: a restarted daemon is listed again at once
     rc.start("mk3")
-    rc.wait_members(list(RECEIVERS), timeout=90)
+    rc.wait_members(list(RECEIVERS))
     mk3 = frozenset({"real/mk3"})
     all_ok(ship(rc, *[put(rel, tracks=mk3) for rel in changes]))
     for rel in changes:
