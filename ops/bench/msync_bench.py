@@ -56,7 +56,7 @@ def worker_argv(phase: str, msync: Path, console: str, root: Path, tag: str, arg
     argv = [sys.executable, str(WORKER), phase, "--msync", str(msync), "--console", console]
     argv += ["--root", str(root), "--members", *MEMBERS, "--tag", tag, "--rounds", str(args.rounds)]
     argv += ["--files", str(args.files), "--per-dir", str(args.per_dir), "--changes", str(args.changes)]
-    argv += ["--layout", args.layout]
+    argv += ["--layout", args.layout, *(["--no-relay"] if args.no_relay else [])]
     for k, v in extra.items():
         argv += [f"--{k.replace('_', '-')}", v]
     return argv
@@ -199,6 +199,9 @@ def main() -> None:
         choices=("tree", "spread"),
         default="tree",
         help="tree: each burst a new tree (default); spread: one file rewritten in each of --files dirs",
+    )
+    p.add_argument(
+        "--no-relay", action="store_true", help="the agent's msync talks to a TCP console directly"
     )
     p.add_argument("--data", default="/tmp/msync-bench")
     p.add_argument("--cleanup", action="store_true", help="remove --data at the end")

@@ -70,6 +70,7 @@ def shipper(args: argparse.Namespace) -> MsyncShipper:
         console=args.console,
         msync=args.msync,
         base=Path(args.root),
+        console_relay=not args.no_relay,
     )
     relay_dir = Path(args.relay_dir) if args.relay_dir else None
     return MsyncShipper(target, Path(args.root), env=json.loads(args.env), relay_dir=relay_dir)
@@ -199,6 +200,7 @@ def main() -> None:
     p.add_argument("--changes", type=int, default=5)
     p.add_argument("--live-dir")
     p.add_argument("--relay-dir", help="where the shipper's console relay puts its socket")
+    p.add_argument("--no-relay", action="store_true", help="msync talks to a TCP console directly")
     p.add_argument("--layout", choices=("tree", "spread"), default="tree")
     args = p.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
