@@ -21,6 +21,7 @@ TCP console is reached through a relay that acknowledges at once
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import stat
@@ -41,7 +42,7 @@ from agent.shippers import msync_parse as mp
 from agent.shippers.base import Outcome, ShipResult
 from agent.shippers.msync_check import verify_skips
 from agent.shippers.msync_group import group_items, list_dir
-from agent.shippers.msync_jobs import Item, Job, expand, lane_jobs, parent_dirs
+from agent.shippers.msync_jobs import Item, Job, expand, lane_jobs, parent_dirs, settle_levels
 from agent.shippers.msync_relay import ConsoleRelay, greets, tcp_address
 from agent.shippers.msync_stall import SUSPECT_S, Suspects, idle_limit
 from agent.walk import Walk, join, root_dev
@@ -355,16 +356,21 @@ class MsyncShipper:
                 tokens.append(prep.token)
         for host in self._settle_hosts(live) if tokens else []:
             fitting = [t for t in tokens if mp.fits(t, mp.command_prefix(host=host))]
-            for start in range(0, len(fitting), max(1, self._t.batch)):
-                chunk = fitting[start : start + max(1, self._t.batch)]
-                argv = mp.build_argv(
-                    os.fsencode(self._t.msync), excludes=self._excludes, level=0, host=host, tokens=chunk
-                )
-                res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)))
-                log.debug("ship.msync.settle_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
-                if res.stalled:
+            for level in settle_levels(fitting, self._t.batch, self._t.concurrency):
+                with ThreadPoolExecutor(max_workers=len(level)) as pool:
+                    stalled = any(pool.map(functools.partial(self._settle, host), level))
+                if stalled:
                     log.warning("ship.msync.settle_stalled", target=self.name, host=host)
                     break
+
+    def _settle(self, host: bytes | None, chunk: list[bytes]) -> bool:
+        """One silent send of directories; whether it stalled."""
+        argv = mp.build_argv(
+            os.fsencode(self._t.msync), excludes=self._excludes, level=0, host=host, tokens=chunk
+        )
+        res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)))
+        log.debug("ship.msync.settle_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
+        return res.stalled
 
     def _settle_hosts(self, live: list[Item]) -> list[bytes | None]:
         """[None] (no ``-t``) when every expected member took the plan, else

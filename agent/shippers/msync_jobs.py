@@ -13,7 +13,7 @@ from agent.plan import Action
 from agent.shippers import msync_parse as mp
 from agent.shippers.base import ShipResult
 
-__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs"]
+__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs", "settle_levels"]
 
 
 @dataclass(eq=False)
@@ -132,3 +132,30 @@ def parent_dirs(paths: list[bytes]) -> list[bytes]:
             path = path.rsplit(b"/", 1)[0]
             out.add(path)
     return sorted(out, key=lambda p: (-p.count(b"/"), p))
+
+
+SETTLE_CHUNK = 50  # directories a settling call carries at least before another runs beside it
+
+
+def settle_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[list[list[bytes]]]:
+    """Directory tokens (deepest first) as calls: one level per depth,
+    deepest first, each level split into up to ``concurrency`` calls that
+    may run at once (no send of a directory changes another's mtime; only a
+    member creating a missing one touches its parent, which a later level
+    sends), each of at most ``batch`` and, when split, at least
+    ``SETTLE_CHUNK`` directories."""
+    levels: list[list[bytes]] = []
+    depth = None
+    for t in tokens:
+        d = t.count(b"/")
+        if d != depth:
+            levels.append([])
+            depth = d
+        levels[-1].append(t)
+    out = []
+    for level in levels:
+        size = max(SETTLE_CHUNK, -(-len(level) // max(1, concurrency)))
+        size = max(1, min(size, batch))
+        calls = [level[i : i + size] for i in range(0, len(level), size)]
+        out += [calls[i : i + max(1, concurrency)] for i in range(0, len(calls), max(1, concurrency))]
+    return out

@@ -216,3 +216,38 @@ def test_a_symlink_inside_keeps_the_tree_out_of_a_group(rig: Rig, tmp_path: Path
     assert {r.outcome for r in res.values()} == {Outcome.OK}
     assert b"send -r rel" not in sends(rig) and b"send -r rel/d2" not in sends(rig)
     assert b"send -r rel/d0" in sends(rig)
+
+
+def test_parent_directories_are_settled_in_parallel_chunks_per_depth(rig: Rig) -> None:
+    """One file rewritten in each of many directories: the directories are
+    sent again afterwards (members renamed into them) in up to
+    ``concurrency`` silent calls per depth, deepest depth first."""
+    actions = []
+    for d in range(200):
+        write(rig.root, b"top/d%03d/f0" % d, b"v1")
+        write(rig.root, b"top/d%03d/f1" % d, b"other")
+        actions.append(put(b"top/d%03d/f0" % d))
+    for dirpath, _, _ in os.walk(os.path.join(os.fsencode(rig.root), b"top")):
+        os.utime(dirpath, (OLD, OLD))
+    before = len(rig.dbl.invocations())
+    res = rig.ship(*actions, shipper=rig.shipper(batch=500, concurrency=4))
+    assert {r.outcome for r in res.values()} == {Outcome.OK}
+    settles = [a for a in rig.dbl.invocations()[before:] if a[:2] == [b"-l", b"0"]]
+    sizes = sorted(len(a) - a.index(b"--") - 1 for a in settles)
+    assert sizes == [1, 50, 50, 50, 50], sizes  # 200 directories in 4 calls, then "top"
+    assert settles[-1][-1] == b"top"
+    assert all(mirrored(rig, b"top/d%03d" % d) for d in range(200))
+
+
+def test_settle_levels_keep_depths_apart_deepest_first() -> None:
+    from agent.shippers.msync_jobs import settle_levels
+
+    deep = [b"a/b/c%03d" % i for i in range(120)]
+    mid = [b"a/b", b"a/x"]
+    levels = settle_levels([*deep, *mid, b"a"], batch=200, concurrency=4)
+    assert [[len(c) for c in lv] for lv in levels] == [[50, 50, 20], [2], [1]]
+    assert levels[1] == [mid] and levels[2] == [[b"a"]]
+    assert [[len(c) for c in lv] for lv in settle_levels(deep, batch=30, concurrency=2)] == [
+        [30, 30],
+        [30, 30],
+    ]
