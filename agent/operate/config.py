@@ -163,6 +163,7 @@ _TARGET_KEYS: dict[str, dict[str, Callable[[Mapping[str, object], str, str, Path
         "concurrency": lambda t, k, w, b: _int_in(t, k, w, 1, 7),
         "timeout_s": lambda t, k, w, b: parse_duration(t[k], w + k),
         "stall_s": lambda t, k, w, b: parse_duration(t[k], w + k),
+        "console_relay": lambda t, k, w, b: _get(t, k, bool, w),
     },
 }
 _TARGET_TYPES = {"local": LocalTarget, "rsync": RsyncTarget, "msync": MsyncTarget}

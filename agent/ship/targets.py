@@ -38,6 +38,7 @@ class MsyncTarget:
     concurrency: int = 4  # msync processes at once (the daemon has 8 console slots)
     timeout_s: float = 300.0
     stall_s: float = 3.0  # an msync call silent this long is blocked on a member that stopped answering
+    console_relay: bool = True  # reach a TCP console through a relay that acknowledges at once
     kind: str = "msync"
 
 

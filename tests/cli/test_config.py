@@ -58,6 +58,7 @@ base = "www"
 batch = 50
 concurrency = 2
 timeout = "90s"
+console_relay = false
 
 [[target]]
 name = "dr"
@@ -93,6 +94,7 @@ path = "mirror"
         batch=50,
         concurrency=2,
         timeout_s=90.0,
+        console_relay=False,
     )
     assert dr == RsyncTarget(name="dr", dest="rsync://backup/www/", options=("--password-file=/etc/rs.pw",))
     assert copy == LocalTarget(name="copy", path=tmp_path / "mirror")

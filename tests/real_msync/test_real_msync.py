@@ -3,18 +3,17 @@
 Three network namespaces on one bridge: ``mk1`` is the sender whose base is
 the agent's root, ``mk2`` and ``mk3`` are receivers. Each daemon runs in its
 own UTS namespace, so ``msync --members`` shows distinct host names. msync
-itself runs in the test's namespace and talks to mk1 over a unix-socket
-console. Skipped when the real binaries are not installed.
+talks to mk1 over a unix-socket console from the test's namespace, or over
+makuosan's default TCP console from inside h1 (``tcp_cluster``). Skipped when
+the real binaries are not installed.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,107 +23,35 @@ from agent.ship.base import Outcome, ShipResult
 from agent.ship.msync.shipper import MsyncShipper
 from agent.ship.plan import Action, ActionKind, Plan
 from tests.helpers.trees import assert_trees_equal, diff_trees
-from tests.helpers.wait import wait_until
-from tests.netns.cluster import Cluster, cleanup_stale, netns_unavailable_reason, stop_process
+from tests.netns.cluster import Cluster, cleanup_stale, netns_unavailable_reason
+from tests.real_msync.cluster import RECEIVERS, SKIP_REASON, RealCluster, build_bridge, find_binaries
 
 pytestmark = pytest.mark.real_msync
 
-SKIP_REASON = "real msync/makuosan not installed; set MSYNC_REAL_BIN_DIR"
 OLD = 1_600_000_000  # whole-second mtimes well in the past: no same-second hazard
-RECEIVERS = ("mk2", "mk3")
-# Sets the host name inside the fresh UTS namespace, then becomes makuosan.
-_AS_HOST = "import os, socket, sys; socket.sethostname(sys.argv[1]); os.execv(sys.argv[2], sys.argv[2:])"
 
 
-def find_binaries() -> tuple[Path, Path] | None:
-    """(msync, makuosan) from $MSYNC_REAL_BIN_DIR (makuosan may sit in the
-    sibling ``sbin``, where ``make install`` puts it), else from PATH."""
-    bin_dir = os.environ.get("MSYNC_REAL_BIN_DIR")
-    if bin_dir:
-        d = Path(bin_dir)
-        msync = d / "msync"
-        daemons = [d / "makuosan", d.parent / "sbin" / "makuosan"]
-        makuosan = next((p for p in daemons if os.access(p, os.X_OK)), None)
-        return (msync, makuosan) if makuosan and os.access(msync, os.X_OK) else None
-    msync_path, makuosan_path = shutil.which("msync"), shutil.which("makuosan")
-    if msync_path and makuosan_path:
-        return Path(msync_path), Path(makuosan_path)
-    return None
+def shipper_for(rc: RealCluster, relay: bool = True, **kw: object) -> MsyncShipper:
+    """A shipper of the cluster's sender. Over the TCP console it goes
+    through its console relay, whose connections are made inside h1; without
+    the relay its msync runs in h1."""
+    direct = rc.sender_console == "tcp" and not relay
+    msync = rc.msync_in_h1() if direct else rc.msync
+    target = MsyncTarget(
+        name="real",
+        members=RECEIVERS,
+        console=rc.console,
+        msync=str(msync),
+        base=rc.root,
+        batch=20,
+        timeout_s=120.0,
+        console_relay=relay,
+        **kw,
+    )
+    return MsyncShipper(target, rc.root, relay_connect=rc.connect_console)
 
 
-@dataclass
-class RealCluster:
-    """The running cluster: the base (agent root), receiver dirs, the console."""
-
-    cluster: Cluster
-    msync: Path
-    makuosan: Path
-    work: Path
-    daemons: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def root(self) -> Path:
-        return self.work / "mk1"
-
-    @property
-    def console(self) -> Path:
-        return self.work / "mk1.sock"
-
-    def member_dir(self, name: str) -> Path:
-        return self.work / name
-
-    def start(self, name: str) -> None:
-        """Start ``name``'s daemon in its host namespace under its own host name."""
-        host = {"mk1": "h1", "mk2": "h2", "mk3": "h3"}[name]
-        base, sock = self.work / name, self.work / f"{name}.sock"
-        base.mkdir(exist_ok=True)
-        sock.unlink(missing_ok=True)
-        argv = ["unshare", "--uts", "--", sys.executable, "-c", _AS_HOST, name, str(self.makuosan)]
-        argv += ["-n", "-b", str(base), "-U", str(sock)]
-        with open(self.work / f"{name}.log", "ab") as log:
-            self.daemons[name] = self.cluster.spawn(host, argv, stdout=log, stderr=subprocess.STDOUT)
-
-    def stop(self, name: str) -> None:
-        """SIGTERM: makuosan multicasts EXIT and the sender drops it at once."""
-        stop_process(self.daemons.pop(name))
-
-    def members(self) -> list[str]:
-        res = subprocess.run(
-            [str(self.msync), "-c", f"unix:{self.console}", "--members"],
-            capture_output=True,
-            check=False,
-            timeout=30,
-        )
-        lines = res.stdout.decode("utf-8", "replace").splitlines()
-        return sorted(line.split()[0] for line in lines if line and not line.startswith(("Total:", " ")))
-
-    def wait_members(self, expected: list[str]) -> None:
-        wait_until(lambda: self.members() == sorted(expected), timeout=30, message=f"members {expected}")
-
-    def shipper(self) -> MsyncShipper:
-        target = MsyncTarget(
-            name="real",
-            members=RECEIVERS,
-            console=f"unix:{self.console}",
-            msync=str(self.msync),
-            base=self.root,
-            batch=20,
-            timeout_s=120.0,
-        )
-        return MsyncShipper(target, self.root)
-
-
-def _build(c: Cluster) -> None:
-    """Multicast must flood the bridge and leave each host through eth0."""
-    hub = ["ip", "-n", c.hub, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"]
-    subprocess.run(hub, check=True, capture_output=True)
-    for h in c.hosts.values():
-        route = ["ip", "-n", h.netns, "route", "add", "224.0.0.0/4", "dev", "eth0"]
-        subprocess.run(route, check=True, capture_output=True)
-
-
-@pytest.fixture
-def real_cluster(tmp_path: Path) -> Iterator[RealCluster]:
+def _cluster(tmp_path: Path, console: str) -> Iterator[RealCluster]:
     found = find_binaries()
     if found is None:
         pytest.skip(SKIP_REASON)
@@ -135,17 +62,26 @@ def real_cluster(tmp_path: Path) -> Iterator[RealCluster]:
     work = tmp_path / "cluster"
     work.mkdir()
     c = Cluster(tmp_path, n_hosts=3, subnet="10.214.88")
-    rc = RealCluster(c, found[0], found[1], work)
+    rc = RealCluster(c, found[0], found[1], work, sender_console=console)
     try:
         c.up()
-        _build(c)
-        for name in ("mk1", *RECEIVERS):
-            rc.start(name)
-        wait_until(rc.console.exists, timeout=30, message="mk1 console socket")
-        rc.wait_members(list(RECEIVERS))
+        build_bridge(c)
+        rc.up()
         yield rc
     finally:
         c.down()  # stops every daemon it spawned, then deletes the namespaces
+
+
+@pytest.fixture
+def real_cluster(tmp_path: Path) -> Iterator[RealCluster]:
+    """The sender's console on a unix socket."""
+    yield from _cluster(tmp_path, "unix")
+
+
+@pytest.fixture
+def tcp_cluster(tmp_path: Path) -> Iterator[RealCluster]:
+    """The sender's console on makuosan's default TCP 127.0.0.1:5000 inside h1."""
+    yield from _cluster(tmp_path, "tcp")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -168,8 +104,12 @@ def put(path: bytes, recursive: bool = False, tracks: frozenset[str] = frozenset
     return Action(ActionKind.PUT, path, recursive=recursive, tracks=tracks)
 
 
-def ship(rc: RealCluster, *actions: Action) -> dict[tuple[str, bytes], ShipResult]:
-    results = rc.shipper().ship(Plan(tuple(actions)))
+def ship(rc: RealCluster, *actions: Action, relay: bool = True) -> dict[tuple[str, bytes], ShipResult]:
+    s = shipper_for(rc, relay)
+    try:
+        results = s.ship(Plan(tuple(actions)))
+    finally:
+        s.close()
     return {(r.track, r.path): r for r in results}
 
 
@@ -294,3 +234,85 @@ def test_shipper_against_real_makuosan(real_cluster: RealCluster) -> None:
     assert all("same size" in r.reason for r in res.values()), res
     for m in RECEIVERS:
         assert (rc.member_dir(m) / "while_down.txt").read_bytes() == b"missed by mk3\n"
+
+
+def burst_tree(root: Path, top: bytes, dirs: int, per: int) -> list[Action]:
+    """A new tree ``top/dN/fM``; the plan the planner makes for it (parents first)."""
+    actions = [put(top)]
+    for d in range(dirs):
+        actions.append(put(b"%s/d%d" % (top, d)))
+        for f in range(per):
+            write(root, b"%s/d%d/f%d" % (top, d, f), b"burst %d %d\n" % (d, f))
+    for d in range(dirs):
+        actions += [put(b"%s/d%d/f%d" % (top, d, f)) for f in range(per)]
+    settle_dirs(root)
+    return actions
+
+
+@pytest.mark.parametrize("relay", [True, False], ids=["relay", "direct"])
+def test_shipper_over_the_tcp_console(tcp_cluster: RealCluster, relay: bool) -> None:
+    """makuosan's default console, through the shipper's relay and directly:
+    a new tree (one recursive send), single updates and deletes, a same-size
+    rewrite, a member that does not receive (``makuosan -r``): nobody is
+    marked done for what it did not take."""
+    rc = tcp_cluster
+    send = functools.partial(ship, relay=relay)  # through the relay or not
+    root = rc.root
+    actions = burst_tree(root, b"rel", dirs=3, per=20)
+    write(root, b"single.txt", b"one\n")
+    all_ok(send(rc, *actions, put(b"single.txt")))
+    assert_mirrored(rc)
+
+    write(root, b"rel/d1/f3", b"a longer new content\n", mtime=OLD + 10)
+    os.unlink(os.path.join(os.fsencode(root), b"single.txt"))
+    settle_dirs(root)
+    all_ok(send(rc, put(b"rel/d1/f3"), Action(ActionKind.DELETE, b"single.txt")))
+    assert_mirrored(rc)
+
+    # a same-size rewrite with its old mtime restored inside a whole tree: FAILED
+    write(root, b"rel/d2/f4", b"BURST 2 4\n")
+    res = send(rc, *actions)
+    assert {r.outcome for (_, p), r in res.items() if p == b"rel/d2/f4"} == {Outcome.FAILED}, res
+    all_ok({k: r for k, r in res.items() if k[1] != b"rel/d2/f4"})
+    write(root, b"rel/d2/f4", b"BURST 2 4\n", mtime=OLD + 40)
+    settle_dirs(root)
+
+    # mk3 restarted as a read-only node (makuosan -r): listed, silent at level 2
+    rc.stop("mk3")
+    rc.start("mk3", "-r")
+    rc.wait_members(list(RECEIVERS))
+    more = burst_tree(root, b"rel2", dirs=2, per=5)
+    write(root, b"rel/d0/f0", b"changed for a read-only mk3\n", mtime=OLD + 50)
+    settle_dirs(root)
+    res = send(rc, *more, put(b"rel/d0/f0"), put(b"rel/d2/f4"))
+    assert {r.outcome for (t, _), r in res.items() if t == "real/mk3"} == {Outcome.RETRY}, res
+    all_ok({k: r for k, r in res.items() if k[0] == "real/mk2"})
+    assert_mirrored(rc, "mk2")
+
+
+def test_live_member_served_while_the_other_is_cut(tcp_cluster: RealCluster) -> None:
+    """mk3's cable is pulled mid-life (its daemon never says goodbye): makuosan
+    would hold every call a minute; mk2 still gets each change, mk3 stays
+    pending, and is caught up with ``-t`` once it is back."""
+    rc = tcp_cluster
+    root = rc.root
+    rc.cluster.cut("h3")
+    s = shipper_for(rc, stall_s=2.0)
+    changes = [b"cut1.txt", b"cut2.txt"]
+    for i, rel in enumerate(changes):
+        write(root, rel, b"while mk3 is cut %d\n" % i)
+        res = {(r.track, r.path): r for r in s.ship(Plan((put(rel),)))}
+        assert res[("real/mk2", rel)].outcome is Outcome.OK, res
+        assert res[("real/mk3", rel)].outcome is Outcome.RETRY, res
+        assert (rc.member_dir("mk2") / os.fsdecode(rel)).read_bytes() == b"while mk3 is cut %d\n" % i
+    s.close()
+    rc.cluster.restore("h3")
+    rc.stop("mk3")  # back for good: a restarted daemon is listed again at once
+    rc.start("mk3")
+    rc.wait_members(list(RECEIVERS))
+    mk3 = frozenset({"real/mk3"})
+    all_ok(ship(rc, *[put(rel, tracks=mk3) for rel in changes]))
+    for rel in changes:
+        assert (rc.member_dir("mk3") / os.fsdecode(rel)).read_bytes() == (
+            root / os.fsdecode(rel)
+        ).read_bytes()

@@ -26,16 +26,21 @@ Verdicts = dict[tuple[bytes, int], mp.Verdict]
 
 
 def _to_check(
-    base: bytes, skips: dict[bytes, set[tuple[bytes, int]]], verdicts: Verdicts, host: bytes | None
+    base: bytes,
+    skips: dict[bytes, set[tuple[bytes, int]]],
+    verdicts: Verdicts,
+    host: bytes | None,
+    unowned: frozenset[int] = frozenset(),
 ) -> tuple[list[mp.Prepared], list[set[tuple[bytes, int]]], Verdicts]:
-    """Regular files worth a check (only pairs still OK), and verdicts for
-    skipped pairs that cannot be checked."""
+    """Regular files worth a check (only pairs still OK, and not ``unowned``:
+    files sent along whose verdict nobody wants), and verdicts for skipped
+    pairs that cannot be checked."""
     todo: list[mp.Prepared] = []
     pairs: list[set[tuple[bytes, int]]] = []
     cannot: Verdicts = {}
     prefix = mp.command_prefix(check=True, host=host)
     for path, skipped in sorted(skips.items()):
-        open_pairs = {k for k in skipped if verdicts[k].kind == mp.Kind.OK}
+        open_pairs = {k for k in skipped if verdicts[k].kind == mp.Kind.OK and k[1] not in unowned}
         if not open_pairs:
             continue
         try:
@@ -68,13 +73,14 @@ def verify_skips(
     host: bytes | None,
     sent: tuple[bytes, bytes, Sequence[bytes], Sequence[mp.Entry]],
     verdicts: Verdicts,
+    unowned: frozenset[int] = frozenset(),
 ) -> Verdicts:
     """``verdicts`` of one send, with every skipped regular file checked.
     ``sent`` is (stdout, stderr, hosts, entries) of the send; ``run`` starts
     msync with the target's console options; ``host`` is the send's ``-t``."""
     stdout, stderr, hosts, entries = sent
     skips = mp.skipped(stdout, stderr, hosts, entries)
-    todo, pairs, cannot = _to_check(base, skips, verdicts, host)
+    todo, pairs, cannot = _to_check(base, skips, verdicts, host, unowned)
     out = {**verdicts, **cannot}
     for start in range(0, len(todo), CHUNK):
         part = todo[start : start + CHUNK]

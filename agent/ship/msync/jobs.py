@@ -13,7 +13,7 @@ from agent.ship.base import ShipResult
 from agent.ship.msync import parse as mp
 from agent.ship.plan import Action
 
-__all__ = ["Item", "Job", "lane_jobs", "chunks", "parent_dirs"]
+__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs", "settle_levels"]
 
 
 @dataclass(eq=False)
@@ -33,6 +33,14 @@ class Item:
     mirror: bool = False
     more: list[mp.Prepared] = field(default_factory=list)
     bad: str = ""  # why part of the tree could not be sent at all
+    plain: bool = False  # a regular file or a directory: a recursive send may carry it
+    # A group (msync_group): one ``-r`` send of a directory whose every entry
+    # the plan holds. ``covered`` are the planned items it carries (their
+    # verdicts come from the lines naming them); ``own`` is the directory's
+    # own planned item, if any. A group reports nothing itself.
+    covered: list[Item] = field(default_factory=list)
+    own: Item | None = None
+    along: list[bytes] = field(default_factory=list)  # unplanned files -r sends too (base-relative)
     results: dict[str, ShipResult] = field(default_factory=dict)
 
 
@@ -44,6 +52,35 @@ class Job:
     recursive: bool
     items: list[Item]
     delete: bool = False  # --delete: -r mirrors whole subtrees, else each directory's children
+
+
+# (item that owns the verdict, or None for a file a group sends along; the
+# entry; the argv token, or None for a path a group's -r reaches unnamed)
+Sent = list[tuple["Item | None", mp.Entry, bytes | None]]
+
+
+def expand(job: Job) -> tuple[Sent, dict[int, int]]:
+    """Every path one invocation answers for, and for each item (by id) the
+    index of its own path: the others (a tree's entries, a link's target)
+    only worsen its verdict."""
+    sent: Sent = []
+    main: dict[int, int] = {}
+    for it in job.items:
+        if it.covered:
+            sent += [(None, mp.Entry(p), None) for p in it.along]
+            for c in it.covered:
+                if c is not it.own:
+                    main[id(c)] = len(sent)
+                    sent.append((c, mp.Entry(c.entry.echo), None))
+            if it.own is not None:
+                main[id(it.own)] = len(sent)
+            sent.append((it.own, it.entry, it.token))
+            continue
+        sent += [(it, mp.Entry(m.echo), m.token) for m in it.more]
+        main[id(it)] = len(sent)
+        sent.append((it, it.entry, it.token))
+    sent += [(it, mp.Entry(it.resend.echo), it.resend.token) for it in job.items if it.resend]
+    return sent, main
 
 
 def lane_jobs(lane: list[tuple[tuple[bytes, ...] | None, Item]], batch: int) -> list[Job]:
@@ -66,7 +103,8 @@ def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
     missing parents themselves, and a directory sent after its children keeps its mtime."""
     jobs: list[Job] = []
     for it in items:
-        rec, delete = it.entry.recursive, it.entry.recursive or it.mirror
+        rec = it.entry.recursive
+        delete = (rec and not it.covered) or it.mirror  # a group adds, a recursive put mirrors
         last = jobs[-1] if jobs else None
         if last is None or (last.recursive, last.delete) != (rec, delete) or size(last) >= batch:
             jobs.append(Job(host, rec, [], delete))
@@ -81,7 +119,7 @@ def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
 
 
 def size(job: Job) -> int:
-    return sum((2 if it.resend else 1) + len(it.more) for it in job.items)
+    return sum((2 if it.resend else 1) + len(it.more) + len(it.covered) for it in job.items)
 
 
 def parent_dirs(paths: list[bytes]) -> list[bytes]:
@@ -94,3 +132,30 @@ def parent_dirs(paths: list[bytes]) -> list[bytes]:
             path = path.rsplit(b"/", 1)[0]
             out.add(path)
     return sorted(out, key=lambda p: (-p.count(b"/"), p))
+
+
+SETTLE_CHUNK = 50  # directories a settling call carries at least before another runs beside it
+
+
+def settle_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[list[list[bytes]]]:
+    """Directory tokens (deepest first) as calls: one level per depth,
+    deepest first, each level split into up to ``concurrency`` calls that
+    may run at once (no send of a directory changes another's mtime; only a
+    member creating a missing one touches its parent, which a later level
+    sends), each of at most ``batch`` and, when split, at least
+    ``SETTLE_CHUNK`` directories."""
+    levels: list[list[bytes]] = []
+    depth = None
+    for t in tokens:
+        d = t.count(b"/")
+        if d != depth:
+            levels.append([])
+            depth = d
+        levels[-1].append(t)
+    out = []
+    for level in levels:
+        size = max(SETTLE_CHUNK, -(-len(level) // max(1, concurrency)))
+        size = max(1, min(size, batch))
+        calls = [level[i : i + size] for i in range(0, len(level), size)]
+        out += [calls[i : i + max(1, concurrency)] for i in range(0, len(calls), max(1, concurrency))]
+    return out

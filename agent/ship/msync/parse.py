@@ -255,16 +255,40 @@ def _norm(p: bytes) -> bytes:
     return p
 
 
-def _index(entries: Sequence[Entry], path: bytes) -> int | None:
+class _Lookup:
+    """Which entry a reported path belongs to: the first entry naming it
+    exactly, else the first recursive entry it lies inside. Built once per
+    output, so a recursive send of thousands of planned paths is read in
+    linear time."""
+
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        self.entries = entries
+        self.exact: dict[bytes, int] = {}
+        self.tree: dict[bytes, int] = {}
+        for i, e in enumerate(entries):
+            self.exact.setdefault(e.echo, i)
+            if e.recursive:
+                self.tree.setdefault(e.echo, i)
+
+    def __call__(self, path: bytes) -> int | None:
+        path = _norm(path)
+        if path in self.exact:
+            return self.exact[path]
+        best = None
+        while self.tree and b"/" in path:
+            path = path.rpartition(b"/")[0]
+            i = self.tree.get(path)
+            if i is not None and (best is None or i < best):
+                best = i
+        return best
+
+
+def _index(entries: Sequence[Entry] | _Lookup, path: bytes) -> int | None:
     """Entry a reported path belongs to (itself, or inside a recursive entry)."""
-    path = _norm(path)
-    for i, e in enumerate(entries):
-        if path == e.echo or (e.recursive and path.startswith(e.echo + b"/")):
-            return i
-    return None
+    return (entries if isinstance(entries, _Lookup) else _Lookup(entries))(path)
 
 
-def _host_path(rest: bytes, hosts: Sequence[bytes], entries: Sequence[Entry]) -> tuple[bytes, int] | None:
+def _host_path(rest: bytes, hosts: Sequence[bytes], entries: _Lookup) -> tuple[bytes, int] | None:
     """Find ``HOST:P`` at the end of ``rest`` for a known host and entry."""
     for host in hosts:
         marker = host + b":"
@@ -285,7 +309,7 @@ def _member_failure(line: bytes) -> Verdict:
     return Verdict(Kind.RETRY, "member reported: " + line.decode("utf-8", "replace"))
 
 
-def _parse_timeout(line: bytes, state: dict, entries: Sequence[Entry], p: Parsed) -> None:
+def _parse_timeout(line: bytes, state: dict, entries: _Lookup, p: Parsed) -> None:
     """``receive time out: CMDLINE`` names one command, then ``IP(HOST)`` the
     dropped member. The daemon pipelines several files, so paths before the
     named one may have been acknowledged (``update``) and still be in flight;
@@ -295,7 +319,7 @@ def _parse_timeout(line: bytes, state: dict, entries: Sequence[Entry], p: Parsed
         p.timeouts[rest[rest.rfind(b"(") + 1 : -1]] = 0
 
 
-def _parse_line(line: bytes, hosts: Sequence[bytes], entries: Sequence[Entry], p: Parsed, st: dict) -> None:
+def _parse_line(line: bytes, hosts: Sequence[bytes], entries: _Lookup, p: Parsed, st: dict) -> None:
     if not line or line == b"alive":
         return
     if m := _ACK.match(line):
@@ -313,7 +337,7 @@ def _parse_line(line: bytes, hosts: Sequence[bytes], entries: Sequence[Entry], p
     ):
         p.absent.add(line[: -len(b" is not contained in members")])
     elif line.startswith(_MISSING) and (idx := _index(entries, line[len(_MISSING) :])) is not None:
-        if not entries[idx].delete:
+        if not entries.entries[idx].delete:
             p.path_errors[idx] = Verdict(Kind.RETRY, "path vanished while msync ran")
     elif line.startswith((b"error:", b"delete error")) and (hit := _host_path(line, hosts, entries)):
         p.member_errors.setdefault(hit, _member_failure(line))
@@ -330,9 +354,10 @@ def parse_output(stdout: bytes, stderr: bytes, hosts: Sequence[bytes], entries: 
     p = Parsed()
     state: dict = {}
     known = [*hosts, b""]
+    lookup = _Lookup(entries)
     for stream in (stdout, stderr):
         for line in stream.split(b"\n"):
-            _parse_line(line.rstrip(b"\r"), known, entries, p, state)
+            _parse_line(line.rstrip(b"\r"), known, lookup, p, state)
     return p
 
 
@@ -403,8 +428,9 @@ def skipped(
     entry index)}. A skip means only that size, mode and mtime second matched
     (§5), so the content may still differ."""
     out: dict[bytes, set[tuple[bytes, int]]] = {}
+    lookup = _Lookup(entries)
     for host, path in parse_output(stdout, stderr, hosts, entries).skips:
-        idx = _index(entries, path)
+        idx = lookup(path)
         if host in hosts and idx is not None:
             out.setdefault(path, set()).add((host, idx))
     return out

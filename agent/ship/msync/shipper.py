@@ -12,12 +12,18 @@ file some member skipped is content-checked (msync_check), so a lost
 same-size rewrite is FAILED, not OK. A call that stops making progress
 (a member stopped answering and makuosan waits a minute for it) is ended and
 each member is tried alone, so the live ones are not held (msync_stall).
+Over makuosan's TCP console each answering exchange costs 40 ms: a
+directory the plan holds goes out as one ``-l 2 -r`` (msync_group), and a
+TCP console is reached through a relay that acknowledges at once
+(msync_relay); the per-member answers are the same either way.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import socket
 import stat
 import threading
 import time
@@ -33,7 +39,9 @@ from agent.ship import process as _exec
 from agent.ship.base import Outcome, ShipResult
 from agent.ship.msync import parse as mp
 from agent.ship.msync.check import verify_skips
-from agent.ship.msync.jobs import Item, Job, lane_jobs, parent_dirs
+from agent.ship.msync.group import group_items, list_dir
+from agent.ship.msync.jobs import Item, Job, expand, lane_jobs, parent_dirs, settle_levels
+from agent.ship.msync.relay import ConsoleRelay, greets, tcp_address
 from agent.ship.msync.stall import SUSPECT_S, Suspects, idle_limit
 from agent.ship.plan import Action, Plan
 from agent.ship.targets import MsyncTarget, tracks_of
@@ -73,7 +81,10 @@ def password_file_problem(path: Path | None) -> str | None:
 class MsyncShipper:
     """Ships plans to one makuosan cluster. ``env`` is extra environment for the
     msync process (e.g. ``MSYNC_TARGET``); ``clock`` gives the current time;
-    a member that stalled a call is sent nothing for ``suspect_s`` seconds."""
+    a member that stalled a call is sent nothing for ``suspect_s`` seconds.
+    A TCP console is reached through a :class:`ConsoleRelay` (made in
+    ``relay_dir``, else a private temporary directory; ``relay_connect``
+    opens a connection to the console) while it takes connections."""
 
     def __init__(
         self,
@@ -84,6 +95,8 @@ class MsyncShipper:
         excludes: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
         suspect_s: float = SUSPECT_S,
+        relay_dir: Path | None = None,
+        relay_connect: Callable[[], socket.socket] | None = None,
     ) -> None:
         self.name = target.name
         self.tracks = tracks_of(target)
@@ -105,6 +118,10 @@ class MsyncShipper:
         self._lock = threading.Lock()
         self._absent_since: dict[str, float] = {}  # track -> monotonic time first seen absent
         self._suspects = Suspects(hold_s=suspect_s)
+        self._relay: ConsoleRelay | None = None
+        self._relay_dir = str(relay_dir) if relay_dir is not None else None
+        self._relay_connect = relay_connect
+        self._via = target.console  # the -c msync gets for the plan being shipped
 
     # ------------------------------------------------------------------ public
     def ship(self, plan: Plan) -> list[ShipResult]:
@@ -112,6 +129,7 @@ class MsyncShipper:
         items = [self._item(a) for a in plan.actions]
         live = [it for it in items if it.entry is not None]
         if live:
+            self._via = self._console()
             self._ship_live(live)
             self._settle_dirs(live)
         for it in items:  # safety net: a track nobody reported on stays pending
@@ -123,7 +141,30 @@ class MsyncShipper:
         return results
 
     def close(self) -> None:
-        """Nothing held between plans."""
+        """Stop the console relay, if one was made."""
+        with self._lock:
+            relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.close()
+
+    def _console(self) -> str | None:
+        """msync's ``-c`` for this plan: the relay while the TCP console takes
+        connections (msync_relay), else the configured console."""
+        t = self._t
+        console = t.console or self._env.get("MSYNC_TARGET") or "tcp:127.0.0.1:5000"
+        address = tcp_address(console)
+        if not t.console_relay or address is None:
+            return t.console
+        connect = self._relay_connect or (lambda: socket.create_connection(address, timeout=5))
+        if not greets(connect):
+            return t.console  # msync itself says what is wrong
+        if self._relay is None:
+            try:
+                self._relay = ConsoleRelay(connect, self._relay_dir)
+            except OSError as exc:
+                log.warning("ship.msync.relay_failed", target=self.name, error=str(exc))
+                return t.console
+        return self._relay.target
 
     # ------------------------------------------------------------------ preparation
     def _set(self, it: Item, tracks: Sequence[str], outcome: Outcome, reason: str = "") -> None:
@@ -183,6 +224,7 @@ class MsyncShipper:
                     return Outcome.FAILED, f"symlink target cannot be re-sent after the link: {resend}"
                 it.resend = resend
         it.is_dir = stat.S_ISDIR(st.st_mode)
+        it.plain = it.is_dir or stat.S_ISREG(st.st_mode)
         it.biggest = st.st_size if stat.S_ISREG(st.st_mode) else 0
         if not it.is_dir and mp.same_second(st.st_mtime_ns, self._clock()):
             return Outcome.RETRY, "mtime is the current second (a same-second rewrite would be lost)"
@@ -315,16 +357,21 @@ class MsyncShipper:
                 tokens.append(prep.token)
         for host in self._settle_hosts(live) if tokens else []:
             fitting = [t for t in tokens if mp.fits(t, mp.command_prefix(host=host))]
-            for start in range(0, len(fitting), max(1, self._t.batch)):
-                chunk = fitting[start : start + max(1, self._t.batch)]
-                argv = mp.build_argv(
-                    os.fsencode(self._t.msync), excludes=self._excludes, level=0, host=host, tokens=chunk
-                )
-                res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)))
-                log.debug("ship.msync.settle_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
-                if res.stalled:
+            for level in settle_levels(fitting, self._t.batch, self._t.concurrency):
+                with ThreadPoolExecutor(max_workers=len(level)) as pool:
+                    stalled = any(pool.map(functools.partial(self._settle, host), level))
+                if stalled:
                     log.warning("ship.msync.settle_stalled", target=self.name, host=host)
                     break
+
+    def _settle(self, host: bytes | None, chunk: list[bytes]) -> bool:
+        """One silent send of directories; whether it stalled."""
+        argv = mp.build_argv(
+            os.fsencode(self._t.msync), excludes=self._excludes, level=0, host=host, tokens=chunk
+        )
+        res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)))
+        log.debug("ship.msync.settle_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
+        return res.stalled
 
     def _settle_hosts(self, live: list[Item]) -> list[bytes | None]:
         """[None] (no ``-t``) when every expected member took the plan, else
@@ -361,7 +408,7 @@ class MsyncShipper:
     def _exec(self, argv: list[bytes], idle: float | None = None) -> _exec.ExecResult:
         t = self._t
         opts: list[bytes] = []
-        opts += [b"-c", os.fsencode(t.console)] if t.console else []
+        opts += [b"-c", os.fsencode(self._via)] if self._via else []
         opts += [b"-K", os.fsencode(t.password_file)] if t.password_file else []
         full = [argv[0], *opts, *argv[1:]]
         return _exec.run(full, timeout=t.timeout_s, env=self._env, idle_timeout=idle)
@@ -387,14 +434,27 @@ class MsyncShipper:
         lanes as full batches, up to ``concurrency``. Items for a subset of the
         members (catch-up) go out with ``-t``, once per member."""
         everyone = {m for m in self._member_of.values() if m in listed} or set(listed)
-        width = max(1, min(self._t.concurrency, -(-len(live) // max(1, self._t.batch))))
-        lanes: list[list[tuple[tuple[bytes, ...] | None, Item]]] = [[] for _ in range(width)]
+        keyed: list[tuple[tuple[bytes, ...] | None, Item]] = []
         for it in live:
             hosts = self._hosts_needed(it, listed)
             if hosts:
-                key = None if set(hosts) == everyone else tuple(sorted(hosts))
-                lanes[zlib.crc32(it.entry.echo.split(b"/", 1)[0]) % width].append((key, it))
+                keyed.append((None if set(hosts) == everyone else tuple(sorted(hosts)), it))
+        keyed = self._grouped(keyed)
+        width = max(1, min(self._t.concurrency, -(-len(keyed) // max(1, self._t.batch))))
+        lanes: list[list[tuple[tuple[bytes, ...] | None, Item]]] = [[] for _ in range(width)]
+        for key, it in keyed:
+            lanes[zlib.crc32(it.entry.echo.split(b"/", 1)[0]) % width].append((key, it))
         return [lane_jobs(lane, self._t.batch) for lane in lanes if lane]
+
+    def _grouped(self, keyed: list) -> list:
+        """Whole planned directories become one ``-r`` send each (msync_group)."""
+        try:
+            dev = root_dev(self._root)
+        except OSError:
+            return keyed
+        now = self._clock()
+        listdir = lambda rel: list_dir(self._root, rel, dev, now)  # noqa: E731
+        return group_items(keyed, listdir, self._rel, self._excludes)
 
     # ------------------------------------------------------------------ one invocation
     def _run_job(self, job: Job, listed: list[bytes]) -> None:
@@ -422,24 +482,22 @@ class MsyncShipper:
         return [tr for tr in it.tracks if self._member_of[tr] == host]
 
     def _invoke(self, job: Job, listed: list[bytes]) -> None:
-        sent: list[tuple[int, mp.Entry, bytes]] = []  # (item index, entry, token)
-        for i, it in enumerate(job.items):
-            sent += [(i, mp.Entry(m.echo), m.token) for m in it.more]
-            sent.append((i, it.entry, it.token))
-        sent += [
-            (i, mp.Entry(it.resend.echo), it.resend.token) for i, it in enumerate(job.items) if it.resend
-        ]
+        sent, main = expand(job)
         hosts = [job.host] if job.host is not None else listed
-        verdicts = self._run(job, [t for _, _, t in sent], hosts, [e for _, e, _ in sent], dry=False)
+        tokens = [t for _, _, t in sent if t is not None]
+        unowned = frozenset(k for k, (owner, _, _) in enumerate(sent) if owner is None)
+        verdicts = self._run(job, tokens, hosts, [e for _, e, _ in sent], dry=False, unowned=unowned)
         own: dict[int, list[int]] = {}
+        owners: dict[int, Item] = {}
         for k, (owner, _, _) in enumerate(sent):
-            own.setdefault(owner, []).append(k)
+            if owner is not None:
+                own.setdefault(id(owner), []).append(k)
+                owners[id(owner)] = owner
         unacked = []
-        for i, it in enumerate(job.items):
-            main = own[i][len(it.more)]  # the item's own path; the rest only worsen it
-            v_of = {h: verdicts[(h, main)] for h in hosts}
-            for k in own[i]:
-                if k != main:
+        for oid, it in owners.items():
+            v_of = {h: verdicts[(h, main[oid])] for h in hosts}
+            for k in own[oid]:
+                if k != main[oid]:
                     v_of = {h: _worst(v, verdicts[(h, k)]) for h, v in v_of.items()}
             if it.bad:
                 v_of = {h: _worst(v, mp.Verdict(mp.Kind.FAILED, it.bad)) for h, v in v_of.items()}
@@ -451,9 +509,17 @@ class MsyncShipper:
             self._verify_deletes(job, unacked, hosts)
 
     def _run(
-        self, job: Job, tokens: list[bytes], hosts: list[bytes], entries: list[mp.Entry], *, dry: bool
+        self,
+        job: Job,
+        tokens: list[bytes],
+        hosts: list[bytes],
+        entries: list[mp.Entry],
+        *,
+        dry: bool,
+        unowned: frozenset[int] = frozenset(),
     ) -> dict[tuple[bytes, int], mp.Verdict]:
-        """Verdicts of one invocation; files a member skipped get their content checked."""
+        """Verdicts of one invocation; files a member skipped get their content
+        checked, but for ``unowned`` entries (sent along, no verdict wanted)."""
         argv = mp.build_argv(
             os.fsencode(self._t.msync),
             excludes=self._excludes,
@@ -464,12 +530,12 @@ class MsyncShipper:
             host=job.host,
             tokens=tokens,
         )
-        biggest = max((it.biggest for it in job.items), default=0)
+        biggest = max((it.biggest for it in job.items), default=0)  # a group's: its largest file
         idle = idle_limit(self._t.stall_s, biggest, sum(it.below for it in job.items))
         res = self._exec(argv, idle)
         log.debug("ship.msync.run", target=self.name, paths=len(tokens), rc=res.returncode, s=res.seconds)
         if res.stalled:
-            return self._after_stall(job, tokens, hosts, entries, dry=dry)
+            return self._after_stall(job, tokens, hosts, entries, dry=dry, unowned=unowned)
         if res.missing or res.timed_out:
             why = f"msync not found: {self._t.msync}" if res.missing else "msync timed out"
             return {(h, i): mp.Verdict(mp.Kind.RETRY, why) for h in hosts for i in range(len(entries))}
@@ -478,10 +544,17 @@ class MsyncShipper:
         verdicts = mp.classify(res.returncode, res.stdout, res.stderr, hosts, entries)
         sent = (res.stdout, res.stderr, hosts, entries)
         check = lambda a: self._exec(a, idle)  # noqa: E731
-        return verify_skips(check, os.fsencode(self._t.msync), self._base, job.host, sent, verdicts)
+        return verify_skips(check, os.fsencode(self._t.msync), self._base, job.host, sent, verdicts, unowned)
 
     def _after_stall(
-        self, job: Job, tokens: list[bytes], hosts: list[bytes], entries: list[mp.Entry], *, dry: bool
+        self,
+        job: Job,
+        tokens: list[bytes],
+        hosts: list[bytes],
+        entries: list[mp.Entry],
+        *,
+        dry: bool,
+        unowned: frozenset[int] = frozenset(),
     ) -> dict[tuple[bytes, int], mp.Verdict]:
         """The call went silent: a member stopped answering and makuosan would
         wait a minute for it. Each member is tried alone, in parallel: who
@@ -502,9 +575,8 @@ class MsyncShipper:
         }
 
         def alone(host: bytes) -> dict[tuple[bytes, int], mp.Verdict]:
-            return self._run(
-                Job(host, job.recursive, job.items, job.delete), tokens, [host], entries, dry=dry
-            )
+            alone = Job(host, job.recursive, job.items, job.delete)
+            return self._run(alone, tokens, [host], entries, dry=dry, unowned=unowned)
 
         with ThreadPoolExecutor(max_workers=len(named)) as pool:
             for part in pool.map(alone, named):

@@ -1,0 +1,190 @@
+"""The console relay forwards msync's conversation with a TCP console byte
+for byte, both ways, and the shipper uses it only when the console answers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.operate.config import MsyncTarget
+from agent.ship.base import Outcome
+from agent.ship.msync.relay import ConsoleRelay, tcp_address
+from agent.ship.msync.shipper import MsyncShipper
+from agent.ship.plan import Action, ActionKind, Plan
+from tests.doubles.fixtures import make_double, write_file
+
+OLD = 1_700_000_000
+
+
+class FakeConsole:
+    """A TCP server speaking the console's shape: a prompt, then for each
+    ``CMD\\r\\n`` two answer lines and a prompt; ``quit`` closes."""
+
+    def __init__(self) -> None:
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.seen: list[bytes] = []
+        self.closed = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b"> ")
+            buf = b""
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                buf += data
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    self.seen.append(line)
+                    if line == b"quit":
+                        self.closed.set()
+                        return
+                    conn.sendall(b"update mk2:" + line + b"\r\n")
+                    conn.sendall(b"update mk3:" + line + b"\r\n> ")
+            self.closed.set()
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def stop(self) -> None:
+        self.srv.close()
+
+
+@pytest.fixture
+def console() -> Iterator[FakeConsole]:
+    c = FakeConsole()
+    yield c
+    c.stop()
+
+
+def read_prompt(s: socket.socket) -> bytes:
+    got = b""
+    while not got.endswith(b"> "):
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    return got
+
+
+def test_tcp_address() -> None:
+    assert tcp_address("tcp:127.0.0.1:5000") == ("127.0.0.1", 5000)
+    assert tcp_address("tcp:[::1]:5000") == ("::1", 5000)
+    assert tcp_address("unix:/run/m.sock") is None
+    assert tcp_address("tcp:nohost") is None
+
+
+def test_a_conversation_passes_byte_for_byte(console: FakeConsole, tmp_path: Path) -> None:
+    relay = ConsoleRelay(console.connect, str(tmp_path))
+    try:
+        assert relay.target == f"unix:{tmp_path}/console.sock"
+        assert os.stat(relay.path).st_mode & 0o077 == 0
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(relay.path)
+            assert read_prompt(s) == b"> "
+            for cmd in (b"sync -l 2 a\\ b", b"send bad\xff\xfename"):
+                s.sendall(cmd + b"\r\n")
+                assert read_prompt(s) == b"update mk2:%s\r\nupdate mk3:%s\r\n> " % (cmd, cmd)
+            s.sendall(b"quit\r\n")
+            assert s.recv(10) == b""  # the console closed: so does the relay
+        assert console.seen == [b"sync -l 2 a\\ b", b"send bad\xff\xfename", b"quit"]
+    finally:
+        relay.close()
+    assert not os.path.exists(relay.path)
+
+
+def test_msync_going_away_closes_the_console_side(console: FakeConsole, tmp_path: Path) -> None:
+    relay = ConsoleRelay(console.connect, str(tmp_path))
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(relay.path)
+        read_prompt(s)
+        s.close()  # msync ended (or was ended) mid-conversation
+        assert console.closed.wait(10)
+    finally:
+        relay.close()
+
+
+def test_only_a_console_that_greets_counts_as_up(console: FakeConsole, tmp_path: Path) -> None:
+    relay = ConsoleRelay(console.connect, str(tmp_path))
+    try:
+        assert relay.upstream_ok()
+    finally:
+        relay.close()
+    with contextlib.closing(socket.create_server(("127.0.0.1", 0))) as mute:  # listens, says nothing
+        port = mute.getsockname()[1]
+        relay = ConsoleRelay(lambda: socket.create_connection(("127.0.0.1", port), timeout=5))
+        try:
+            assert not relay.upstream_ok()
+        finally:
+            relay.close()
+
+
+def test_upstream_down_is_seen_and_a_client_is_dropped(tmp_path: Path) -> None:
+    def refuse() -> socket.socket:
+        raise ConnectionRefusedError
+
+    relay = ConsoleRelay(refuse)
+    try:
+        assert not relay.upstream_ok()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(relay.path)
+            assert s.recv(10) == b""
+    finally:
+        relay.close()
+    assert not os.path.exists(os.path.dirname(relay.path))
+
+
+# ---------------------------------------------------------------------------- in the shipper
+def ship_one(tmp_path: Path, console: str, relay_dir: Path, listening: tuple[str, ...], connect=None):
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    dbl = make_double(tmp_path / "dbl", base=root, jail=tmp_path, listening=listening)
+    write_file(root / "f", b"x", mtime=OLD)
+    target = MsyncTarget(name="c", members=("mk2", "mk3"), msync=str(dbl.msync), base=root, console=console)
+    shipper = MsyncShipper(target, root, env=dbl.env(), relay_dir=relay_dir, relay_connect=connect)
+    try:
+        results = shipper.ship(Plan((Action(ActionKind.PUT, b"f"),)))
+    finally:
+        shipper.close()
+    return {r.outcome for r in results}, [a[a.index(b"-c") + 1] for a in dbl.invocations() if b"-c" in a]
+
+
+def test_the_shipper_talks_through_the_relay_when_the_console_answers(
+    console: FakeConsole, tmp_path: Path
+) -> None:
+    tcp = f"tcp:127.0.0.1:{console.port}"
+    relay_dir = tmp_path / "relay"
+    relay_dir.mkdir()
+    via = f"unix:{relay_dir}/console.sock"
+    outcomes, used = ship_one(tmp_path, tcp, relay_dir, (via,))
+    assert outcomes == {Outcome.OK}
+    assert set(used) == {via.encode()}
+    assert not (relay_dir / "console.sock").exists()  # closed with the shipper
+
+
+def test_the_shipper_goes_direct_when_the_console_does_not_answer(tmp_path: Path) -> None:
+    with contextlib.closing(socket.create_server(("127.0.0.1", 0))) as probe:
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    tcp = f"tcp:127.0.0.1:{port}"
+    relay_dir = tmp_path / "relay"
+    relay_dir.mkdir()
+    outcomes, used = ship_one(tmp_path, tcp, relay_dir, (tcp,))
+    assert outcomes == {Outcome.OK}
+    assert set(used) == {tcp.encode()}
