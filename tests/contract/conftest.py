@@ -35,10 +35,6 @@ KNOWN_GAPS: dict[tuple[str, str], str] = {
         "msync: members keep what they had at a path that became a fifo, because makuosan"
         " deletes on members only paths the sender lacks (the fifo is not sent)"
     ),
-    ("msync", "test_a_recursive_put_carries_no_excluded_entry"): (
-        "msync: the agent's patterns reach makuosan unchanged, and makuosan matches a pattern with"
-        " an inner '/' at any depth (the agent anchors it at the root)"
-    ),
     ("msync", "test_symlink_in_mirror_is_replaced_not_followed"): (
         "msync: a delete or write follows a symlink on the member and reaches outside the mirror"
     ),

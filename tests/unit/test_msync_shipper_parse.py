@@ -271,12 +271,18 @@ def test_scanner_carries(root: bytes, entries: list[tuple[bytes, bool]], ok: boo
 @pytest.mark.parametrize(
     ("rel", "pats", "is_dir", "hit"),
     [
-        (b"a/b/x.tmp", [b"*.tmp"], False, True),
-        (b"a/b/x.tmp", [b"b/*.tmp"], False, True),
-        (b"a/b/x.tmp", [b"a/*.tmp"], False, False),  # * never crosses /
-        (b"a/cache", [b"cache/"], True, True),
-        (b"a/cache", [b"cache/"], False, False),
-        (b"a/keep", [b"*.tmp"], False, False),
+        (b"/srv/a/b/x.tmp", [b"*.tmp"], False, True),
+        (b"/srv/a/b/x.tmp", [b"b/*.tmp"], False, True),
+        (b"/srv/a/b/x.tmp", [b"a/*.tmp"], False, False),  # * never crosses /
+        (b"/srv/a/cache", [b"cache/"], True, True),
+        (b"/srv/a/cache", [b"cache/"], False, False),
+        (b"/srv/a/keep", [b"*.tmp"], False, False),
+        (b"/srv/a/b", [b"/srv/a/b"], False, True),  # an absolute pattern: anchored
+        (b"/srv/z/a/b", [b"/srv/a/b"], False, False),
+        (b"/srv/d/1.log", [b"[0-9]*.log"], False, False),  # a tail shorter than the pattern: given up
+        (b"/srv/d/12345678.log", [b"[0-9]*.log"], False, True),
+        (b"/srv/we*b/x", [b"/srv/we\\*b/x"], False, False),  # quoted, but longer than the path: given up
+        (b"/srv/we*b/x", [b"/srv/we?b/x"], False, True),
     ],
 )
 def test_excluded_like_makuosan(rel: bytes, pats: list[bytes], is_dir: bool, hit: bool) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 from agent.ship.msync import parse as mp
@@ -178,16 +178,18 @@ def group_items(
     keyed: list[tuple[Hashable, Item]],
     listdir: Callable[[bytes], Listing],
     echo: Callable[[bytes], bytes],
-    excludes: Sequence[bytes],
+    skipped: Callable[[bytes, bool], bool],
 ) -> list[tuple[Hashable, Item]]:
     """``keyed`` (member key, item) in plan order, with the items of every
     whole planned directory replaced by one group item at the place of the
-    first of them. ``echo`` turns a root-relative path into a base-relative one."""
+    first of them. ``echo`` turns a root-relative path into a base-relative
+    one; ``skipped`` tells whether makuosan's own walk skips a base-relative
+    path (its exclude patterns)."""
     by_path = {it.action.path: it for _, it in keyed if _eligible(it)}
     cands = {p: Candidate(it.is_dir, key) for key, it in keyed if (p := it.action.path) in by_path}
     if len(cands) < MIN_GROUP:
         return keyed
-    found = find_groups(cands, listdir, lambda rel, is_dir: mp.excluded(echo(rel), excludes, is_dir))
+    found = find_groups(cands, listdir, lambda rel, is_dir: skipped(echo(rel), is_dir))
     owner: dict[bytes, Item] = {}
     for d, cover in found.items():
         paths = cover.planned

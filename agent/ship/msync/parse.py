@@ -8,7 +8,7 @@ be tested exhaustively.
 from __future__ import annotations
 
 import enum
-import fnmatch
+import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -148,20 +148,54 @@ def scanner_carries(root: bytes, entries: Sequence[tuple[bytes, bool]]) -> bool:
     return True
 
 
-def excluded(rel: bytes, patterns: Sequence[bytes], is_dir: bool = False) -> bool:
-    """makuosan's exclude match: a pattern matches any trailing run of whole
-    components (``*`` never crosses ``/``); a directory is also tried with a
-    trailing ``/``."""
-    names = [rel, rel + b"/"] if is_dir else [rel]
-    for name in names:
-        parts = name.split(b"/")
-        for i in range(len(parts)):
-            tail = b"/".join(parts[i:])
-            if any(
-                tail.count(b"/") == pat.count(b"/") and fnmatch.fnmatchcase(tail, pat) for pat in patterns
-            ):
-                return True
+def excluded(path: bytes, patterns: Sequence[bytes], is_dir: bool = False) -> bool:
+    """makuosan's own exclude test (docs/msync.md §4.1): each pattern is
+    matched, with FNM_PATHNAME, against the absolute ``path`` and every tail
+    of it that follows a ``/``, until a tail is shorter than the pattern; a
+    directory is tried with a trailing ``/`` too. Only this entry: a walk
+    does not enter an excluded directory, which the caller keeps track of."""
+    names = [path, path + b"/"] if is_dir else [path]
+    return any(_tail_match(name, _pathname_regex(pat), len(pat)) for name in names for pat in patterns)
+
+
+def _tail_match(path: bytes, regex: re.Pattern[bytes], length: int) -> bool:
+    start = 0
+    while start < len(path):
+        if len(path) - start < length:
+            return False
+        if regex.fullmatch(path, start):
+            return True
+        slash = path.find(b"/", start)
+        if slash < 0:
+            return False
+        start = slash + 1
     return False
+
+
+@functools.lru_cache(maxsize=256)
+def _pathname_regex(pattern: bytes) -> re.Pattern[bytes]:
+    """fnmatch(3) with FNM_PATHNAME: no wildcard matches ``/``; a backslash
+    quotes the next byte."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i : i + 1]
+        if c == b"\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i : i + 1]))
+        elif c == b"*":
+            out.append(b"[^/]*")
+        elif c == b"?":
+            out.append(b"[^/]")
+        elif c == b"[" and (end := pattern.find(b"]", i + 2)) > 0:
+            body = pattern[i + 1 : end]
+            neg = body[:1] in (b"!", b"^")
+            body = body[1:] if neg else body
+            out.append(b"(?!/)[" + (b"^" if neg else b"") + body.replace(b"\\", b"\\\\") + b"]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile(b"".join(out), re.DOTALL)
 
 
 def build_argv(

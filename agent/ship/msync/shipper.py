@@ -39,6 +39,7 @@ from agent.ship import process as _exec
 from agent.ship.base import Outcome, ShipResult
 from agent.ship.msync import parse as mp
 from agent.ship.msync.check import verify_skips
+from agent.ship.msync.filters import makuosan_patterns
 from agent.ship.msync.group import group_items, list_dir
 from agent.ship.msync.jobs import Item, Job, expand, lane_jobs, parent_dirs, settle_levels
 from agent.ship.msync.relay import ConsoleRelay, greets, tcp_address
@@ -102,9 +103,11 @@ class MsyncShipper:
         self.tracks = tracks_of(target)
         self._t = target
         self._env = dict(env or {})
-        self._excludes = [os.fsencode(e) for e in excludes]
         self._clock = clock
         self._root = os.fsencode(os.path.realpath(root))
+        self._excludes = makuosan_patterns(
+            excludes, self._root
+        )  # the agent's patterns, as makuosan reads them
         self._base = os.fsencode(os.path.realpath(target.base or root))
         if not _inside(self._base, self._root):
             raise ConfigError(
@@ -273,7 +276,7 @@ class MsyncShipper:
             for name, st in zip(listing.names, listing.stats):
                 is_dir = stat.S_ISDIR(st.st_mode)
                 child = join(base, name)
-                if listing.rel in pruned or mp.excluded(child, self._excludes, is_dir):
+                if listing.rel in pruned or self._makuosan_skips(child, is_dir):
                     if is_dir:
                         pruned.add(join(listing.rel, name))
                     continue
@@ -454,7 +457,11 @@ class MsyncShipper:
             return keyed
         now = self._clock()
         listdir = lambda rel: list_dir(self._root, rel, dev, now)  # noqa: E731
-        return group_items(keyed, listdir, self._rel, self._excludes)
+        return group_items(keyed, listdir, self._rel, self._makuosan_skips)
+
+    def _makuosan_skips(self, echo: bytes, is_dir: bool) -> bool:
+        """Does makuosan's own walk skip the base-relative ``echo``?"""
+        return bool(self._excludes) and mp.excluded(self._base + b"/" + echo, self._excludes, is_dir)
 
     # ------------------------------------------------------------------ one invocation
     def _run_job(self, job: Job, listed: list[bytes]) -> None:
