@@ -20,6 +20,7 @@ from agent.errors import AgentError
 from agent.operate.config import LocalTarget, MsyncTarget, RsyncTarget, TargetConfig
 from agent.operate.logs import safe_path
 from agent.ship import process as _exec
+from agent.ship.msync.filters import makuosan_patterns
 from agent.ship.rsync.filters import exclude_args
 from agent.tree.excludes import Excludes
 from agent.tree.fsstate import kind_of
@@ -337,7 +338,7 @@ def parse_msync_dryrun(stdout: bytes, host: str) -> list[tuple[bytes, str]]:
     return out
 
 
-def _msync_run(target: MsyncTarget, argv: list[str], env: dict[str, str] | None) -> _exec.ExecResult:
+def _msync_run(target: MsyncTarget, argv: list[str | bytes], env: dict[str, str] | None) -> _exec.ExecResult:
     result = _exec.run([*_msync_base_argv(target), *argv], timeout=target.timeout_s, env=env)
     if result.returncode != 0 or result.missing:
         detail = (result.stderr or result.stdout).decode(errors="replace").strip()[-200:]
@@ -356,7 +357,12 @@ def _makuo_temp(path: bytes, why: str) -> bool:
 
 
 def _member_findings(
-    root: bytes, target: MsyncTarget, member: str, specials: set[bytes], env: dict[str, str] | None
+    root: bytes,
+    target: MsyncTarget,
+    member: str,
+    specials: set[bytes],
+    env: dict[str, str] | None,
+    excludes: Sequence[str],
 ) -> list[Finding]:
     """``--check -r`` (content of regular files) and a ``--delete -r`` dry
     run (makuosan's metadata comparison, and extras) for one member. A
@@ -364,8 +370,9 @@ def _member_findings(
     its dry run always answers update. makuosan's temp files left by a cut
     transfer are not drift either: the member never shows them as NAME."""
     base = os.fsencode(target.base) if target.base else root
-    check = _msync_run(target, ["-t", member, "--check", "-r"], env)
-    dry = _msync_run(target, ["-t", member, "-n", "-v", "--delete", "-r"], env)
+    skip = [b"--exclude=" + p for p in makuosan_patterns(excludes, os.path.realpath(root))]
+    check = _msync_run(target, [*skip, "-t", member, "--check", "-r"], env)
+    dry = _msync_run(target, [*skip, "-t", member, "-n", "-v", "--delete", "-r"], env)
     found: dict[bytes, str] = {}
     for path, why in [
         *parse_msync_check(check.stdout, check.stderr, member),
@@ -379,10 +386,15 @@ def _member_findings(
 
 
 def audit_msync(
-    root: bytes, target: MsyncTarget, env: dict[str, str] | None = None, specials: Sequence[bytes] = ()
+    root: bytes,
+    target: MsyncTarget,
+    env: dict[str, str] | None = None,
+    specials: Sequence[bytes] = (),
+    excludes: Sequence[str] = (),
 ) -> tuple[list[Finding], str | None]:
     """Every expected member's findings; absent members are an error.
-    ``env`` is extra environment for msync (e.g. ``MSYNC_TARGET``)."""
+    ``env`` is extra environment for msync (e.g. ``MSYNC_TARGET``); the
+    exclude patterns reach makuosan's own walks, translated."""
     listing = _msync_run(target, ["--members"], env)
     present = {
         line.split()[0].decode(errors="replace") for line in listing.stdout.splitlines() if line.strip()
@@ -390,7 +402,7 @@ def audit_msync(
     absent = [m for m in target.members if m not in present]
     findings: list[Finding] = []
     for member in (m for m in target.members if m in present):
-        findings += _member_findings(root, target, member, set(specials), env)
+        findings += _member_findings(root, target, member, set(specials), env, excludes)
     return findings, (f"members absent from msync --members: {', '.join(absent)}" if absent else None)
 
 
@@ -405,7 +417,7 @@ def audit_target(
             return compare_trees(root, os.fsencode(target.path), excludes), None
         if isinstance(target, RsyncTarget):
             return audit_rsync(root, target, excludes, specials), None
-        findings, error = audit_msync(root, target, specials=specials)
+        findings, error = audit_msync(root, target, specials=specials, excludes=excludes.patterns)
         return [f for f in findings if not excludes.match(f.path, False)], error
     except (AuditError, OSError) as exc:
         return [], str(exc)

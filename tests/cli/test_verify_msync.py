@@ -144,3 +144,23 @@ def test_agent_msync_mirrors_verify_clean(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_msync_audit_leaves_excluded_paths_to_the_members(tmp_path: Path) -> None:
+    """What a member holds at an excluded path (a directory-only pattern too)
+    is its own: no finding; the source's excluded files are not compared."""
+    root = tmp_path / "www"
+    (root / "d").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"aaaa")
+    (root / "d" / "draft.tmp").write_bytes(b"the source's, never sent")
+    dbl = make_double(tmp_path / "dbl", base=root, members=("mk2",), jail=tmp_path)
+    assert dbl.run("--exclude=*.tmp", "-r").returncode == 0
+    m = dbl.member_dir("mk2")
+    (m / "d" / "cache").mkdir()
+    (m / "d" / "cache" / "warm").write_bytes(b"the member's own cache")
+    (m / "local.tmp").write_bytes(b"the member's own")
+    shutil.copystat(root / "d", m / "d")
+    shutil.copystat(root, m)
+    target = MsyncTarget(name="cluster", members=("mk2",), msync=str(dbl.msync), timeout_s=60)
+    findings, error = audit_msync(os.fsencode(root), target, env=dbl.env(), excludes=("*.tmp", "cache/"))
+    assert (findings, error) == ([], None)
