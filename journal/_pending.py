@@ -15,7 +15,7 @@ import lmdb
 
 from .codec import decode_seq, encode_seq
 
-__all__ = ["add_range", "remove_seqs", "ranges_from", "first_pending", "runs", "pending_among"]
+__all__ = ["add_range", "remove_seqs", "ranges_from", "first_pending", "runs"]
 
 
 def _at(cur: lmdb.Cursor, prefix: bytes) -> tuple[int, int] | None:
@@ -113,14 +113,3 @@ def first_pending(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> i
         return None
     here = _at(cur, prefix)
     return here[0] if here else None
-
-
-def pending_among(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes, seqs: Iterable[int]) -> set[int]:
-    """Which of ``seqs`` are pending for the track of ``prefix``."""
-    cur = txn.cursor(db=db)
-    out = set()
-    for seq in seqs:
-        found = _covering(cur, prefix, seq)
-        if found is not None and found[0] <= seq <= found[1]:
-            out.add(seq)
-    return out

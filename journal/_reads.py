@@ -138,12 +138,6 @@ class JournalReads:
 
         return self._read(scan)
 
-    def pending_among(self, track: str, seqs: Iterable[int]) -> set[int]:
-        """Which of ``seqs`` are still pending on ``track`` (a lookup per seq)."""
-        prefix = track_prefix(track)
-        wanted = list(seqs)
-        return self._read(lambda txn: _pending.pending_among(txn, self._dbs["pend"], prefix, wanted))
-
     def pending_count(self, track: str, through: int) -> int:
         """How many seqs up to ``through`` are still pending on ``track``: a
         walk over the track's pending ranges, no entry is read."""

@@ -354,16 +354,6 @@ class Replayer:
             track_states = _states_for(track, ok, settle, puts, states)
             # a delete removes the whole tree on the mirror: so must the manifest
             cleared = sorted(p for t, p in deletes if t == track and results.outcome[(t, p)][0] == Outcome.OK)
-            forgetting = {p for p in ok if p in cleared or track_states.get(p, 0) is None}
-            forgetting |= {
-                p for p in ok if any(track_states.get(g, 0) is None for g in _gone(settle, track, p))
-            }
-            late = self._settled_elsewhere(track, sorted(forgetting), settle)
-            if late:  # another track settled these removals before: the manifest holds what came after
-                cleared = [p for p in cleared if not _at_or_below_any(p, late)]
-                track_states = {
-                    p: s for p, s in track_states.items() if s is not None or not _at_or_below_any(p, late)
-                }
             if done or track_states or cleared:
                 done_total += self.journal.mark_done(track, done, track_states, cleared)
             self._log_track(track, results.outcome, puts | deletes, len(done), seconds)
@@ -375,22 +365,6 @@ class Replayer:
             dead=dead_total,
             settled=done_total,
         )
-
-    def _settled_elsewhere(self, track: str, paths: Sequence[bytes], settle: SettleMap) -> list[bytes]:
-        """Of ``paths`` (shipped OK for ``track``), those whose entries another
-        track has settled already. The manifest is shared: the first track to
-        settle a removal makes it forget what was removed; by the time a later
-        track settles the same removal, what the manifest holds there came
-        from newer entries, which other mirrors hold, so it must stay."""
-        others = [t for t in self.journal.tracks() if t != track]
-        out = []
-        for path in paths:
-            rule = settle.get((track, path))
-            if rule is None or not rule.seqs:
-                continue
-            if any(not self.journal.pending_among(other, rule.seqs) for other in others):
-                out.append(path)
-        return out
 
     def _spread_links(
         self,
@@ -489,7 +463,6 @@ def _absorbable(
     always kept."""
     own = {rel: s for top, got in states.items() for rel, s in got.items() if _at_or_below(rel, top)}
     # only a state some track was given can be held by a mirror that missed the change
-    # (a late track's removal never makes the manifest forget one: _settled_elsewhere)
     drop = {p for p in unexplained(records, own, now_ns) if shipped(p) is not None}
     kept = {top: {rel: s for rel, s in got.items() if rel not in drop} for top, got in states.items()}
     return kept, drop
@@ -528,15 +501,6 @@ def _states_for(
         if (track, path) in puts:
             out.update(states.get(path, {}))
     return out
-
-
-def _gone(settle: SettleMap, track: str, path: bytes) -> tuple[bytes, ...]:
-    rule = settle.get((track, path))
-    return rule.gone if rule else ()
-
-
-def _at_or_below_any(path: bytes, tops: Sequence[bytes]) -> bool:
-    return any(_at_or_below(path, top) for top in tops)
 
 
 def _at_or_below(path: bytes, top: bytes) -> bool:
