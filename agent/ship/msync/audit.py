@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from agent.ship import process as _exec
 from agent.ship.findings import AuditError, Finding
+from agent.ship.msync import parse as mp
 from agent.ship.msync.filters import makuosan_patterns
 from agent.ship.targets import MsyncTarget
 
@@ -31,15 +32,6 @@ def parse_msync_check(stdout: bytes, stderr: bytes, host: str) -> list[tuple[byt
     return out
 
 
-def _msync_base_argv(target: MsyncTarget) -> list[str]:
-    argv = [target.msync]
-    if target.console:
-        argv += ["-c", target.console]
-    if target.password_file:
-        argv += ["-K", str(target.password_file)]
-    return argv
-
-
 _DRY = re.compile(rb"^\(dryrun\) (update|delete) (\S*?):(.+)$")
 _DRY_WHY = {
     b"update": "differs on the member (msync dry run: type, size, mode, owner or mtime)",
@@ -58,7 +50,14 @@ def parse_msync_dryrun(stdout: bytes, host: str) -> list[tuple[bytes, str]]:
 
 
 def _msync_run(target: MsyncTarget, argv: list[str | bytes], env: dict[str, str] | None) -> _exec.ExecResult:
-    result = _exec.run([*_msync_base_argv(target), *argv], timeout=target.timeout_s, env=env)
+    prefix = [
+        os.fsencode(target.msync),
+        *mp.daemon_options(
+            os.fsencode(target.console) if target.console else None,
+            os.fsencode(target.password_file) if target.password_file else None,
+        ),
+    ]
+    result = _exec.run([*prefix, *argv], timeout=target.timeout_s, env=env)
     if result.returncode != 0 or result.missing:
         detail = (result.stderr or result.stdout).decode(errors="replace").strip()[-200:]
         raise AuditError(f"msync {' '.join(argv)} failed (rc {result.returncode}): {detail}")

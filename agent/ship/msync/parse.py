@@ -31,6 +31,7 @@ __all__ = [
     "scanner_carries",
     "excluded",
     "build_argv",
+    "daemon_options",
     "parse_members",
     "parse_output",
     "classify",
@@ -198,6 +199,12 @@ def _pathname_regex(pattern: bytes) -> re.Pattern[bytes]:
     return re.compile(b"".join(out), re.DOTALL)
 
 
+def daemon_options(console: bytes | None, password_file: bytes | None) -> list[bytes]:
+    """The options that reach msync's daemon: its console (``-c``) and
+    password file (``-K``); every msync call of the agent starts with them."""
+    return [*([b"-c", console] if console else []), *([b"-K", password_file] if password_file else [])]
+
+
 def build_argv(
     msync: bytes,
     *,
@@ -216,9 +223,7 @@ def build_argv(
     """msync argv; paths always follow ``--``. ``recursive`` with ``delete``
     mirrors whole subtrees (extras on members removed, §4). ``check`` compares
     content at ``-v``, so every member answers ``OK`` or ``NG`` (§6)."""
-    argv = [msync]
-    argv += [b"-c", console] if console else []
-    argv += [b"-K", password_file] if password_file else []
+    argv = [msync, *daemon_options(console, password_file)]
     if members:
         return [*argv, b"--members"]
     if check:

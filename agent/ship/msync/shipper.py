@@ -410,9 +410,10 @@ class MsyncShipper:
 
     def _exec(self, argv: list[bytes], idle: float | None = None) -> _exec.ExecResult:
         t = self._t
-        opts: list[bytes] = []
-        opts += [b"-c", os.fsencode(self._via)] if self._via else []
-        opts += [b"-K", os.fsencode(t.password_file)] if t.password_file else []
+        opts = mp.daemon_options(
+            os.fsencode(self._via) if self._via else None,
+            os.fsencode(t.password_file) if t.password_file else None,
+        )
         full = [argv[0], *opts, *argv[1:]]
         return _exec.run(full, timeout=t.timeout_s, env=self._env, idle_timeout=idle)
 
