@@ -34,20 +34,31 @@ def _drain(replayer: Replayer, journal: Journal, track: str) -> None:
     raise AssertionError(f"{track} did not drain")
 
 
+def _two_mirrors(tmp_path: Path) -> dict[str, Path]:
+    """An early and a late track's mirror directories."""
+    mirrors = {t: tmp_path / t for t in ("early", "late")}
+    for m in mirrors.values():
+        m.mkdir()
+    return mirrors
+
+
+def _replayers(journal: Journal, mirrors: dict[str, Path], root: Path, **kw: object) -> dict[str, Replayer]:
+    """One replayer per track, each shipping to its local mirror."""
+    return {
+        t: Replayer(
+            journal, LocalShipper(LocalTarget(t, m), root), root, settle_s=0.0, rng=random.Random(1), **kw
+        )  # type: ignore[arg-type]
+        for t, m in mirrors.items()
+    }
+
+
 def test_a_late_track_does_not_hide_a_lost_move_from_an_early_one(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "d").mkdir(parents=True)
     (root / "d" / "f").write_bytes(b"moved away while its event was lost\n")
-    mirrors = {t: tmp_path / t for t in ("early", "late")}
-    for m in mirrors.values():
-        m.mkdir()
+    mirrors = _two_mirrors(tmp_path)
     with Journal.open(tmp_path / "journal", root=str(root), tracks=list(mirrors)) as journal:
-        replayers = {
-            t: Replayer(
-                journal, LocalShipper(LocalTarget(t, m), root), root, settle_s=0.0, rng=random.Random(1)
-            )
-            for t, m in mirrors.items()
-        }
+        replayers = _replayers(journal, mirrors, root)
         now = time.time_ns()
         journal.append([Entry(Op.CHANGE, b"d", time_ns=now, flags=1), Entry(Op.CHANGE, b"d/f", time_ns=now)])
         _drain(replayers["early"], journal, "early")
@@ -128,16 +139,9 @@ def test_a_late_track_moving_a_directory_in_does_not_hide_names_an_early_track_h
     (root / "d").mkdir(parents=True)
     (root / "d" / "x").write_bytes(b"copied by the early track only\n")
     (root / "d" / "y").write_bytes(b"stays\n")
-    mirrors = {t: tmp_path / t for t in ("early", "late")}
-    for m in mirrors.values():
-        m.mkdir()
+    mirrors = _two_mirrors(tmp_path)
     with Journal.open(tmp_path / "journal", root=str(root), tracks=list(mirrors)) as journal:
-        replayers = {
-            t: Replayer(
-                journal, LocalShipper(LocalTarget(t, m), root), root, settle_s=0.0, rng=random.Random(1)
-            )
-            for t, m in mirrors.items()
-        }
+        replayers = _replayers(journal, mirrors, root)
         journal.append([Entry(Op.MOVE, b"old", b"d", time_ns=time.time_ns(), flags=IS_DIR)])
         _drain(replayers["early"], journal, "early")
         assert (mirrors["early"] / "d" / "x").exists()
@@ -164,21 +168,9 @@ def test_a_late_tracks_delete_does_not_hide_a_later_name_an_early_track_holds(tm
     removal, though the manifest no longer knows it."""
     root = tmp_path / "root"
     root.mkdir()
-    mirrors = {t: tmp_path / t for t in ("early", "late")}
-    for m in mirrors.values():
-        m.mkdir()
+    mirrors = _two_mirrors(tmp_path)
     with Journal.open(tmp_path / "journal", root=str(root), tracks=list(mirrors)) as journal:
-        replayers = {
-            t: Replayer(
-                journal,
-                LocalShipper(LocalTarget(t, m), root),
-                root,
-                settle_s=0.0,
-                batch_limit=1,
-                rng=random.Random(1),
-            )
-            for t, m in mirrors.items()
-        }
+        replayers = _replayers(journal, mirrors, root, batch_limit=1)
         journal.append([Entry(Op.DELETE, b"X", time_ns=time.time_ns(), flags=IS_DIR)])
         (root / "X").mkdir()
         (root / "X" / "y").write_bytes(b"made after the delete\n")
