@@ -20,6 +20,7 @@ from typing import Literal
 import lmdb
 
 from . import _pages
+from ._create import SIDE_NAME
 from ._intake import LOCK_NAME as INTAKE_LOCK
 from ._intake import NAME as INTAKE_NAME
 from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked, NotAJournal, UnsafeJournal
@@ -79,7 +80,7 @@ def _check_directory(jdir: Path, mode: Mode) -> None:
         raise JournalCorrupt(
             f"journal {jdir} was found damaged: {_read_damage(jdir / DAMAGE_NAME)}", path=str(jdir)
         )
-    others = names - {"lock.mdb", LOCK_NAME, INTAKE_LOCK}  # lock files a failed creation may leave
+    others = names - {"lock.mdb", LOCK_NAME, INTAKE_LOCK, SIDE_NAME}  # what a failed creation may leave
     if others and "data.mdb" not in names:
         listed = ", ".join(sorted(others)[:3])
         raise NotAJournal(f"{jdir} is not empty and holds no journal ({listed} ...)", path=str(jdir))
@@ -301,6 +302,8 @@ def translate(exc: lmdb.Error, jdir: Path, need: int = 0) -> JournalError:
 
 def open_error(exc: BaseException, jdir: Path) -> BaseException:
     """What a failed open raises: LMDB errors become JournalFull or JournalCorrupt."""
+    if isinstance(exc, OSError) and is_enospc(exc, jdir):
+        return JournalFull(f"no space left to create journal {jdir}", path=str(jdir))
     if not isinstance(exc, lmdb.Error):
         return exc
     if is_enospc(exc, jdir):

@@ -32,7 +32,7 @@ from typing import TypeVar
 
 import lmdb
 
-from . import _compact, _env, _log, _manifest, _modes, _upgrade, _writes
+from . import _compact, _create, _env, _log, _manifest, _modes, _upgrade, _writes
 from ._env import Mode
 from ._gate import Gate
 from ._layout import SCHEMA_VERSION, Dbs, open_dbs, track_prefix
@@ -98,6 +98,10 @@ class Journal(JournalReads):
         created = _env.files_to_create(jdir, mode)
         lock_fd = _env.lock_for(jdir, mode, created)
         try:
+            if mode == "agent":
+                _create.clear_side(jdir)
+                if jdir / "data.mdb" in created:
+                    _create.create_data_file(jdir, map_size)
             journal = cls._open_locked(jdir, mode, lock_fd, map_size)
             try:
                 journal._strategy.check_schema(journal.schema)
@@ -112,6 +116,9 @@ class Journal(JournalReads):
             fresh = jdir / "data.mdb" in created
             if isinstance(err, NotAJournal) or (isinstance(err, JournalFull) and fresh):
                 _env.remove_created(created)  # nothing of value was there before
+                if mode == "agent":
+                    with contextlib.suppress(OSError):
+                        _create.clear_side(jdir)
             _env.release_lock(lock_fd)
             if err is exc:
                 raise
