@@ -9,6 +9,8 @@ databases.
 | manifest | path key                | encoded FileState                  |
 | links    | Q inode + path key      | the path (only names of a manifest |
 |          |                         | state with nlink > 1; schema 4)    |
+| recorded | path key                | Q seq of the newest entry a state  |
+|          |                         | was recorded from (schema 6)       |
 | pend     | track ``\\0`` first seq | last seq of a pending range        |
 | dead     | track ``\\0`` seq       | I len(reason), reason, entry       |
 | meta     | name                    | schema, root, tracks, counters ... |
@@ -40,12 +42,16 @@ __all__ = [
     "open_dbs",
 ]
 
-SCHEMA_VERSION = 5  # 5: no ``latest`` index (appends wrote it, nothing read it)
+SCHEMA_VERSION = 6  # 6: the ``recorded`` index (which entry each manifest state came from)
+# 5: no ``latest`` index (appends wrote it, nothing read it);
 # 4: the ``links`` index, states of files with several names (codec v3); 3: crc32 on
 # records and states; 2: no checksums. Each is read as it is, then upgraded by the agent.
-UPGRADABLE = (2, 3, 4)
-DB_NAMES = ("log", "longpath", "manifest", "pend", "dead", "meta", "links")
-ADDED_IN = {"links": 4}  # databases a journal of an older schema lacks until the agent upgrades it
+UPGRADABLE = (2, 3, 4, 5)
+DB_NAMES = ("log", "longpath", "manifest", "pend", "dead", "meta", "links", "recorded")
+ADDED_IN = {
+    "links": 4,
+    "recorded": 6,
+}  # databases a journal of an older schema lacks until the agent upgrades it
 DROPPED_IN = {"latest": 5}  # databases an older schema kept, left alone until the agent drops them
 MAX_DIRECT_KEY = 480  # LMDB keys are limited to 511 bytes; longer paths are hashed
 MAX_TRACK = 255

@@ -6,8 +6,10 @@ transaction, the one that stamps the schema. Its ``longpath`` rows for long
 paths of log entries stay: a row names a path by its hash, so a stale one
 names the same path a manifest key would.
 
-Schema 3 lacks the ``links`` database: it is created in that last
-transaction too. Schema 2 also stored manifest states without a checksum: the
+Schema 3 lacks the ``links`` database and schemas up to 5 the ``recorded``
+index: they are created in that last transaction too (an empty ``recorded``
+index reads as "recorded from no entry": removals drop such states as
+before, and it fills as paths are shipped again). Schema 2 also stored manifest states without a checksum: the
 agent re-encodes them with one, a chunk per transaction. The schema is
 stamped last: a crash midway leaves the old schema with some of the work
 done, and the next open finishes it. Each old state is decoded first, so a
@@ -35,6 +37,7 @@ from .errors import SchemaMismatch
 __all__ = ["refuse_old_schema", "upgrade", "upgrade_chunk"]
 
 _CHUNK = 10_000
+_SEALED = 3  # the first schema whose states carry a checksum
 
 
 def refuse_old_schema(schema: int, mode: str, where: Path) -> None:
@@ -56,7 +59,7 @@ def upgrade(
     ``dbs``), drop the ones it kept and this one does not, and stamp the
     schema, in one last transaction."""
     after: bytes | None = None
-    while True:
+    while schema < _SEALED:
         after = write(lambda txn, a=after: upgrade_chunk(txn, dbs, a))
         if after is None:
             break

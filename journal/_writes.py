@@ -6,7 +6,7 @@ into LMDB. Functions of a transaction, no state of their own."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import lmdb
 
@@ -138,18 +138,20 @@ def mark_done(
     track: str,
     seqs: Iterable[int],
     states: Iterable[tuple[bytes, bytes | None]],
-    cleared: Iterable[bytes],
+    cleared: Mapping[bytes, int | None],
+    origin: Mapping[bytes, int],
 ) -> int:
     """``seqs`` done for ``track``; the manifest forgets what is below each of
-    ``cleared``, then takes the encoded ``states``. Returns how many were pending."""
+    ``cleared`` (recorded before the removal's entry, the value), then takes
+    the encoded ``states``, each known from entry ``origin[path]``. Returns
+    how many were pending."""
     removed = len(_pending.remove_seqs(txn, dbs["pend"], track_prefix(track), seqs))
     if removed:
         add_count(txn, dbs, track, -removed)
-    trees = list(cleared)
-    if trees:
-        _manifest.clear_below(txn, dbs, trees)
+    if cleared:
+        _manifest.clear_below(txn, dbs, cleared)
     for path, raw in states:
-        _manifest.put(txn, dbs, path, raw)
+        _manifest.put(txn, dbs, path, raw, origin.get(path))
     return removed
 
 

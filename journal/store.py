@@ -309,18 +309,33 @@ class Journal(JournalReads):
         track: str,
         seqs: Iterable[int],
         states: Mapping[bytes, FileState | None] | None = None,
-        cleared: Iterable[bytes] = (),
+        cleared: Iterable[bytes] | Mapping[bytes, int] = (),
+        origin: Mapping[bytes, int] | None = None,
     ) -> int:
         """In one transaction: the entries ``seqs`` are done for ``track``; the
         manifest forgets every path strictly below each of ``cleared`` (trees
         the mirror no longer holds: a directory deleted or moved away), then
         takes ``states`` (None removes the path). Returns how many entries
-        were pending and are now done. Idempotent."""
+        were pending and are now done. Idempotent.
+
+        The manifest is shared by all tracks. ``origin`` names the entry each
+        of ``states`` comes from, and ``cleared`` as a mapping the entry of
+        each removal: a removal then drops only what was recorded from older
+        entries, so a track settling an old delete never makes the manifest
+        forget what another track shipped from a newer one. Without them
+        removals are unconditional."""
         track_prefix(track)  # raises ValueError on a bad name
         seq_list = list(seqs)
         encoded = [(p, encode_state(s) if s is not None else None) for p, s in (states or {}).items()]
-        trees = [p for p in cleared if p]  # the root is never cleared
-        return self._write(lambda txn: _writes.mark_done(txn, self._dbs, track, seq_list, encoded, trees))
+        trees: dict[bytes, int | None] = (
+            {p: s for p, s in cleared.items() if p}
+            if isinstance(cleared, Mapping)
+            else dict.fromkeys(p for p in cleared if p)
+        )  # the root is never cleared
+        known = dict(origin or {})
+        return self._write(
+            lambda txn: _writes.mark_done(txn, self._dbs, track, seq_list, encoded, trees, known)
+        )
 
     def mark_dead(self, track: str, reasons: Mapping[int, str]) -> int:
         """Move entries from pending to the dead-letter list of ``track``; each

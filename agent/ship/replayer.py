@@ -351,11 +351,16 @@ class Replayer:
                 self.dead += self.journal.mark_dead(track, dead)
                 dead_total += len(dead)
             ok = [p for t, p in puts | deletes if t == track and results.outcome[(t, p)][0] == Outcome.OK]
-            track_states = _states_for(track, ok, settle, puts, states)
+            track_states, origin = _states_for(track, ok, settle, puts, states)
             # a delete removes the whole tree on the mirror: so must the manifest
-            cleared = sorted(p for t, p in deletes if t == track and results.outcome[(t, p)][0] == Outcome.OK)
+            # (what was recorded before the delete's entry: see journal/_manifest.py)
+            cleared = {
+                p: _first_seq(settle, track, p)
+                for t, p in sorted(deletes)
+                if t == track and results.outcome[(t, p)][0] == Outcome.OK
+            }
             if done or track_states or cleared:
-                done_total += self.journal.mark_done(track, done, track_states, cleared)
+                done_total += self.journal.mark_done(track, done, track_states, cleared, origin)
             self._log_track(track, results.outcome, puts | deletes, len(done), seconds)
         counts = {o: sum(1 for k in puts | deletes if results.outcome[k][0] == o) for o in Outcome}
         return StepReport(
@@ -486,21 +491,40 @@ def _states_for(
     settle: SettleMap,
     puts: set[Key],
     states: Mapping[bytes, Mapping[bytes, FileState | None]],
-) -> dict[bytes, FileState | None]:
+) -> tuple[dict[bytes, FileState | None], dict[bytes, int]]:
     """Manifest updates for one track: None for what OK deletes removed
     (the path and the touched paths below it), then the captured states of
-    OK puts, which win for a path that was re-created."""
+    OK puts, which win for a path that was re-created. With each, the entry
+    it comes from: a removal its oldest (the delete), a state its newest."""
     out: dict[bytes, FileState | None] = {}
+    origin: dict[bytes, int] = {}
     for path in ok_paths:
         rule = settle.get((track, path))
-        out.update(dict.fromkeys(rule.gone if rule else (), None))
+        first, last = _first_seq(settle, track, path), _last_seq(settle, track, path)
+        gone = rule.gone if rule else ()
+        out.update(dict.fromkeys(gone, None))
+        origin.update(dict.fromkeys(gone, first))
         if (track, path) not in puts:
-            out[path] = None
-            out.update((p, s) for p, s in states.get(path, {}).items() if not _at_or_below(p, path))
+            out[path], origin[path] = None, first
+            for p, s in states.get(path, {}).items():
+                if not _at_or_below(p, path):
+                    out[p], origin[p] = s, last
     for path in ok_paths:
         if (track, path) in puts:
-            out.update(states.get(path, {}))
-    return out
+            got = states.get(path, {})
+            out.update(got)
+            origin.update(dict.fromkeys(got, _last_seq(settle, track, path)))
+    return out, origin
+
+
+def _first_seq(settle: SettleMap, track: str, path: bytes) -> int:
+    rule = settle.get((track, path))
+    return min(rule.seqs) if rule and rule.seqs else 0
+
+
+def _last_seq(settle: SettleMap, track: str, path: bytes) -> int:
+    rule = settle.get((track, path))
+    return max(rule.seqs) if rule and rule.seqs else 0
 
 
 def _at_or_below(path: bytes, top: bytes) -> bool:

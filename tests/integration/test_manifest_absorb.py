@@ -155,11 +155,6 @@ def test_a_late_track_moving_a_directory_in_does_not_hide_names_an_early_track_h
             assert (m / "d" / "y").read_bytes() == b"stays\n", t
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the manifest is shared, and a late track's delete of X makes it forget X/y that"
-    " an early track shipped from a newer entry; a fix must not cost a lost write (one tried did)",
-)
 def test_a_late_tracks_delete_does_not_hide_a_later_name_an_early_track_holds(tmp_path: Path) -> None:
     """``rm -r X; mkdir X; echo > X/y``: the early track ships all of it; the
     late track ships the delete of ``X`` alone first, and the manifest forgets

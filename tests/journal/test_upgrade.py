@@ -36,7 +36,28 @@ def _as_schema_4(jdir: Path) -> None:
             txn.put(b"a", (1).to_bytes(8, "big"), db=latest)
             txn.put(b"b", (2).to_bytes(8, "big"), db=latest)
             txn.put(b"meta-is-untouched", (2).to_bytes(8, "big"), db=latest)
-            txn.put(b"schema", b"4", db=env.open_db(b"meta", txn=txn))
+    finally:
+        env.close()
+    _as_schema_5(jdir)
+    _stamp(jdir, b"4")
+
+
+def _as_schema_5(jdir: Path) -> None:
+    """Make the journal what schema 5 left: no ``recorded`` index."""
+    env = lmdb.open(str(jdir), max_dbs=16)
+    try:
+        with env.begin(write=True) as txn:
+            txn.drop(env.open_db(b"recorded", txn=txn, create=False), delete=True)
+    finally:
+        env.close()
+    _stamp(jdir, b"5")
+
+
+def _stamp(jdir: Path, schema: bytes) -> None:
+    env = lmdb.open(str(jdir), max_dbs=16)
+    try:
+        with env.begin(write=True) as txn:
+            txn.put(b"schema", schema, db=env.open_db(b"meta", txn=txn))
     finally:
         env.close()
 
@@ -65,12 +86,12 @@ def test_a_new_journal_keeps_no_latest_index(tmp_path: Path) -> None:
     jdir = tmp_path / "j"
     _journal(jdir)
     assert b"latest" not in _db_names(jdir)
-    assert live_value(jdir, b"meta", b"schema") == b"%d" % SCHEMA_VERSION == b"5"
+    assert live_value(jdir, b"meta", b"schema") == b"%d" % SCHEMA_VERSION == b"6"
 
 
 def test_schema_4_is_upgraded_by_the_agent(tmp_path: Path) -> None:
     """A reader reads a schema-4 journal as it is, a client is refused, and
-    the agent drops the index in the transaction that stamps schema 5."""
+    the agent drops the index in the transaction that stamps the schema."""
     jdir = tmp_path / "j"
     _journal(jdir)
     with Journal.open(jdir, mode="read") as j:
@@ -92,3 +113,24 @@ def test_schema_4_is_upgraded_by_the_agent(tmp_path: Path) -> None:
     assert live_value(jdir, b"meta", b"schema") == b"%d" % SCHEMA_VERSION
     with Journal.open(jdir, mode="client") as j:
         assert [r.seq for r in j.pending("u")] == [2, 3, 4]
+
+
+def test_schema_5_gains_the_recorded_index(tmp_path: Path) -> None:
+    """Schema 5 had no ``recorded`` index: a reader reads it as it is, the
+    agent creates the index, and a state of the old journal (recorded from
+    no entry) is removed by any later removal, as before."""
+    jdir = tmp_path / "j"
+    _journal(jdir)
+    with Journal.open(jdir, mode="read") as j:
+        before = _contents(j)
+    _as_schema_5(jdir)
+    assert b"recorded" not in _db_names(jdir)
+    with Journal.open(jdir, mode="read") as j:
+        assert j.schema == 5
+        assert _contents(j) == before
+    with Journal.open(jdir) as j:
+        assert j.schema == SCHEMA_VERSION
+        assert _contents(j) == before
+        j.mark_done("t", [], {b"a": None}, origin={b"a": 1})
+        assert j.manifest_get(b"a") is None
+    assert b"recorded" in _db_names(jdir)
