@@ -60,6 +60,7 @@ class Settle:
     seqs: tuple[int, ...]  # settled by an OK result of this path's actions
     after: tuple[int, ...] = ()  # ... once these (older removals at or above the path) settle too
     gone: tuple[bytes, ...] = ()  # paths below that this path's DELETE removed (manifest entries to drop)
+    removed_at: int = 0  # the newest entry that removed this path (its DELETE's own), 0: none
 
 
 SettleMap = dict[tuple[str, bytes], Settle]
@@ -77,6 +78,7 @@ class PathChange:
     seqs: tuple[int, ...] = ()
     after: tuple[int, ...] = ()  # removals at or above the path these seqs must not overtake
     gone: tuple[bytes, ...] = ()  # touched paths below, folded into this path's DELETE
+    removed_at: int = 0  # the newest entry that removed the path itself (a DELETE or a move away)
 
 
 def parent(path: bytes) -> bytes:
@@ -213,6 +215,7 @@ def coalesce(records: Sequence[Record]) -> list[PathChange]:
             tuple(sorted(set(s.seqs))),
             _removals_above(tree.slots, path),
             tuple(sorted(set(s.gone))) if s.delete else (),
+            max(s.removals, default=0) if s.delete else 0,
         )
         for path, s in sorted(tree.slots.items())
     ]
@@ -244,7 +247,7 @@ def build_plan(per_track: Mapping[str, Sequence[Record]]) -> tuple[Plan, SettleM
     settle: SettleMap = {}
     for track, records in per_track.items():
         for ch in coalesce(records):
-            settle[(track, ch.path)] = Settle(ch.seqs, ch.after, ch.gone)
+            settle[(track, ch.path)] = Settle(ch.seqs, ch.after, ch.gone, ch.removed_at)
             wanted = [(ActionKind.DELETE, False)] if ch.delete else []
             wanted += [(ActionKind.PUT, ch.recursive)] if ch.put else []
             for kind, recursive in wanted:

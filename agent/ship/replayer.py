@@ -355,7 +355,7 @@ class Replayer:
             # a delete removes the whole tree on the mirror: so must the manifest
             # (what was recorded before the delete's entry: see journal/_manifest.py)
             cleared = {
-                p: _first_seq(settle, track, p)
+                p: _removed_at(settle, track, p)
                 for t, p in sorted(deletes)
                 if t == track and results.outcome[(t, p)][0] == Outcome.OK
             }
@@ -495,17 +495,18 @@ def _states_for(
     """Manifest updates for one track: None for what OK deletes removed
     (the path and the touched paths below it), then the captured states of
     OK puts, which win for a path that was re-created. With each, the entry
-    it comes from: a removal its oldest (the delete), a state its newest."""
+    it comes from: a removal the entry that removed the path, a state the
+    newest entry of its path."""
     out: dict[bytes, FileState | None] = {}
     origin: dict[bytes, int] = {}
     for path in ok_paths:
         rule = settle.get((track, path))
-        first, last = _first_seq(settle, track, path), _last_seq(settle, track, path)
+        removed, last = _removed_at(settle, track, path), _last_seq(settle, track, path)
         gone = rule.gone if rule else ()
         out.update(dict.fromkeys(gone, None))
-        origin.update(dict.fromkeys(gone, first))
+        origin.update(dict.fromkeys(gone, removed))
         if (track, path) not in puts:
-            out[path], origin[path] = None, first
+            out[path], origin[path] = None, removed
             for p, s in states.get(path, {}).items():
                 if not _at_or_below(p, path):
                     out[p], origin[p] = s, last
@@ -517,9 +518,9 @@ def _states_for(
     return out, origin
 
 
-def _first_seq(settle: SettleMap, track: str, path: bytes) -> int:
+def _removed_at(settle: SettleMap, track: str, path: bytes) -> int:
     rule = settle.get((track, path))
-    return min(rule.seqs) if rule and rule.seqs else 0
+    return rule.removed_at if rule else 0
 
 
 def _last_seq(settle: SettleMap, track: str, path: bytes) -> int:

@@ -183,3 +183,31 @@ def test_a_late_tracks_delete_does_not_hide_a_later_name_an_early_track_holds(tm
             _drain(replayers[t], journal, t)
         for t, m in mirrors.items():
             assert not (m / "X" / "y").exists(), f"{t} keeps a name the tree lost"
+
+
+def test_a_move_away_drops_a_state_recorded_from_an_older_entry_still_pending(tmp_path: Path) -> None:
+    """A put can be recorded while its entry stays pending (held behind an
+    older removal above it); the path's removal then goes out with that
+    entry coalesced in. The removal counts from its own entry (the MOVE), not
+    from the oldest entry of the group: otherwise the manifest would keep a
+    name that neither the tree nor any mirror holds, and verify would call a
+    clean mirror drifted."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f").write_bytes(b"one\n")
+    mirrors = _two_mirrors(tmp_path)
+    with Journal.open(tmp_path / "journal", root=str(root), tracks=list(mirrors)) as journal:
+        replayers = _replayers(journal, mirrors, root)
+        journal.append([Entry(Op.CHANGE, b"f", time_ns=time.time_ns())])
+        for t in mirrors:
+            _drain(replayers[t], journal, t)
+        (root / "f").write_bytes(b"two\n")
+        (seq, _last) = journal.append([Entry(Op.CHANGE, b"f", time_ns=time.time_ns())])
+        journal.mark_done("early", [], {b"f": journal.manifest_get(b"f")}, origin={b"f": seq})
+        os.rename(root / "f", root / "g")
+        journal.append([Entry(Op.MOVE, b"f", b"g", time_ns=time.time_ns())])
+        for t in mirrors:
+            _drain(replayers[t], journal, t)
+        assert journal.manifest_get(b"f") is None, "the manifest keeps a name nothing holds"
+        for m in mirrors.values():
+            assert not (m / "f").exists() and (m / "g").read_bytes() == b"two\n"

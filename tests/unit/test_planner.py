@@ -484,3 +484,27 @@ def test_a_delete_after_a_subtree_change_leaves_only_the_delete() -> None:
     ]
     plan, _ = build_plan({"t": records})
     assert [(a.kind, a.path) for a in plan.actions] == [(ActionKind.DELETE, b"d")]
+
+
+def test_a_removal_counts_from_its_own_entry() -> None:
+    """``removed_at``: the newest entry that removed the path itself, not the
+    oldest of the group (see journal/_manifest.py: removals drop only states
+    recorded from older entries)."""
+    changes = {
+        c.path: c
+        for c in coalesce(
+            [
+                rec(1, Op.CHANGE, b"f"),
+                rec(2, Op.MOVE, b"f", b"g"),
+                rec(3, Op.DELETE, b"d/x"),
+                rec(4, Op.DELETE, b"d", dir_=True),
+                rec(5, Op.DELETE, b"e"),
+                rec(6, Op.CHANGE, b"e"),
+                rec(7, Op.DELETE, b"e"),
+            ]
+        )
+    }
+    assert changes[b"f"].removed_at == 2
+    assert changes[b"d"].removed_at == 4
+    assert changes[b"e"].removed_at == 7
+    assert changes[b"g"].removed_at == 0
