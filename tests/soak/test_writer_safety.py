@@ -99,3 +99,15 @@ def test_writer_replays_per_seed(tmp_path: Path) -> None:
         tree = {p: (n.kind, n.mode, n.uid, n.gid, n.data) for p, n in scan(root).items()}
         outcomes.append((ops, tree))
     assert outcomes[0] == outcomes[1]
+
+
+def test_a_carriable_writer_never_repeats_a_size_within_a_second(tmp_path: Path) -> None:
+    """msync members skip a file whose size and mtime second they hold: in
+    msync seeds no two content writes of one wall-clock second (or the one
+    before) share a size, whatever the seed draws; other seeds are untouched."""
+    (tmp_path / "o").mkdir()
+    carriable = Writer(tmp_path / "a", random.Random(1), tmp_path / "o", carriable=True)
+    sizes = [carriable._fresh_size(300) for _ in range(50)]
+    assert len(set(sizes)) == len(sizes) and min(sizes) == 300
+    plain = Writer(tmp_path / "b", random.Random(1), tmp_path / "o")
+    assert {plain._fresh_size(300) for _ in range(5)} == {300}

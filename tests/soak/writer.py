@@ -113,6 +113,8 @@ class Writer:
         # carriable: paths that ever held a non-directory never become directories
         # (makuosan members cannot turn a file into a directory: a documented limit)
         self._nondirs: set[bytes] = set()
+        # carriable: sizes written in the current and the previous second (see _fresh_size)
+        self._second, self._sizes, self._recent = 0, set[int](), set[int]()
         self.tree = _RecordingTree(root, self.history)
         self.rng = rng
         self.outside = os.fsencode(outside)
@@ -204,7 +206,27 @@ class Writer:
         return _join(where, self._name())
 
     def _data(self) -> bytes:
-        return self.rng.randbytes(self.rng.choice([0, 1, 17, 300, 4096, 20000]))
+        return self._carried(self.rng.randbytes(self.rng.choice([0, 1, 17, 300, 4096, 20000])))
+
+    def _carried(self, data: bytes) -> bytes:
+        """``data`` padded so that msync can carry it (see ``_fresh_size``);
+        the seeded draws stay the same."""
+        return data + b"+" * (self._fresh_size(len(data)) - len(data)) if self.carriable else data
+
+    def _fresh_size(self, size: int) -> int:
+        """msync members skip a file whose size and mtime second they already
+        hold (a documented limit): carriable writes give every new content a
+        size no other write got in this or the previous wall-clock second."""
+        if not self.carriable:
+            return size
+        now = time.time_ns() // 10**9
+        if now != self._second:
+            self._recent = self._sizes if now == self._second + 1 else set()
+            self._sizes, self._second = set(), now
+        while size in self._sizes or size in self._recent:
+            size += 1
+        self._sizes.add(size)
+        return size
 
     def _mtime_ns(self) -> int:
         return self.rng.randrange(10**9, 1_700_000_000) * 10**9 + self.rng.randrange(10**9)
@@ -218,10 +240,19 @@ class Writer:
         return True
 
     def append(self) -> bool:
-        return self._on(("file",), lambda p: self.tree.write(p, self._data()[:500] or b"+", append=True))
+        return self._on(("file",), self._append)
+
+    def _append(self, path: bytes) -> None:
+        chunk = self.rng.randbytes(self.rng.choice([0, 1, 17, 300, 4096, 20000]))[:500] or b"+"
+        st = self.tree.lstat(path) if self.carriable else None
+        if st is not None:
+            chunk += b"+" * (self._fresh_size(st.st_size + len(chunk)) - st.st_size - len(chunk))
+        self.tree.write(path, chunk, append=True)
 
     def truncate(self) -> bool:
-        return self._on(("file",), lambda p: self.tree.truncate(p, self.rng.randrange(0, 5000)))
+        return self._on(
+            ("file",), lambda p: self.tree.truncate(p, self._fresh_size(self.rng.randrange(0, 5000)))
+        )
 
     def rewrite(self) -> bool:
         path = self._pick("file")
