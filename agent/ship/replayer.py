@@ -23,19 +23,19 @@ from pathlib import Path
 
 import structlog
 
-from agent.ship.absorb import unexplained
 from agent.ship.base import Outcome, Shipper, ShipResult
+from agent.ship.capture import Capture, is_dir
 from agent.ship.links import LinkSpreader
 from agent.ship.listing_drift import moved_listings
+from agent.ship.manifest_updates import Key, absorbable, again_entries, cleared_trees, track_updates
 from agent.ship.plan import ActionKind, Plan
 from agent.ship.planner import Selection, SettleMap, build_plan, resolve
 from agent.ship.retry import Backoff, RetryPolicy
 from agent.ship.settle import changing_paths, split
 from agent.tree.excludes import Excludes
-from agent.tree.fsstate import capture_at, capture_in, kind_of, lstat_below
 from agent.tree.recheck import ScanRecheck
-from agent.tree.walk import Walk, root_dev
-from journal import IS_DIR, SUBTREE, Entry, FileKind, FileState, Journal, JournalCorrupt, Op, Record
+from agent.tree.walk import root_dev
+from journal import IS_DIR, SUBTREE, Entry, FileState, Journal, JournalCorrupt, Op
 
 __all__ = ["Replayer", "StepReport"]
 
@@ -45,7 +45,6 @@ PAUSE_FACTOR = 4.0  # a step that settled nothing is followed by a pause of this
 QUIET_S = 0.02  # a change ships once its path was quiet this long (settle_s caps the wait)
 SCAN_PAGES = 50  # pages of pending entries read per track and step (held ones included)
 _RANK = {Outcome.OK: 0, Outcome.RETRY: 1, Outcome.FAILED: 2}
-Key = tuple[str, bytes]
 log = structlog.get_logger()
 
 
@@ -118,6 +117,8 @@ class Replayer:
         self.failures = 0  # (track, path) results FAILED
         self.dead = 0  # entries moved to the dead-letter list
         self._links = LinkSpreader(journal, whole=getattr(shipper, "links_sent_together", False))
+        kinds = getattr(shipper, "settles_parents", frozenset())
+        self._capture = Capture(journal, self.root, self.excludes, kinds)
 
     # ------------------------------------------------------------------ loop
     def run(self, stop: threading.Event) -> None:
@@ -170,18 +171,18 @@ class Replayer:
         if stop is not None and stop.is_set():
             return StepReport(held=held)
         with self.journal.shipping():  # a scan never sees a ship half done
-            states = self._capture(plan)
+            states = self._capture.capture(plan)
             started = time.monotonic()
             results = self._ship(plan, settle)
             records = [r for rs in per_track.values() for r in rs]
             states_before = states
             resync = self._moved_listings(plan, states, results)
-            states, again = _absorbable(states, records, self._wall_ns(), self.journal.manifest_get)
+            states, again = absorbable(states, records, self._wall_ns(), self.journal.manifest_get)
             if again or resync:  # the tree moved past the journal: every track ships these paths again
                 # under the append locks, a path found gone that exists again is a CHANGE:
                 # this DELETE must not land after the watcher's entry for the re-creation
                 recheck = ScanRecheck(self.root, root_dev(self.root))
-                entries_again = _again(again, states_before, self._wall_ns()) + resync
+                entries_again = again_entries(again, states_before, self._wall_ns()) + resync
                 self.journal.append(entries_again, recheck=recheck)
             report = self._settle(plan, settle, states, results, time.monotonic() - started)
         return _with(report, entries=entries, actions=len(plan), held=held, raised=results.raised)
@@ -217,62 +218,6 @@ class Replayer:
             waits.append(due - now)
         return max(min(waits), 0.0) if waits else None
 
-    # ------------------------------------------------------------------ capture
-    def _capture(self, plan: Plan) -> dict[bytes, dict[bytes, FileState | None]]:
-        """Manifest states of every PUT, taken *before* shipping: a change made
-        during the ship is journaled anew, so the manifest never claims a
-        state newer than the one sent."""
-        out: dict[bytes, dict[bytes, FileState | None]] = {}
-        try:
-            dev = root_dev(self.root)
-        except OSError as exc:  # the root is gone: nothing to capture, the ship decides
-            log.warning("capture.failed", path=b"", error=str(exc))
-            return out
-        cleared = {a.path for a in plan.actions if a.kind == ActionKind.DELETE}
-        for action in plan.actions:
-            if action.kind != ActionKind.PUT:
-                continue
-            states = out.setdefault(action.path, {})
-            _capture_into(states, self.root, action.path, dev)
-            if action.recursive and _is_dir(states.get(action.path)):
-                _capture_below(states, self.root, action.path, dev, self.excludes)
-                if action.path in cleared:
-                    self._vanished_below(action.path, states)
-        self._capture_parents(plan, out)
-        return out
-
-    def _vanished_below(self, top: bytes, states: dict[bytes, FileState | None]) -> None:
-        """A directory moved in goes out as a delete and a recursive put; the
-        delete makes the manifest forget everything below ``top``. What it
-        knows there that this capture lacks, another track shipped from an
-        earlier capture and has vanished since: it counts as found gone, so
-        unless the shipped entries explain that (they do not: the move
-        removed only its source), every track ships its removal, and a
-        mirror that holds it never keeps it because its event was lost."""
-        for path in self.journal.manifest_encoded(under=top):
-            if path != top and path not in states:
-                states[path] = None
-
-    def _capture_parents(self, plan: Plan, out: dict[bytes, dict[bytes, FileState | None]]) -> None:
-        """The mtimes of the parent directories the shipper sets after writing
-        in them (its ``settles_parents`` action kinds): an entry added or
-        removed moves a directory's mtime, and the manifest must hold what the
-        mirror's directory got, or a restart would see it differ. Only the
-        mtime (and ctime) of the manifest's state is renewed, for the same
-        directory (inode): its other fields the shipper did not send. A parent
-        with its own action in the plan is left to that action."""
-        kinds = getattr(self.shipper, "settles_parents", frozenset())
-        own = {a.path for a in plan.actions}
-        seen: dict[bytes, FileState | None] = {}
-        for action in plan.actions:
-            parent = action.path.rpartition(b"/")[0]
-            if action.kind not in kinds or not parent or parent in own:
-                continue
-            if parent not in seen:
-                seen[parent] = _settled_parent(self.journal, self.root, parent)
-            if seen[parent] is not None:
-                out.setdefault(action.path, {})[parent] = seen[parent]
-
     def _moved_listings(
         self, plan: Plan, states: Mapping[bytes, Mapping[bytes, FileState | None]], results: _Results
     ) -> list[Entry]:
@@ -283,7 +228,7 @@ class Replayer:
             for a in plan.actions
             if a.kind == ActionKind.PUT
             and a.recursive
-            and _is_dir(states.get(a.path, {}).get(a.path))
+            and is_dir(states.get(a.path, {}).get(a.path))
             and any(results.outcome.get((t, a.path), (None,))[0] == Outcome.OK for t in a.tracks)
         ]
         if not tops:
@@ -351,14 +296,11 @@ class Replayer:
                 self.dead += self.journal.mark_dead(track, dead)
                 dead_total += len(dead)
             ok = [p for t, p in puts | deletes if t == track and results.outcome[(t, p)][0] == Outcome.OK]
-            track_states, origin = _states_for(track, ok, settle, puts, states)
+            track_states, origin = track_updates(track, ok, settle, puts, states)
             # a delete removes the whole tree on the mirror: so must the manifest
             # (what was recorded before the delete's entry: see journal/_manifest.py)
-            cleared = {
-                p: _removed_at(settle, track, p)
-                for t, p in sorted(deletes)
-                if t == track and results.outcome[(t, p)][0] == Outcome.OK
-            }
+            ok_deletes = [k for k in deletes if k[0] == track and results.outcome[k][0] == Outcome.OK]
+            cleared = cleared_trees(track, ok_deletes, settle)
             if done or track_states or cleared:
                 done_total += self.journal.mark_done(track, done, track_states, cleared, origin)
             self._log_track(track, results.outcome, puts | deletes, len(done), seconds)
@@ -454,130 +396,5 @@ class Replayer:
 
 
 # ---------------------------------------------------------------------- helpers
-def _absorbable(
-    states: Mapping[bytes, Mapping[bytes, FileState | None]],
-    records: Sequence[Record],
-    now_ns: int,
-    shipped: Callable[[bytes], FileState | None],
-) -> tuple[dict[bytes, dict[bytes, FileState | None]], set[bytes]]:
-    """The captured states without those the shipped entries do not explain
-    (see :mod:`agent.ship.absorb`), and those paths: the manifest keeps its old
-    state for them, and they are journaled again for every track, so a track
-    that shipped them before gets the change whose event may be lost. The
-    renewed mtimes of parent directories are the shippers' own doing and
-    always kept."""
-    own = {rel: s for top, got in states.items() for rel, s in got.items() if _at_or_below(rel, top)}
-    # only a state some track was given can be held by a mirror that missed the change
-    drop = {p for p in unexplained(records, own, now_ns) if shipped(p) is not None}
-    kept = {top: {rel: s for rel, s in got.items() if rel not in drop} for top, got in states.items()}
-    return kept, drop
-
-
-def _again(
-    paths: set[bytes], states: Mapping[bytes, Mapping[bytes, FileState | None]], now_ns: int
-) -> list[Entry]:
-    """Entries that explain what was found: a DELETE for a path found gone
-    (a CHANGE would find it gone again and explain nothing), a CHANGE for a
-    path found changed."""
-    found = {rel: s for got in states.values() for rel, s in got.items() if rel in paths}
-    return [
-        Entry(Op.CHANGE if found.get(p) is not None else Op.DELETE, p, time_ns=now_ns) for p in sorted(paths)
-    ]
-
-
-def _states_for(
-    track: str,
-    ok_paths: Sequence[bytes],
-    settle: SettleMap,
-    puts: set[Key],
-    states: Mapping[bytes, Mapping[bytes, FileState | None]],
-) -> tuple[dict[bytes, FileState | None], dict[bytes, int]]:
-    """Manifest updates for one track: None for what OK deletes removed
-    (the path and the touched paths below it), then the captured states of
-    OK puts, which win for a path that was re-created. With each, the entry
-    it comes from: a removal the entry that removed the path, a state the
-    newest entry of its path."""
-    out: dict[bytes, FileState | None] = {}
-    origin: dict[bytes, int] = {}
-    for path in ok_paths:
-        rule = settle.get((track, path))
-        removed, last = _removed_at(settle, track, path), _last_seq(settle, track, path)
-        gone = rule.gone if rule else ()
-        out.update(dict.fromkeys(gone, None))
-        origin.update(dict.fromkeys(gone, removed))
-        if (track, path) not in puts:
-            out[path], origin[path] = None, removed
-            for p, s in states.get(path, {}).items():
-                if not _at_or_below(p, path):
-                    out[p], origin[p] = s, last
-    for path in ok_paths:
-        if (track, path) in puts:
-            got = states.get(path, {})
-            out.update(got)
-            origin.update(dict.fromkeys(got, _last_seq(settle, track, path)))
-    return out, origin
-
-
-def _removed_at(settle: SettleMap, track: str, path: bytes) -> int:
-    rule = settle.get((track, path))
-    return rule.removed_at if rule else 0
-
-
-def _last_seq(settle: SettleMap, track: str, path: bytes) -> int:
-    rule = settle.get((track, path))
-    return max(rule.seqs) if rule and rule.seqs else 0
-
-
-def _at_or_below(path: bytes, top: bytes) -> bool:
-    return path == top or path.startswith(top + b"/")
-
-
-def _settled_parent(journal: Journal, root: bytes, parent: bytes) -> FileState | None:
-    """The manifest's state of directory ``parent`` with its mtime now, or
-    None when the manifest does not know it as this same directory."""
-    old = journal.manifest_get(parent)
-    try:
-        st = lstat_below(root, parent)
-    except OSError:
-        return None
-    if old is None or st is None or old.kind != FileKind.DIR or kind_of(st.st_mode) != FileKind.DIR:
-        return None
-    if st.st_ino != old.inode:
-        return None
-    return replace(old, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
-
-
-def _capture_into(states: dict[bytes, FileState | None], root: bytes, rel: bytes, dev: int) -> None:
-    """The state of ``rel``, read without leaving the tree (no symlink
-    followed, no mount point crossed); a path that is not a clean relative
-    one is not captured (the shipper reports it FAILED)."""
-    try:
-        states[rel] = capture_in(root, rel, dev)
-    except ValueError:
-        return
-    except OSError as exc:  # unreadable or another filesystem: the manifest keeps its old state
-        log.warning("capture.failed", path=rel, error=str(exc))
-
-
-def _capture_below(
-    states: dict[bytes, FileState | None], root: bytes, rel: bytes, dev: int, excludes: Excludes
-) -> None:
-    """States of a subtree that arrived by a move, from the one walker that
-    never follows a symlink nor crosses a mount point; every entry is read
-    relative to its directory's checked fd."""
-    walk = Walk(root, excludes, dev, rel)
-    for listing in walk:
-        prefix = listing.rel + b"/" if listing.rel else b""
-        for name in listing.names:
-            try:
-                states[prefix + name] = capture_at(listing.fd, name, dev)
-            except OSError as exc:
-                log.warning("capture.failed", path=prefix + name, error=str(exc))
-
-
-def _is_dir(state: FileState | None) -> bool:
-    return state is not None and state.kind == FileKind.DIR
-
-
 def _with(report: StepReport, **changes: object) -> StepReport:
     return replace(report, **changes)  # type: ignore[arg-type]
