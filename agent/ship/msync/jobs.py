@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.ship.base import ShipResult
-from agent.ship.msync import parse as mp
+from agent.ship.msync.carry import Prepared
+from agent.ship.msync.output import Entry
 from agent.ship.plan import Action
 
 __all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs", "settle_levels"]
@@ -22,19 +23,19 @@ class Item:
 
     action: Action
     tracks: tuple[str, ...]
-    entry: mp.Entry | None = None
+    entry: Entry | None = None
     token: bytes = b""
-    resend: mp.Prepared | None = None  # a symlink's in-base target, re-sent after the link
+    resend: Prepared | None = None  # a symlink's in-base target, re-sent after the link
     is_dir: bool = False
     biggest: int = 0  # size of the largest regular file it carries: how long a member may stay silent
     below: int = 0  # entries below a recursive put (members list them for --delete)
     # A tree msync's -r cannot carry goes out entry by entry with --delete
     # (no -r): ``more`` is everything below the root, children first.
     mirror: bool = False
-    more: list[mp.Prepared] = field(default_factory=list)
+    more: list[Prepared] = field(default_factory=list)
     bad: str = ""  # why part of the tree could not be sent at all
     plain: bool = False  # a regular file or a directory: a recursive send may carry it
-    # A group (msync_group): one ``-r`` send of a directory whose every entry
+    # A group (group.py): one ``-r`` send of a directory whose every entry
     # the plan holds. ``covered`` are the planned items it carries (their
     # verdicts come from the lines naming them); ``own`` is the directory's
     # own planned item, if any. A group reports nothing itself.
@@ -56,7 +57,7 @@ class Job:
 
 # (item that owns the verdict, or None for a file a group sends along; the
 # entry; the argv token, or None for a path a group's -r reaches unnamed)
-Sent = list[tuple["Item | None", mp.Entry, bytes | None]]
+Sent = list[tuple["Item | None", Entry, bytes | None]]
 
 
 def expand(job: Job) -> tuple[Sent, dict[int, int]]:
@@ -67,19 +68,19 @@ def expand(job: Job) -> tuple[Sent, dict[int, int]]:
     main: dict[int, int] = {}
     for it in job.items:
         if it.covered:
-            sent += [(None, mp.Entry(p), None) for p in it.along]
+            sent += [(None, Entry(p), None) for p in it.along]
             for c in it.covered:
                 if c is not it.own:
                     main[id(c)] = len(sent)
-                    sent.append((c, mp.Entry(c.entry.echo), None))
+                    sent.append((c, Entry(c.entry.echo), None))
             if it.own is not None:
                 main[id(it.own)] = len(sent)
             sent.append((it.own, it.entry, it.token))
             continue
-        sent += [(it, mp.Entry(m.echo), m.token) for m in it.more]
+        sent += [(it, Entry(m.echo), m.token) for m in it.more]
         main[id(it)] = len(sent)
         sent.append((it, it.entry, it.token))
-    sent += [(it, mp.Entry(it.resend.echo), it.resend.token) for it in job.items if it.resend]
+    sent += [(it, Entry(it.resend.echo), it.resend.token) for it in job.items if it.resend]
     return sent, main
 
 

@@ -8,14 +8,14 @@ are caught up later with ``-t MEMBER``. Paths msync cannot carry exactly are
 FAILED with a reason, never sent approximately. Paths go out with
 ``--sync`` (create, update or delete in one command); a recursive PUT with
 ``--delete -r`` so the member's subtree ends up equal, extras removed. A
-file some member skipped is content-checked (msync_check), so a lost
+file some member skipped is content-checked (check.py), so a lost
 same-size rewrite is FAILED, not OK. A call that stops making progress
 (a member stopped answering and makuosan waits a minute for it) is ended and
-each member is tried alone, so the live ones are not held (msync_stall).
+each member is tried alone, so the live ones are not held (stall.py).
 Over makuosan's TCP console each answering exchange costs 40 ms: a
-directory the plan holds goes out as one ``-l 2 -r`` (msync_group), and a
+directory the plan holds goes out as one ``-l 2 -r`` (group.py), and a
 TCP console is reached through a relay that acknowledges at once
-(msync_relay); the per-member answers are the same either way.
+(relay.py); the per-member answers are the same either way.
 """
 
 from __future__ import annotations
@@ -37,11 +37,21 @@ import structlog
 from agent.errors import ConfigError
 from agent.ship import process as _exec
 from agent.ship.base import Outcome, ShipResult
-from agent.ship.msync import parse as mp
+from agent.ship.msync.carry import (
+    MAX_COMMAND,
+    Prepared,
+    command_prefix,
+    fits,
+    prepare,
+    same_second,
+    scanner_carries,
+)
 from agent.ship.msync.check import verify_skips
-from agent.ship.msync.filters import makuosan_patterns
+from agent.ship.msync.commands import build_argv, daemon_options
+from agent.ship.msync.filters import excluded, makuosan_patterns
 from agent.ship.msync.group import group_items, list_dir
 from agent.ship.msync.jobs import Item, Job, expand, lane_jobs, parent_dirs, settle_levels
+from agent.ship.msync.output import Entry, Kind, MemberOutcome, classify, classify_dry_run, parse_members
 from agent.ship.msync.relay import ConsoleRelay, greets, tcp_address
 from agent.ship.msync.stall import SUSPECT_S, Suspects, idle_limit
 from agent.ship.plan import Action, Plan
@@ -53,11 +63,11 @@ __all__ = ["MsyncShipper"]
 
 log = structlog.get_logger()
 _NO_EXCLUDES = Excludes(())  # msync's own excludes are applied, with its matching rules
-_RANK = {mp.Kind.OK: 0, mp.Kind.UNACKED: 1, mp.Kind.RETRY: 2, mp.Kind.FAILED: 3}
-_OUTCOME = {mp.Kind.OK: Outcome.OK, mp.Kind.RETRY: Outcome.RETRY, mp.Kind.FAILED: Outcome.FAILED}
+_RANK = {Kind.OK: 0, Kind.UNACKED: 1, Kind.RETRY: 2, Kind.FAILED: 3}
+_OUTCOME = {Kind.OK: Outcome.OK, Kind.RETRY: Outcome.RETRY, Kind.FAILED: Outcome.FAILED}
 
 
-def _worst(a: mp.Verdict, b: mp.Verdict) -> mp.Verdict:
+def _worst(a: MemberOutcome, b: MemberOutcome) -> MemberOutcome:
     return b if _RANK[b.kind] > _RANK[a.kind] else a
 
 
@@ -152,7 +162,7 @@ class MsyncShipper:
 
     def _console(self) -> str | None:
         """msync's ``-c`` for this plan: the relay while the TCP console takes
-        connections (msync_relay), else the configured console."""
+        connections (relay.py), else the configured console."""
         t = self._t
         console = t.console or self._env.get("MSYNC_TARGET") or "tcp:127.0.0.1:5000"
         address = tcp_address(console)
@@ -193,7 +203,7 @@ class MsyncShipper:
         if unknown:
             self._set(it, unknown, Outcome.FAILED, "not a track of this target")
             it.tracks = tuple(t for t in tracks if t in self.tracks)
-        prep = mp.prepare(self._rel(action.path))
+        prep = prepare(self._rel(action.path))
         if isinstance(prep, str):
             self._set(it, it.tracks, Outcome.FAILED, prep)
             return it
@@ -202,13 +212,13 @@ class MsyncShipper:
             self._set(it, it.tracks, why[0], why[1])
         return it
 
-    def _local(self, it: Item, prep: mp.Prepared) -> tuple[Outcome, str] | None:
+    def _local(self, it: Item, prep: Prepared) -> tuple[Outcome, str] | None:
         """Look at the path now: a delete, a hazard, or what to send."""
         abspath = self._root + b"/" + it.action.path if it.action.path else self._root
         try:
             st = os.lstat(abspath)
         except (FileNotFoundError, NotADirectoryError):
-            it.entry, it.token = mp.Entry(prep.echo, delete=True), prep.token
+            it.entry, it.token = Entry(prep.echo, delete=True), prep.token
             return None
         except OSError as exc:
             return Outcome.RETRY, f"cannot stat the source: {exc.strerror}"
@@ -222,16 +232,16 @@ class MsyncShipper:
             if isinstance(target, str):
                 return Outcome.FAILED, target
             if target is not None:
-                resend = mp.prepare(target)
+                resend = prepare(target)
                 if isinstance(resend, str):
                     return Outcome.FAILED, f"symlink target cannot be re-sent after the link: {resend}"
                 it.resend = resend
         it.is_dir = stat.S_ISDIR(st.st_mode)
         it.plain = it.is_dir or stat.S_ISREG(st.st_mode)
         it.biggest = st.st_size if stat.S_ISREG(st.st_mode) else 0
-        if not it.is_dir and mp.same_second(st.st_mtime_ns, self._clock()):
+        if not it.is_dir and same_second(st.st_mtime_ns, self._clock()):
             return Outcome.RETRY, "mtime is the current second (a same-second rewrite would be lost)"
-        it.entry = mp.Entry(prep.echo, recursive=it.action.recursive and it.is_dir)
+        it.entry = Entry(prep.echo, recursive=it.action.recursive and it.is_dir)
         it.token = prep.token
         if it.entry.recursive:
             try:
@@ -241,18 +251,18 @@ class MsyncShipper:
         return None
 
     def _plan_tree(self, it: Item, abspath: bytes) -> None:
-        """A tree msync's -r would carry wrongly (msync_parse.scanner_carries)
+        """A tree msync's -r would carry wrongly (carry.py, scanner_carries)
         goes out as explicit entries, children first, with --delete but no -r;
         so does a tree holding a special file or a mount point, which msync's
         -r would send or cross."""
         sizes: list[int] = []
         below, unlisted = self._walk(it.action.path, it.entry.echo, sizes)
         it.biggest, it.below = max(sizes, default=0), len(below)
-        if not unlisted and mp.scanner_carries(it.entry.echo, below):
+        if not unlisted and scanner_carries(it.entry.echo, below):
             return
-        it.entry, it.mirror = mp.Entry(it.entry.echo), True
+        it.entry, it.mirror = Entry(it.entry.echo), True
         for rel, _ in below:
-            prep = mp.prepare(rel)
+            prep = prepare(rel)
             if isinstance(prep, str):
                 it.bad = it.bad or f"{rel!r} inside cannot be sent: {prep}"
             else:
@@ -355,11 +365,11 @@ class MsyncShipper:
                     continue
             except OSError:
                 continue
-            prep = mp.prepare(self._rel(parent))
+            prep = prepare(self._rel(parent))
             if not isinstance(prep, str):
                 tokens.append(prep.token)
         for host in self._settle_hosts(live) if tokens else []:
-            fitting = [t for t in tokens if mp.fits(t, mp.command_prefix(host=host))]
+            fitting = [t for t in tokens if fits(t, command_prefix(host=host))]
             for level in settle_levels(fitting, self._t.batch, self._t.concurrency):
                 with ThreadPoolExecutor(max_workers=len(level)) as pool:
                     stalled = any(pool.map(functools.partial(self._settle, host), level))
@@ -369,7 +379,7 @@ class MsyncShipper:
 
     def _settle(self, host: bytes | None, chunk: list[bytes]) -> bool:
         """One silent send of directories; whether it stalled."""
-        argv = mp.build_argv(
+        argv = build_argv(
             os.fsencode(self._t.msync), excludes=self._excludes, level=0, host=host, tokens=chunk
         )
         res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)))
@@ -397,20 +407,20 @@ class MsyncShipper:
         return listed, why
 
     def _read_members(self) -> tuple[list[bytes] | None, str]:
-        res = self._exec(mp.build_argv(os.fsencode(self._t.msync), members=True))
+        res = self._exec(build_argv(os.fsencode(self._t.msync), members=True))
         if res.missing:
             return None, f"msync not found: {self._t.msync}"
         if res.timed_out or res.returncode != 0:
             first = (res.stderr or res.stdout).strip().split(b"\n")[0].decode("utf-8", "replace")
             return None, f"msync --members failed (rc {res.returncode}): {first}"
-        names = mp.parse_members(res.stdout)
+        names = parse_members(res.stdout)
         if names is None:
             return None, "msync --members printed no member list"
         return [n for n in names if n], ""
 
     def _exec(self, argv: list[bytes], idle: float | None = None) -> _exec.ExecResult:
         t = self._t
-        opts = mp.daemon_options(
+        opts = daemon_options(
             os.fsencode(self._via) if self._via else None,
             os.fsencode(t.password_file) if t.password_file else None,
         )
@@ -451,7 +461,7 @@ class MsyncShipper:
         return [lane_jobs(lane, self._t.batch) for lane in lanes if lane]
 
     def _grouped(self, keyed: list) -> list:
-        """Whole planned directories become one ``-r`` send each (msync_group)."""
+        """Whole planned directories become one ``-r`` send each (group.py)."""
         try:
             dev = root_dev(self._root)
         except OSError:
@@ -462,21 +472,19 @@ class MsyncShipper:
 
     def _makuosan_skips(self, echo: bytes, is_dir: bool) -> bool:
         """Does makuosan's own walk skip the base-relative ``echo``?"""
-        return bool(self._excludes) and mp.excluded(self._base + b"/" + echo, self._excludes, is_dir)
+        return bool(self._excludes) and excluded(self._base + b"/" + echo, self._excludes, is_dir)
 
     # ------------------------------------------------------------------ one invocation
     def _run_job(self, job: Job, listed: list[bytes]) -> None:
-        prefix = mp.command_prefix(recursive=job.recursive, delete=job.delete, host=job.host)
+        prefix = command_prefix(recursive=job.recursive, delete=job.delete, host=job.host)
         items = []
         for it in job.items:
-            if any(not mp.fits(m.token, prefix) for m in it.more):
+            if any(not fits(m.token, prefix) for m in it.more):
                 it.bad = it.bad or "a path inside is too long for msync"
-                it.more = [m for m in it.more if mp.fits(m.token, prefix)]
-            too_long = [
-                t for t in (it.token, it.resend.token if it.resend else b"") if not mp.fits(t, prefix)
-            ]
+                it.more = [m for m in it.more if fits(m.token, prefix)]
+            too_long = [t for t in (it.token, it.resend.token if it.resend else b"") if not fits(t, prefix)]
             if too_long:
-                limit = mp.MAX_COMMAND - len(prefix) - 1
+                limit = MAX_COMMAND - len(prefix) - 1
                 reason = f"escaped path is {len(too_long[0])} bytes; msync carries at most {limit} here"
                 self._set(it, self._tracks_for(it, job.host), Outcome.FAILED, reason)
             else:
@@ -508,8 +516,8 @@ class MsyncShipper:
                 if k != main[oid]:
                     v_of = {h: _worst(v, verdicts[(h, k)]) for h, v in v_of.items()}
             if it.bad:
-                v_of = {h: _worst(v, mp.Verdict(mp.Kind.FAILED, it.bad)) for h, v in v_of.items()}
-            if any(v.kind == mp.Kind.UNACKED for v in v_of.values()):
+                v_of = {h: _worst(v, MemberOutcome(Kind.FAILED, it.bad)) for h, v in v_of.items()}
+            if any(v.kind == Kind.UNACKED for v in v_of.values()):
                 unacked.append((it, v_of))
             else:
                 self._report(it, job.host, v_of)
@@ -521,14 +529,14 @@ class MsyncShipper:
         job: Job,
         tokens: list[bytes],
         hosts: list[bytes],
-        entries: list[mp.Entry],
+        entries: list[Entry],
         *,
         dry: bool,
         unowned: frozenset[int] = frozenset(),
-    ) -> dict[tuple[bytes, int], mp.Verdict]:
+    ) -> dict[tuple[bytes, int], MemberOutcome]:
         """Verdicts of one invocation; files a member skipped get their content
         checked, but for ``unowned`` entries (sent along, no verdict wanted)."""
-        argv = mp.build_argv(
+        argv = build_argv(
             os.fsencode(self._t.msync),
             excludes=self._excludes,
             level=1 if dry else 2,
@@ -546,10 +554,10 @@ class MsyncShipper:
             return self._after_stall(job, tokens, hosts, entries, dry=dry, unowned=unowned)
         if res.missing or res.timed_out:
             why = f"msync not found: {self._t.msync}" if res.missing else "msync timed out"
-            return {(h, i): mp.Verdict(mp.Kind.RETRY, why) for h in hosts for i in range(len(entries))}
+            return {(h, i): MemberOutcome(Kind.RETRY, why) for h in hosts for i in range(len(entries))}
         if dry:
-            return mp.classify_dry_run(res.returncode, res.stdout, res.stderr, hosts, entries)
-        verdicts = mp.classify(res.returncode, res.stdout, res.stderr, hosts, entries)
+            return classify_dry_run(res.returncode, res.stdout, res.stderr, hosts, entries)
+        verdicts = classify(res.returncode, res.stdout, res.stderr, hosts, entries)
         sent = (res.stdout, res.stderr, hosts, entries)
         check = lambda a: self._exec(a, idle)  # noqa: E731
         return verify_skips(check, os.fsencode(self._t.msync), self._base, job.host, sent, verdicts, unowned)
@@ -559,11 +567,11 @@ class MsyncShipper:
         job: Job,
         tokens: list[bytes],
         hosts: list[bytes],
-        entries: list[mp.Entry],
+        entries: list[Entry],
         *,
         dry: bool,
         unowned: frozenset[int] = frozenset(),
-    ) -> dict[tuple[bytes, int], mp.Verdict]:
+    ) -> dict[tuple[bytes, int], MemberOutcome]:
         """The call went silent: a member stopped answering and makuosan would
         wait a minute for it. Each member is tried alone, in parallel: who
         answers gets its verdicts now; who stalls alone becomes suspect."""
@@ -573,16 +581,16 @@ class MsyncShipper:
                 self._suspects.mark(h)
             who = b", ".join([job.host] if job.host is not None else named).decode("utf-8", "replace")
             log.warning("ship.msync.stalled", target=self.name, members=who, paths=len(tokens))
-            why = mp.Verdict(mp.Kind.RETRY, f"no progress from msync: member {who} stopped answering")
+            why = MemberOutcome(Kind.RETRY, f"no progress from msync: member {who} stopped answering")
             return {(h, i): why for h in hosts for i in range(len(entries))}
         out = {
-            (h, i): mp.Verdict(mp.Kind.RETRY, "member listed without a name")
+            (h, i): MemberOutcome(Kind.RETRY, "member listed without a name")
             for h in hosts
             if not h
             for i in range(len(entries))
         }
 
-        def alone(host: bytes) -> dict[tuple[bytes, int], mp.Verdict]:
+        def alone(host: bytes) -> dict[tuple[bytes, int], MemberOutcome]:
             alone = Job(host, job.recursive, job.items, job.delete)
             return self._run(alone, tokens, [host], entries, dry=dry, unowned=unowned)
 
@@ -592,7 +600,7 @@ class MsyncShipper:
         return out
 
     def _verify_deletes(
-        self, job: Job, unacked: list[tuple[Item, dict[bytes, mp.Verdict]]], hosts: list[bytes]
+        self, job: Job, unacked: list[tuple[Item, dict[bytes, MemberOutcome]]], hosts: list[bytes]
     ) -> None:
         """Members that said nothing about a delete: ask a dry run which still
         have the path, then check they are still listed (a member that left
@@ -604,20 +612,20 @@ class MsyncShipper:
         for i, (it, v_of) in enumerate(unacked):
             final = {}
             for h, v in v_of.items():
-                if v.kind == mp.Kind.UNACKED:
+                if v.kind == Kind.UNACKED:
                     v = dry[(h, i)]
-                    if v.kind == mp.Kind.OK and (still is None or h not in still):
-                        v = mp.Verdict(mp.Kind.RETRY, "member left while the delete was verified " + why)
+                    if v.kind == Kind.OK and (still is None or h not in still):
+                        v = MemberOutcome(Kind.RETRY, "member left while the delete was verified " + why)
                 final[h] = v
             self._report(it, job.host, final)
 
-    def _report(self, it: Item, host: bytes | None, v_of: dict[bytes, mp.Verdict]) -> None:
+    def _report(self, it: Item, host: bytes | None, v_of: dict[bytes, MemberOutcome]) -> None:
         if self._member_of:
             for tr in self._tracks_for(it, host):
-                v = v_of.get(self._member_of[tr], mp.Verdict(mp.Kind.RETRY, "member not sent to"))
+                v = v_of.get(self._member_of[tr], MemberOutcome(Kind.RETRY, "member not sent to"))
                 self._set(it, [tr], _OUTCOME.get(v.kind, Outcome.RETRY), v.reason)
             return
-        total = mp.Verdict(mp.Kind.OK)
+        total = MemberOutcome(Kind.OK)
         for v in v_of.values():
             total = _worst(total, v)
         self._set(it, it.tracks, _OUTCOME.get(total.kind, Outcome.RETRY), total.reason)
