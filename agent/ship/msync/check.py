@@ -30,19 +30,19 @@ Outcomes = dict[tuple[bytes, int], MemberOutcome]
 def _to_check(
     base: bytes,
     skips: dict[bytes, set[tuple[bytes, int]]],
-    verdicts: Outcomes,
+    outcomes: Outcomes,
     host: bytes | None,
     unowned: frozenset[int] = frozenset(),
 ) -> tuple[list[Prepared], list[set[tuple[bytes, int]]], Outcomes]:
     """Regular files worth a check (only pairs still OK, and not ``unowned``:
-    files sent along whose verdict nobody wants), and verdicts for skipped
+    files sent along whose verdict nobody wants), and outcomes for skipped
     pairs that cannot be checked."""
     todo: list[Prepared] = []
     pairs: list[set[tuple[bytes, int]]] = []
     cannot: Outcomes = {}
     prefix = command_prefix(check=True, host=host)
     for path, skippers in sorted(skips.items()):
-        open_pairs = {k for k in skippers if verdicts[k].kind == Kind.OK and k[1] not in unowned}
+        open_pairs = {k for k in skippers if outcomes[k].kind == Kind.OK and k[1] not in unowned}
         if not open_pairs:
             continue
         try:
@@ -74,16 +74,16 @@ def verify_skips(
     base: bytes,
     host: bytes | None,
     sent: tuple[bytes, bytes, Sequence[bytes], Sequence[Entry]],
-    verdicts: Outcomes,
+    outcomes: Outcomes,
     unowned: frozenset[int] = frozenset(),
 ) -> Outcomes:
-    """``verdicts`` of one send, with every skipped regular file checked.
+    """``outcomes`` of one send, with every skipped regular file checked.
     ``sent`` is (stdout, stderr, hosts, entries) of the send; ``run`` starts
     msync with the target's console options; ``host`` is the send's ``-t``."""
     stdout, stderr, hosts, entries = sent
     skips = skipped(stdout, stderr, hosts, entries)
-    todo, pairs, cannot = _to_check(base, skips, verdicts, host, unowned)
-    out = {**verdicts, **cannot}
+    todo, pairs, cannot = _to_check(base, skips, outcomes, host, unowned)
+    out = {**outcomes, **cannot}
     for start in range(0, len(todo), CHUNK):
         part = todo[start : start + CHUNK]
         checked = _check(run, msync, host, hosts, part)

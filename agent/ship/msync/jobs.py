@@ -14,7 +14,7 @@ from agent.ship.msync.carry import Prepared
 from agent.ship.msync.output import Entry
 from agent.ship.plan import Action
 
-__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs", "settle_levels"]
+__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs", "restamp_levels"]
 
 
 @dataclass(eq=False)
@@ -135,16 +135,16 @@ def parent_dirs(paths: list[bytes]) -> list[bytes]:
     return sorted(out, key=lambda p: (-p.count(b"/"), p))
 
 
-SETTLE_CHUNK = 50  # directories a settling call carries at least before another runs beside it
+RESTAMP_CHUNK = 50  # directories a settling call carries at least before another runs beside it
 
 
-def settle_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[list[list[bytes]]]:
+def restamp_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[list[list[bytes]]]:
     """Directory tokens (deepest first) as calls: one level per depth,
     deepest first, each level split into up to ``concurrency`` calls that
     may run at once (no send of a directory changes another's mtime; only a
     member creating a missing one touches its parent, which a later level
     sends), each of at most ``batch`` and, when split, at least
-    ``SETTLE_CHUNK`` directories."""
+    ``RESTAMP_CHUNK`` directories."""
     levels: list[list[bytes]] = []
     depth = None
     for t in tokens:
@@ -155,7 +155,7 @@ def settle_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[lis
         levels[-1].append(t)
     out = []
     for level in levels:
-        size = max(SETTLE_CHUNK, -(-len(level) // max(1, concurrency)))
+        size = max(RESTAMP_CHUNK, -(-len(level) // max(1, concurrency)))
         size = max(1, min(size, batch))
         calls = [level[i : i + size] for i in range(0, len(level), size)]
         out += [calls[i : i + max(1, concurrency)] for i in range(0, len(calls), max(1, concurrency))]
