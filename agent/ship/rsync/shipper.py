@@ -27,8 +27,7 @@ import structlog
 
 from agent.ship import process as _exec
 from agent.ship.base import Outcome, ShipResult
-from agent.ship.local.shipper import path_problem, tracks_for
-from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.plan import Action, ActionKind, Plan, tracks_for
 from agent.ship.rsync.codes import (
     PROBE_FORMAT,
     CodeRule,
@@ -41,6 +40,7 @@ from agent.ship.rsync.codes import (
 from agent.ship.rsync.filters import exclude_args
 from agent.ship.targets import RsyncTarget
 from agent.tree.excludes import Excludes
+from agent.tree.walk import relpath_problem
 
 __all__ = [
     "RsyncShipper",
@@ -111,7 +111,7 @@ def split_plan(actions: Sequence[Action], root: bytes) -> Batches:
     """Sort actions into batches by the source's state now."""
     out = Batches()
     for action in actions:
-        problem = path_problem(action.path)
+        problem = relpath_problem(action.path)
         if problem:
             out.refused.append((action, Outcome.FAILED, problem))
             continue
