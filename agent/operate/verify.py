@@ -25,7 +25,7 @@ import structlog
 
 from agent.operate.audit import Finding, audit_target
 from agent.operate.config import Config, TargetConfig
-from agent.operate.lag import any_pending, default_lag_max, judge, merge, read_pending
+from agent.operate.lag import any_pending, default_lag_max, lag_or_drift, merge, read_pending
 from agent.operate.logs import safe_path
 from agent.operate.replay import select_tracks
 from agent.operate.runtime import decode_failing, read_runtime
@@ -76,12 +76,13 @@ def _audit_one(
     for f in findings:
         if f.path in ctx.specials and f.why.startswith("missing on the m"):
             continue  # not replicated: listed once as a special file
-        verdicts = [
-            (t, judge(f.path, f.why, pending[t], ctx.now_ns, ctx.lag_max_s)) for t in _tracks(f, tracks)
+        calls = [
+            (t, lag_or_drift(f.path, f.why, pending[t], ctx.now_ns, ctx.lag_max_s))
+            for t in _tracks(f, tracks)
         ]
-        worst = next((v for _, v in verdicts if not v.lag), None)
+        worst = next((v for _, v in calls if not v.lag), None)
         if worst is None:
-            lagging.append({**_finding_json(f), "pending_s": max(v.pending_s or 0.0 for _, v in verdicts)})
+            lagging.append({**_finding_json(f), "pending_s": max(v.pending_s or 0.0 for _, v in calls)})
         else:
             drifted[(f.track, f.path)] = replace(f, why=worst.why)
     dead = _dead_letters(ctx.journal, target, tracks, drifted)

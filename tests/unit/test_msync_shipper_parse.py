@@ -57,7 +57,7 @@ def test_escaped_path_tokenises_back_to_the_original(rel: bytes) -> None:
         (b"d/" + b"c" * 241, "241 bytes"),
     ],
 )
-def test_path_problems(rel: bytes, fragment: str) -> None:
+def test_carry_problems(rel: bytes, fragment: str) -> None:
     """Paths msync cannot carry are refused with a precise reason (§3, §10.1)."""
     problem = carry_problem(rel)
     assert problem is not None and fragment in problem
