@@ -120,7 +120,7 @@ class Agent:
     def _seed_new_tracks(self, tracks: tuple[str, ...]) -> None:
         """A target added to an existing journal has never received anything:
         queue every path of the tree for it alone. The marker entry stays
-        first in the track's queue until the replayer settles it, after
+        first in the track's queue until the replayer marks it done, after
         these entries are journaled; a restart before that seeds again."""
         batch: list[Entry] = []
         count = 0

@@ -27,7 +27,7 @@ class Action:
     a directory arrived by a move. ``tracks`` names the progress tracks (a
     target, or target/member for msync) that still need this action; the
     shipper reports a result for each of them. ``seqs`` are the journal
-    entries this action settles, carried for the replayer's bookkeeping.
+    entries this action marks done, carried for the replayer's bookkeeping.
     """
 
     kind: ActionKind

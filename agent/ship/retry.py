@@ -125,7 +125,7 @@ class Backoff:
 
     def prune(self, now: float) -> None:
         """Forget paths long past due that nothing retried (their entries were
-        settled some other way), so the table does not grow without bound."""
+        marked done some other way), so the table does not grow without bound."""
         horizon = now - 10 * self.policy.cap_s
         for key in [k for k, a in self._table.items() if a.due < horizon]:
             del self._table[key]

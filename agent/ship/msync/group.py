@@ -81,7 +81,7 @@ def find_groups(
 ) -> dict[bytes, Cover]:
     """Topmost directories (never the root ``b""``) a ``-r`` send can carry
     for the plan: every subdirectory covered too, every entry a planned path
-    or an unplanned, settled regular file, the unplanned ones no more than
+    or an unplanned regular file not written this second, the unplanned ones no more than
     the planned ones. Directories are listed deepest first, each at most
     once, and none above one that failed."""
     ancestors: set[bytes] = set()
@@ -205,7 +205,7 @@ def group_items(
         group = Item(Action(ActionKind.PUT, d), (), Entry(prep.echo, recursive=True), prep.token)
         group.is_dir, group.covered, group.own = True, covered, by_path.get(d)
         group.along = [echo(p) for p in cover.unplanned]
-        group.biggest = max(it.biggest for it in covered)  # unplanned files: settled, sent alike
+        group.biggest = max(it.biggest for it in covered)  # unplanned files: not fresh, sent alike
         for p in paths:
             owner[p] = group
     out: list[tuple[Hashable, Item]] = []

@@ -135,7 +135,7 @@ def parent_dirs(paths: list[bytes]) -> list[bytes]:
     return sorted(out, key=lambda p: (-p.count(b"/"), p))
 
 
-RESTAMP_CHUNK = 50  # directories a settling call carries at least before another runs beside it
+RESTAMP_CHUNK = 50  # directories a restamping call carries at least before another runs beside it
 
 
 def restamp_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[list[list[bytes]]]:
