@@ -28,7 +28,7 @@ from agent.operate.config import Config, TargetConfig
 from agent.operate.lag import any_pending, default_lag_max, lag_or_drift, merge, read_pending
 from agent.operate.logs import safe_path
 from agent.operate.replay import select_tracks
-from agent.operate.runtime import decode_failing, read_runtime
+from agent.operate.runtime import failing_reasons, read_runtime
 from agent.operate.tree_audit import audit_tree
 from agent.operate.verify_trace import trace_from_report, write_trace
 from agent.tree.excludes import Excludes
@@ -204,7 +204,7 @@ def run_verify(
     selection = select_tracks(config, target, None)
     if lag_max_s is None:
         lag_max_s = default_lag_max(config.settle_ms / 1000, config.retry_max_s)
-    failing = decode_failing(read_runtime(Path(config.journal)))
+    failing = failing_reasons(read_runtime(Path(config.journal)))
     with Journal.open(config.journal, root=str(config.root), mode="read") as journal:
         local, specials, targets, drifts = _report(root, journal, selection, excludes, failing, lag_max_s)
     drift = bool(local) or any(t["drift"] for t in targets.values())

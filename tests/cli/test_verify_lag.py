@@ -1,12 +1,9 @@
-"""The pure lag-or-drift judgement of ``agent verify``, and the failing
-paths it learns from the agent's runtime.json."""
+"""The pure lag-or-drift decision of ``agent verify`` (the failing paths it
+learns from the agent's runtime.json: tests/cli/test_runtime.py)."""
 
 from __future__ import annotations
 
-import json
-
 from agent.operate.lag import TrackPending, lag_or_drift, merge
-from agent.operate.runtime import FAILING_LISTED, decode_failing, encode_failing
 
 S = 10**9
 NOW = 1_000_000 * S
@@ -56,15 +53,3 @@ def test_merge_keeps_both_and_the_older_time() -> None:
     a, b = pending({b"x": NOW - 9 * S, b"y": NOW}), pending({b"x": NOW, b"z": NOW}, {b"z": "e"})
     m = merge(a, b)
     assert m.oldest == {b"x": NOW - 9 * S, b"y": NOW, b"z": NOW} and m.failing == {b"z": "e"}
-
-
-def test_failing_paths_survive_runtime_json() -> None:
-    """The agent's failing paths travel through runtime.json byte-exact; past
-    the listing cap they are only counted."""
-    table = {("t", b"bad\xff/\n x"): ("target down: EPERM", 3)}
-    table.update({("u", b"f%d" % i): ("refused", 1) for i in range(FAILING_LISTED + 2)})
-    doc = json.loads(json.dumps({"failing": encode_failing(table)}))
-    got = decode_failing(doc)
-    assert got["t"] == ({b"bad\xff/\n x": "target down: EPERM"}, 0)
-    assert len(got["u"][0]) == FAILING_LISTED and got["u"][1] == 2
-    assert decode_failing({"failing": {"v": {"paths": "garbage"}}}) == {} and decode_failing(None) == {}
