@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -32,8 +33,24 @@ _OUTCOME = {Kind.OK: Outcome.OK, Kind.RETRY: Outcome.RETRY, Kind.FAILED: Outcome
 SetResult = Callable[[Item, Sequence[str], Outcome, str], None]
 
 
+Outcomes = dict[tuple[bytes, int], MemberOutcome]  # (member, entry index) -> outcome
+
+
 def _worst(a: MemberOutcome, b: MemberOutcome) -> MemberOutcome:
     return b if _RANK[b.kind] > _RANK[a.kind] else a
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one msync call sends (``tokens``, read back as ``entries``) and
+    which members answer; ``dry`` for a dry run; ``unowned`` entries are sent
+    along with no outcome wanted."""
+
+    tokens: list[bytes]
+    hosts: list[bytes]
+    entries: list[Entry]
+    dry: bool = False
+    unowned: frozenset[int] = frozenset()
 
 
 class Invoker:
@@ -84,7 +101,7 @@ class Invoker:
         hosts = [job.host] if job.host is not None else listed
         tokens = [t for _, _, t in sent if t is not None]
         unowned = frozenset(k for k, (owner, _, _) in enumerate(sent) if owner is None)
-        outcomes = self._run(job, tokens, hosts, [e for _, e, _ in sent], dry=False, unowned=unowned)
+        outcomes = self._run(job, _Call(tokens, hosts, [e for _, e, _ in sent], unowned=unowned))
         own: dict[int, list[int]] = {}
         owners: dict[int, Item] = {}
         for k, (owner, _, _) in enumerate(sent):
@@ -106,18 +123,10 @@ class Invoker:
         if unacked:
             self._verify_deletes(job, unacked, hosts)
 
-    def _run(
-        self,
-        job: Job,
-        tokens: list[bytes],
-        hosts: list[bytes],
-        entries: list[Entry],
-        *,
-        dry: bool,
-        unowned: frozenset[int] = frozenset(),
-    ) -> dict[tuple[bytes, int], MemberOutcome]:
+    def _run(self, job: Job, call: _Call) -> Outcomes:
         """Outcomes of one invocation; files a member skipped get their content
-        checked, but for ``unowned`` entries (sent along, no outcome wanted)."""
+        checked, but for ``unowned`` entries."""
+        tokens, hosts, entries, dry = call.tokens, call.hosts, call.entries, call.dry
         argv = build_argv(
             os.fsencode(self._t.msync),
             excludes=self._source.excludes,
@@ -133,7 +142,7 @@ class Invoker:
         res = self._exec(argv, idle)
         log.debug("ship.msync.run", target=self.name, paths=len(tokens), rc=res.returncode, s=res.seconds)
         if res.stalled:
-            return self._after_stall(job, tokens, hosts, entries, dry=dry, unowned=unowned)
+            return self._after_stall(job, call)
         if res.missing or res.timed_out:
             why = f"msync not found: {self._t.msync}" if res.missing else "msync timed out"
             return {(h, i): MemberOutcome(Kind.RETRY, why) for h in hosts for i in range(len(entries))}
@@ -142,41 +151,31 @@ class Invoker:
         outcomes = classify(res.returncode, res.stdout, res.stderr, hosts, entries)
         sent = (res.stdout, res.stderr, hosts, entries)
         check = lambda a: self._exec(a, idle)  # noqa: E731
-        return verify_skips(
-            check, os.fsencode(self._t.msync), self._source.base, job.host, sent, outcomes, unowned
-        )
+        msync, base = os.fsencode(self._t.msync), self._source.base
+        return verify_skips(check, msync, base, job.host, sent, outcomes, call.unowned)
 
-    def _after_stall(
-        self,
-        job: Job,
-        tokens: list[bytes],
-        hosts: list[bytes],
-        entries: list[Entry],
-        *,
-        dry: bool,
-        unowned: frozenset[int] = frozenset(),
-    ) -> dict[tuple[bytes, int], MemberOutcome]:
+    def _after_stall(self, job: Job, call: _Call) -> Outcomes:
         """The call went silent: a member stopped answering and makuosan would
         wait a minute for it. Each member is tried alone, in parallel: who
         answers gets its outcomes now; who stalls alone becomes suspect."""
+        hosts, count = call.hosts, len(call.entries)
         named = [h for h in hosts if h] if job.host is None else []
         if len(named) < 2:
             for h in [job.host] if job.host is not None else named:
                 self._members.suspects.mark(h)
             who = b", ".join([job.host] if job.host is not None else named).decode("utf-8", "replace")
-            log.warning("ship.msync.stalled", target=self.name, members=who, paths=len(tokens))
+            log.warning("ship.msync.stalled", target=self.name, members=who, paths=len(call.tokens))
             why = MemberOutcome(Kind.RETRY, f"no progress from msync: member {who} stopped answering")
-            return {(h, i): why for h in hosts for i in range(len(entries))}
+            return {(h, i): why for h in hosts for i in range(count)}
         out = {
             (h, i): MemberOutcome(Kind.RETRY, "member listed without a name")
             for h in hosts
             if not h
-            for i in range(len(entries))
+            for i in range(count)
         }
 
-        def alone(host: bytes) -> dict[tuple[bytes, int], MemberOutcome]:
-            alone = Job(host, job.recursive, job.items, job.delete)
-            return self._run(alone, tokens, [host], entries, dry=dry, unowned=unowned)
+        def alone(host: bytes) -> Outcomes:
+            return self._run(Job(host, job.recursive, job.items, job.delete), replace(call, hosts=[host]))
 
         with ThreadPoolExecutor(max_workers=len(named)) as pool:
             for part in pool.map(alone, named):
@@ -191,7 +190,7 @@ class Invoker:
         would also say nothing)."""
         entries = [it.entry for it, _ in unacked]
         tokens = [it.token for it, _ in unacked]
-        dry = self._run(job, tokens, hosts, entries, dry=True)
+        dry = self._run(job, _Call(tokens, hosts, entries, dry=True))
         still, why = self._members.look(self._exec, self._t.msync)
         for i, (it, v_of) in enumerate(unacked):
             final = {}
