@@ -25,7 +25,7 @@ from agent.errors import AgentError
 from agent.operate.config import Config, tracks_of
 from agent.operate.metrics import Metrics
 from agent.operate.replay import walk
-from agent.operate.runtime import encode_failing, write_runtime
+from agent.operate.runtime import Rates, Runtime, TargetCounters, failing_paths, write_runtime
 from agent.operate.verify_trace import read_trace
 from agent.scan.scanner import Scanner, ScanReport
 from agent.ship import process as _exec
@@ -120,7 +120,7 @@ class Agent:
     def _seed_new_tracks(self, tracks: tuple[str, ...]) -> None:
         """A target added to an existing journal has never received anything:
         queue every path of the tree for it alone. The marker entry stays
-        first in the track's queue until the replayer settles it, after
+        first in the track's queue until the replayer marks it done, after
         these entries are journaled; a restart before that seeds again."""
         batch: list[Entry] = []
         count = 0
@@ -222,22 +222,21 @@ class Agent:
         events_in = self.watcher.entries_journaled
         out = sum(r.shipped_ok for r in self.replayers)
         dt = max(now - previous[0], 1e-9)
-        runtime = {
-            "pid": os.getpid(),
-            "started_ns": self.started_ns,
-            "updated_ns": time.time_ns(),
-            "events_in": self.watcher.events_read,
-            "entries_journaled": events_in,
-            "overflows": self.watcher.overflows,
-            "targets": {
-                r.shipper.name: {"shipped_ok": r.shipped_ok, "retries": r.retries, "failures": r.failures}
-                for r in self.replayers
+        runtime = Runtime(
+            pid=os.getpid(),
+            started_ns=self.started_ns,
+            updated_ns=time.time_ns(),
+            events_in=self.watcher.events_read,
+            entries_journaled=events_in,
+            overflows=self.watcher.overflows,
+            targets={
+                r.shipper.name: TargetCounters(r.shipped_ok, r.retries, r.failures) for r in self.replayers
             },
-            "rates": {"in_per_s": (events_in - previous[1]) / dt, "out_per_s": (out - previous[2]) / dt},
-            "failing": encode_failing(
+            rates=Rates((events_in - previous[1]) / dt, (out - previous[2]) / dt),
+            failing=failing_paths(
                 {k: (a.reason, a.tries) for r in self.replayers for k, a in r.backoff.snapshot().items()}
             ),
-        }
+        )
         try:
             write_runtime(Path(self.config.journal), runtime)
         except OSError as exc:  # status is best effort: a full disk must not stop the agent

@@ -241,7 +241,7 @@ def wait(
     Exit 0 when the barrier is reached on every selected track, 1 on timeout
     or when a path under the barrier became a dead letter, 2 on error.
     """
-    from agent.operate.config import parse_duration
+    from agent.operate.config_values import parse_duration
     from agent.operate.wait import run_wait
 
     return run_wait(

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 
 from journal import Journal, Op
 
-__all__ = ["TrackPending", "Judgement", "read_pending", "merge", "judge", "default_lag_max", "any_pending"]
+__all__ = [
+    "TrackPending",
+    "LagOrDrift",
+    "read_pending",
+    "merge",
+    "lag_or_drift",
+    "default_lag_max",
+    "any_pending",
+]
 
 
 # differences a pending entry inside a directory resets: its mtime (an msync
@@ -46,7 +54,9 @@ class TrackPending:
 
 
 @dataclass(frozen=True)
-class Judgement:
+class LagOrDrift:
+    """Whether a difference on a mirror is lag (pending, young, not failing) or drift."""
+
     lag: bool
     why: str
     pending_s: float | None = None
@@ -106,17 +116,17 @@ def _covering(path: bytes, tp: TrackPending, times_only: bool) -> list[bytes]:
     return out
 
 
-def judge(path: bytes, why: str, tp: TrackPending, now_ns: int, lag_max_s: float) -> Judgement:
+def lag_or_drift(path: bytes, why: str, tp: TrackPending, now_ns: int, lag_max_s: float) -> LagOrDrift:
     """Lag or drift for a difference ``why`` at ``path`` on one track."""
     covering = _covering(path, tp, times_only=why.startswith(_TIMES_ONLY))
     if not covering:
-        return Judgement(False, why)
+        return LagOrDrift(False, why)
     for p in covering:
         if p in tp.failing:
-            return Judgement(False, f"{why}; pending and failing: {tp.failing[p]}")
+            return LagOrDrift(False, f"{why}; pending and failing: {tp.failing[p]}")
     if tp.failing_unlisted:
-        return Judgement(False, f"{why}; pending, and {tp.failing_unlisted} unlisted paths are failing")
+        return LagOrDrift(False, f"{why}; pending, and {tp.failing_unlisted} unlisted paths are failing")
     age_s = max(0.0, (now_ns - min(tp.oldest[p] for p in covering)) / 1e9)
     if age_s > lag_max_s:
-        return Judgement(False, f"{why}; pending for {age_s:.0f}s, longer than {lag_max_s:g}s")
-    return Judgement(True, why, round(age_s, 3))
+        return LagOrDrift(False, f"{why}; pending for {age_s:.0f}s, longer than {lag_max_s:g}s")
+    return LagOrDrift(True, why, round(age_s, 3))

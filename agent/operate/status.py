@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.operate.config import Config, tracks_of
 from agent.operate.logs import safe_path
-from agent.operate.runtime import read_runtime
+from agent.operate.runtime import Runtime, read_runtime
 from agent.operate.verify_trace import read_trace
 from journal import Journal, JournalStats, lock_holder
 
@@ -20,7 +20,7 @@ __all__ = ["collect_status", "render_status", "live_runtime"]
 _MAX_DEAD_LISTED = 20
 
 
-def live_runtime(journal_dir: Path) -> dict[str, Any] | None:
+def live_runtime(journal_dir: Path) -> Runtime | None:
     """What a running agent publishes, or None when no agent runs.
 
     Whether an agent runs is decided by the journal's writer lock, which
@@ -31,10 +31,10 @@ def live_runtime(journal_dir: Path) -> dict[str, Any] | None:
     held, pid = lock_holder(journal_dir)
     if not held:
         return None
-    data = read_runtime(journal_dir) or {}
-    if pid is None or data.get("pid") != pid:
-        data = {}
-    return {**data, "pid": pid}
+    runtime = read_runtime(journal_dir)
+    if pid is None or runtime is None or runtime.pid != pid:
+        return Runtime(pid=pid)
+    return runtime
 
 
 def collect_status(config: Config, now_ns: int | None = None) -> dict[str, Any]:
@@ -64,9 +64,9 @@ def collect_status(config: Config, now_ns: int | None = None) -> dict[str, Any]:
         "journal": {"entries": stats.entries, "bytes": stats.bytes, "last_seq": stats.last_seq},
         "agent": {
             "running": runtime is not None,
-            "pid": runtime["pid"] if runtime else None,
-            "rates": runtime.get("rates", {}) if runtime else {},
-            "counters": runtime.get("targets", {}) if runtime else {},
+            "pid": runtime.pid if runtime else None,
+            "rates": asdict(runtime.rates) if runtime and runtime.rates else {},
+            "counters": {name: asdict(c) for name, c in runtime.targets.items()} if runtime else {},
         },
     }
 

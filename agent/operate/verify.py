@@ -25,10 +25,10 @@ import structlog
 
 from agent.operate.audit import Finding, audit_target
 from agent.operate.config import Config, TargetConfig
-from agent.operate.lag import any_pending, default_lag_max, judge, merge, read_pending
+from agent.operate.lag import any_pending, default_lag_max, lag_or_drift, merge, read_pending
 from agent.operate.logs import safe_path
 from agent.operate.replay import select_tracks
-from agent.operate.runtime import decode_failing, read_runtime
+from agent.operate.runtime import failing_reasons, read_runtime
 from agent.operate.tree_audit import audit_tree
 from agent.operate.verify_trace import trace_from_report, write_trace
 from agent.tree.excludes import Excludes
@@ -76,12 +76,13 @@ def _audit_one(
     for f in findings:
         if f.path in ctx.specials and f.why.startswith("missing on the m"):
             continue  # not replicated: listed once as a special file
-        verdicts = [
-            (t, judge(f.path, f.why, pending[t], ctx.now_ns, ctx.lag_max_s)) for t in _tracks(f, tracks)
+        calls = [
+            (t, lag_or_drift(f.path, f.why, pending[t], ctx.now_ns, ctx.lag_max_s))
+            for t in _tracks(f, tracks)
         ]
-        worst = next((v for _, v in verdicts if not v.lag), None)
+        worst = next((v for _, v in calls if not v.lag), None)
         if worst is None:
-            lagging.append({**_finding_json(f), "pending_s": max(v.pending_s or 0.0 for _, v in verdicts)})
+            lagging.append({**_finding_json(f), "pending_s": max(v.pending_s or 0.0 for _, v in calls)})
         else:
             drifted[(f.track, f.path)] = replace(f, why=worst.why)
     dead = _dead_letters(ctx.journal, target, tracks, drifted)
@@ -203,7 +204,7 @@ def run_verify(
     selection = select_tracks(config, target, None)
     if lag_max_s is None:
         lag_max_s = default_lag_max(config.settle_ms / 1000, config.retry_max_s)
-    failing = decode_failing(read_runtime(Path(config.journal)))
+    failing = failing_reasons(read_runtime(Path(config.journal)))
     with Journal.open(config.journal, root=str(config.root), mode="read") as journal:
         local, specials, targets, drifts = _report(root, journal, selection, excludes, failing, lag_max_s)
     drift = bool(local) or any(t["drift"] for t in targets.values())

@@ -10,16 +10,18 @@ from agent.tree.excludes import Excludes
 from agent.tree.fsstate import same_metadata
 from journal import FileKind, FileState
 
-__all__ = ["Verdict", "judge", "deletions"]
+__all__ = ["Difference", "stat_difference", "deletions"]
 
 
-class Verdict(enum.Enum):
+class Difference(enum.Enum):
+    """Whether a path on disk differs from its manifest state, by stat data."""
+
     SAME = "same"  # nothing to ship
     CHANGED = "changed"  # a real difference, no need to read the content
     HASH = "hash"  # suspect: compare the content digest
 
 
-def judge(disk: FileState, recorded: FileState | None, threshold_ns: int | None) -> Verdict:
+def stat_difference(disk: FileState, recorded: FileState | None, threshold_ns: int | None) -> Difference:
     """Decide from stat data alone. ``disk`` carries the symlink target but no
     digest; ``threshold_ns`` is checkpoint - slack, or None for a full scan
     (then any stat difference makes a file a suspect). Type, mode, owner,
@@ -27,7 +29,7 @@ def judge(disk: FileState, recorded: FileState | None, threshold_ns: int | None)
     is a change of every kind of path, content equal or not (``touch -d``);
     ctime and inode are not shipped, only hints that the content may differ."""
     if recorded is None:
-        return Verdict.CHANGED
+        return Difference.CHANGED
     if (disk.kind, disk.mode, disk.uid, disk.gid, disk.mtime_ns, disk.link) != (
         recorded.kind,
         recorded.mode,
@@ -36,18 +38,18 @@ def judge(disk: FileState, recorded: FileState | None, threshold_ns: int | None)
         recorded.mtime_ns,
         recorded.link,
     ):
-        return Verdict.CHANGED
+        return Difference.CHANGED
     if disk.kind == FileKind.DIR and disk.inode != recorded.inode:
-        return Verdict.CHANGED  # another directory now has this name: its mirror copy may be gone
+        return Difference.CHANGED  # another directory now has this name: its mirror copy may be gone
     if disk.kind != FileKind.FILE:
-        return Verdict.SAME
+        return Difference.SAME
     if disk.size != recorded.size or not recorded.digest:
-        return Verdict.CHANGED
+        return Difference.CHANGED
     if threshold_ns is None:
-        return Verdict.SAME if same_metadata(disk, recorded) else Verdict.HASH
+        return Difference.SAME if same_metadata(disk, recorded) else Difference.HASH
     if disk.ctime_ns >= threshold_ns or disk.mtime_ns >= threshold_ns or disk.inode != recorded.inode:
-        return Verdict.HASH
-    return Verdict.SAME  # older stat changes are in the journal already (checkpoint)
+        return Difference.HASH
+    return Difference.SAME  # older stat changes are in the journal already (checkpoint)
 
 
 def deletions(

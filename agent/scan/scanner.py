@@ -77,7 +77,7 @@ import structlog
 
 from agent.scan.match import suspects
 from agent.scan.report import ScanProgress, ScanReport
-from agent.scan.rules import Verdict, deletions, judge
+from agent.scan.rules import Difference, deletions, stat_difference
 from agent.tree.excludes import Excludes
 from agent.tree.fsstate import state_from_stat
 from agent.tree.recheck import ScanRecheck
@@ -85,7 +85,7 @@ from agent.tree.walk import DirListing, Walk, open_dir
 from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
 from journal.codec import decode_state
 
-__all__ = ["Scanner", "ScanProgress", "ScanReport", "Verdict", "judge", "deletions"]
+__all__ = ["Scanner", "ScanProgress", "ScanReport", "Difference", "stat_difference", "deletions"]
 
 log = structlog.get_logger()
 
@@ -305,20 +305,20 @@ class _Run:
                 self._enqueue(Entry(Op.CHANGE, rel, time_ns=time.time_ns()))
                 self.report.enqueued_changes += 1
             return
-        verdict = Verdict.CHANGED
+        diff = Difference.CHANGED
         try:
             link = os.readlink(name, dir_fd=fd) if fmt == stat.S_IFLNK else b""
         except OSError:
             link = None
         if link is not None:
-            verdict = judge(state_from_stat(st, link=link), recorded, self.threshold)
-        if verdict != Verdict.SAME:
+            diff = stat_difference(state_from_stat(st, link=link), recorded, self.threshold)
+        if diff != Difference.SAME:
             self.report.suspects += 1
-        if verdict == Verdict.HASH:
+        if diff == Difference.HASH:
             assert recorded is not None  # HASH is only judged against a recorded state
             digest = self._digest(fd, name, rel, st)
-            verdict = Verdict.SAME if digest == recorded.digest else Verdict.CHANGED
-        if verdict == Verdict.CHANGED:
+            diff = Difference.SAME if digest == recorded.digest else Difference.CHANGED
+        if diff == Difference.CHANGED:
             flags = IS_DIR if fmt == stat.S_IFDIR else 0
             self._enqueue(Entry(Op.CHANGE, rel, time_ns=time.time_ns(), flags=flags))
             self.report.enqueued_changes += 1

@@ -8,9 +8,10 @@ never see journal ops, moves or history.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ActionKind", "Action", "Plan"]
+__all__ = ["ActionKind", "Action", "Plan", "tracks_for"]
 
 
 class ActionKind(enum.Enum):
@@ -26,7 +27,7 @@ class Action:
     a directory arrived by a move. ``tracks`` names the progress tracks (a
     target, or target/member for msync) that still need this action; the
     shipper reports a result for each of them. ``seqs`` are the journal
-    entries this action settles, carried for the replayer's bookkeeping.
+    entries this action marks done, carried for the replayer's bookkeeping.
     """
 
     kind: ActionKind
@@ -49,3 +50,8 @@ class Plan:
 
     def __bool__(self) -> bool:
         return bool(self.actions)
+
+
+def tracks_for(action: Action, tracks: Sequence[str]) -> tuple[str, ...]:
+    """The shipper's tracks this action asks for (all of them when it names none)."""
+    return tuple(t for t in tracks if not action.tracks or t in action.tracks)

@@ -17,13 +17,13 @@ first. Coalescing keeps exactly that, per path:
   later entries below it stay (the tree was re-created);
 - RESCAN (the scanner journals what it finds) and a DELETE of the root
   itself (never mirrored, docs/design.md §4) produce no action: their seqs are
-  settled at once (a settle key that no action names).
+  marked done at once (a completion key that no action names).
 
-Settling. Each (track, path) maps to a :class:`Settle`: the seqs an OK
-result of that path's actions settles, and ``after``, the older entries that
+Completion. Each (track, path) maps to a :class:`Completion`: the seqs an OK
+result of that path's actions marks done, and ``after``, the older entries that
 remove this path or one above it (DELETE, move away, directory moved in).
 A seq listed under several paths (a MOVE names two) needs all of them OK,
-and a seq settles only if its ``after`` entries settle in the same round
+and a seq is done only if its ``after`` entries are done in the same round
 (:func:`resolve`). Otherwise a pending older removal, retried after the newer
 entry was marked done, would delete what that entry shipped.
 
@@ -41,7 +41,8 @@ from journal import SUBTREE, Op, Record
 
 __all__ = [
     "PathChange",
-    "Settle",
+    "Completion",
+    "CompletionMap",
     "SettleMap",
     "coalesce",
     "build_plan",
@@ -56,20 +57,23 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class Settle:
-    seqs: tuple[int, ...]  # settled by an OK result of this path's actions
-    after: tuple[int, ...] = ()  # ... once these (older removals at or above the path) settle too
+class Completion:
+    """The entries an OK result of one (track, path) marks done."""
+
+    seqs: tuple[int, ...]  # done by an OK result of this path's actions
+    after: tuple[int, ...] = ()  # ... once these (older removals at or above the path) are done too
     gone: tuple[bytes, ...] = ()  # paths below that this path's DELETE removed (manifest entries to drop)
     removed_at: int = 0  # the newest entry that removed this path (its DELETE's own), 0: none
 
 
-SettleMap = dict[tuple[str, bytes], Settle]
+CompletionMap = dict[tuple[str, bytes], Completion]
+SettleMap = CompletionMap  # the former name, still imported by replayer.py
 
 
 @dataclass(frozen=True, slots=True)
 class PathChange:
     """What one path needs on the mirror. Neither ``delete`` nor ``put``:
-    nothing to ship, ``seqs`` are settled as they are."""
+    nothing to ship, ``seqs`` are marked done as they are."""
 
     path: bytes
     delete: bool = False
@@ -240,14 +244,14 @@ def _order(action: Action) -> tuple[int, int, bytes]:
     return (1, depth(action.path), action.path)
 
 
-def build_plan(per_track: Mapping[str, Sequence[Record]]) -> tuple[Plan, SettleMap]:
+def build_plan(per_track: Mapping[str, Sequence[Record]]) -> tuple[Plan, CompletionMap]:
     """One plan for every track's records; an action several tracks need is
     merged into one (msync multicasts it once), recursive if any needs that."""
     merged: dict[tuple[ActionKind, bytes], tuple[set[str], set[int], bool]] = {}
-    settle: SettleMap = {}
+    completions: CompletionMap = {}
     for track, records in per_track.items():
         for ch in coalesce(records):
-            settle[(track, ch.path)] = Settle(ch.seqs, ch.after, ch.gone, ch.removed_at)
+            completions[(track, ch.path)] = Completion(ch.seqs, ch.after, ch.gone, ch.removed_at)
             wanted = [(ActionKind.DELETE, False)] if ch.delete else []
             wanted += [(ActionKind.PUT, ch.recursive)] if ch.put else []
             for kind, recursive in wanted:
@@ -259,11 +263,14 @@ def build_plan(per_track: Mapping[str, Sequence[Record]]) -> tuple[Plan, SettleM
         Action(kind, path, recursive, frozenset(tracks), tuple(sorted(seqs)))
         for (kind, path), (tracks, seqs, recursive) in merged.items()
     ]
-    return Plan(tuple(sorted(actions, key=_order))), settle
+    return Plan(tuple(sorted(actions, key=_order))), completions
 
 
 def resolve(
-    settle: SettleMap, track: str, not_ok: Set[tuple[str, bytes]], dead: Mapping[tuple[str, bytes], str]
+    completions: CompletionMap,
+    track: str,
+    not_ok: Set[tuple[str, bytes]],
+    dead: Mapping[tuple[str, bytes], str],
 ) -> tuple[list[int], dict[int, str]]:
     """Seqs of ``track`` that are done, and those to dead-letter (seq -> reason),
     given the keys that were not OK and the keys that went dead.
@@ -273,7 +280,7 @@ def resolve(
     ok: dict[int, bool] = {}
     after: dict[int, set[int]] = {}
     gone: dict[int, list[str]] = {}
-    for key, rule in settle.items():
+    for key, rule in completions.items():
         if key[0] != track:
             continue
         for s in rule.seqs:
@@ -283,7 +290,7 @@ def resolve(
                 gone.setdefault(s, []).append(f"{_show(key[1])}: {dead[key]}")
     done = {s for s, good in ok.items() if good}
     changed = True
-    while changed:  # drop seqs whose older removals did not settle, until stable
+    while changed:  # drop seqs whose older removals are not done, until stable
         blocked = {s for s in done if not after[s] <= done}
         done -= blocked
         changed = bool(blocked)
@@ -357,7 +364,7 @@ class Selection:
         self.taken: list[Record] = []
         self.young: list[Record] = []  # records after the selection's end, read with it
         self.held = 0
-        self.young_ns: int | None = None  # time_ns of the first record not yet settled
+        self.young_ns: int | None = None  # time_ns of the first record not yet quiet
         self.due_ns: int | None = None  # when taken records held back as still changing must ship
         self.full = False
         self.last_seq = 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from agent.ship.base import Outcome
 
-__all__ = ["RetryPolicy", "Attempt", "Verdict", "judge", "Backoff"]
+__all__ = ["RetryPolicy", "Attempt", "NextAttempt", "next_attempt", "Backoff"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +45,15 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class NextAttempt:
+    """What follows one ship result of a path: another attempt, or none."""
+
     state: Attempt | None  # None: nothing left to retry (ok, or dead)
     dead: bool = False
     delay: float = 0.0
 
 
-def judge(
+def next_attempt(
     policy: RetryPolicy,
     prev: Attempt | None,
     outcome: Outcome,
@@ -60,17 +62,17 @@ def judge(
     rand: float,
     below: bool = False,
     reason: str = "",
-) -> Verdict:
+) -> NextAttempt:
     """The next state of a path after one ship result."""
     if outcome == Outcome.OK:
-        return Verdict(None)
+        return NextAttempt(None)
     prev = prev or Attempt()
     failures = prev.failures + (outcome == Outcome.FAILED)
     if outcome == Outcome.FAILED and failures >= policy.max_attempts:
-        return Verdict(None, dead=True)
+        return NextAttempt(None, dead=True)
     tries = prev.tries + 1
     delay = policy.delay(tries, rand)
-    return Verdict(Attempt(tries, failures, now + delay, below, reason), delay=delay)
+    return NextAttempt(Attempt(tries, failures, now + delay, below, reason), delay=delay)
 
 
 class Backoff:
@@ -90,9 +92,9 @@ class Backoff:
 
     def record(
         self, track: str, path: bytes, outcome: Outcome, *, now: float, below: bool, reason: str = ""
-    ) -> Verdict:
+    ) -> NextAttempt:
         key = (track, path)
-        verdict = judge(
+        decided = next_attempt(
             self.policy,
             self._table.get(key),
             outcome,
@@ -101,11 +103,11 @@ class Backoff:
             below=below,
             reason=reason,
         )
-        if verdict.state is None:
+        if decided.state is None:
             self._table.pop(key, None)
         else:
-            self._table[key] = verdict.state
-        return verdict
+            self._table[key] = decided.state
+        return decided
 
     def snapshot(self) -> dict[tuple[str, bytes], Attempt]:
         """Every path whose last result was not OK (a copy: safe to read from
@@ -123,7 +125,7 @@ class Backoff:
 
     def prune(self, now: float) -> None:
         """Forget paths long past due that nothing retried (their entries were
-        settled some other way), so the table does not grow without bound."""
+        marked done some other way), so the table does not grow without bound."""
         horizon = now - 10 * self.policy.cap_s
         for key in [k for k, a in self._table.items() if a.due < horizon]:
             del self._table[key]

@@ -35,7 +35,7 @@ import structlog
 
 from agent.tree.excludes import Excludes
 
-__all__ = ["DirListing", "Walk", "join", "open_dir", "open_parent", "root_dev", "split"]
+__all__ = ["DirListing", "Walk", "join", "open_dir", "open_parent", "relpath_problem", "root_dev", "split"]
 
 log = structlog.get_logger()
 
@@ -63,6 +63,18 @@ def split(rel: bytes) -> tuple[bytes, bytes]:
     """(parent, name) of a relative path; the parent of a top entry is ``b""``."""
     parent, _, name = rel.rpartition(b"/")
     return parent, name
+
+
+def relpath_problem(rel: bytes) -> str | None:
+    """Why ``rel`` is not a clean path relative to the root (not empty, not
+    absolute, no NUL byte, no empty, ``.`` or ``..`` component), or None."""
+    if not rel:
+        return "empty path"
+    if rel.startswith(b"/") or b"\0" in rel:
+        return "path is absolute or holds a NUL byte"
+    if any(part in (b"", b".", b"..") for part in rel.split(b"/")):
+        return "path has an empty, '.' or '..' component"
+    return None
 
 
 def root_dev(root: bytes) -> int:
@@ -105,8 +117,8 @@ def open_parent(root: bytes, rel: bytes, dev: int) -> tuple[int, bytes]:
     """(open directory holding ``rel``, its last name), reached without
     following a symlink or crossing a mount point, so whatever is then read
     relative to the fd lies inside the tree. ``rel`` must be a clean
-    relative path (no empty, ``.`` or ``..`` component): ValueError."""
-    if not rel or rel.startswith(b"/") or any(p in (b"", b".", b"..") for p in rel.split(b"/")):
+    relative path (:func:`relpath_problem`): ValueError."""
+    if relpath_problem(rel) is not None:
         raise ValueError(f"not a path inside the tree: {rel!r}")
     parent, name = split(rel)
     return open_dir(root, parent, strict=True, dev=dev), name

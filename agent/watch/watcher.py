@@ -7,31 +7,21 @@ The watcher never ships and never waits for a target.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from inotify_simple import INotify
 
 from agent.tree.excludes import Excludes
-from agent.tree.walk import DirListing, Walk
-from agent.watch.errors import NoSpace, RootError, WatchLimitError, read_int, read_limit
-from agent.watch.events import (
-    IN_DONT_FOLLOW,
-    WATCH_MASK,
-    Item,
-    Translator,
-    WatchTable,
-    decode_events,
-)
+from agent.watch.errors import RootError, WatchLimitError, read_int, read_limit
+from agent.watch.events import Item, Translator, WatchTable, decode_events
 from agent.watch.reader import Reader, Taken
 from agent.watch.specials import Specials
 from agent.watch.vanished import VanishedDirs
+from agent.watch.watchset import WatchSet, check_root
 from journal import IS_DIR, Entry, Journal, JournalFull, Op
 
 __all__ = ["Watcher", "RootError", "WatchLimitError", "read_limit"]
@@ -79,13 +69,11 @@ class Watcher:
         self.commit_interval_ns = int(commit_interval_s * 1e9)
         self._last_commit = 0  # monotonic ns of the last append
         self._specials = Specials(self._root)
-        self.table = WatchTable()
         self._vanished = VanishedDirs(_VANISHED_MAX)
-        self.translator = Translator(self.table, excludes, int(move_wait_s * 1e9))
-        self._fd: INotify | None = None
+        self.translator = Translator(WatchTable(), excludes, int(move_wait_s * 1e9))
+        self.watchset: WatchSet | None = None  # made by start()
         self._stop: threading.Event | None = None
         self._reader: Reader | None = None
-        self._dev = 0
         self._lock = threading.Lock()
         self._holds = 0
         self._overflow_holds = 0
@@ -118,127 +106,40 @@ class Watcher:
 
     @property
     def watches(self) -> int:
-        return len(self.table)
+        return len(self.translator.table)
+
+    @property
+    def table(self) -> WatchTable:
+        return self.translator.table
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
         """Watch every directory under the root; raise instead of watching part of it."""
-        st = self._check_root()
-        self._dev = st.st_dev
+        st = check_root(self.root)
+        self.watchset = WatchSet(self.root, self.excludes, st.st_dev, self.clock_ns)
+        self.translator.table = self.watchset.table
         try:
-            self._fd = INotify()
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                sysctl, value = read_limit("instances")
-                raise WatchLimitError(
-                    f"cannot create an inotify instance: {sysctl} = {value} reached ({exc.strerror})",
-                    sysctl=sysctl,
-                    current=value,
-                    needed=(value or 0) + 1,
-                ) from exc
-            raise
-        try:
-            self._watch_tree(b"", None)
+            self.watchset.watch_tree(b"", None)
         except BaseException:
             self.close()
             raise
         log.info("watch.started", root=str(self.root), watches=len(self.table))
 
-    def _check_root(self) -> os.stat_result:
-        try:
-            st = os.stat(self._root)
-        except FileNotFoundError as exc:
-            raise RootError(f"root {self.root} does not exist") from exc
-        except OSError as exc:
-            raise RootError(f"root {self.root} cannot be read: {exc.strerror}") from exc
-        if not stat.S_ISDIR(st.st_mode):
-            raise RootError(f"root {self.root} is not a directory")
-        if not os.access(self._root, os.R_OK | os.X_OK):
-            raise RootError(f"root {self.root} is not readable (permission denied)")
-        return st
-
     def close(self) -> None:
-        if self._fd is not None:
-            self._fd.close()
-            self._fd = None
-
-    # ------------------------------------------------------------ tree walking
-    def _watch_tree(self, top: bytes, found: list[Entry] | None) -> bool:
-        """Watch ``top`` and every directory below it, watch first, then list,
-        so nothing created meanwhile escapes both. With ``found``, also
-        journal CHANGE for everything already inside (a directory the watches
-        did not cover: created, moved in). The tree's one walker opens each
-        directory (no symlink followed, no mount point crossed) and the watch
-        is put on that open directory, so a directory swapped for a link
-        cannot make the agent watch or list anything outside the tree."""
-        added: list[bytes] = []
-        tree = Walk(
-            self._root, self.excludes, self._dev, top, opened=lambda rel, fd: self._add_watch(rel, fd, added)
-        )
-        try:
-            for listing in tree:
-                self._found(listing, found)
-        except NoSpace as exc:
-            raise self._limit_error(top, len(added)) from exc.__cause__
-        if top == b"" and b"" not in added:
-            raise RootError(f"cannot watch root {self.root}: it is gone or not readable")
-        return top in added
-
-    def _found(self, listing: DirListing, found: list[Entry] | None) -> None:
-        prefix = listing.rel + b"/" if listing.rel else b""
-        for name, st in zip(listing.names, listing.stats):
-            if stat.S_ISDIR(st.st_mode):
-                flags = IS_DIR
-            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                flags = 0
-            else:
-                log.info("watch.special_skipped", path=prefix + name)
-                continue
-            if found is not None:
-                found.append(Entry(Op.CHANGE, prefix + name, time_ns=self.clock_ns(), flags=flags))
-
-    def _add_watch(self, rel: bytes, fd: int, added: list[bytes]) -> bool:
-        """Watch the directory open as ``fd`` (through its /proc/self/fd
-        name, which is that directory whatever its path leads to now)."""
-        assert self._fd is not None
-        try:
-            wd = self._fd.add_watch(b"/proc/self/fd/%d" % fd, WATCH_MASK & ~IN_DONT_FOLLOW)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise NoSpace from exc
-            if rel == b"":
-                raise RootError(f"cannot watch root {self.root}: {exc.strerror}") from exc
-            log.error("watch.failed", path=rel, error=exc.strerror)
-            return False
-        self.table.add(wd, rel)
-        added.append(rel)
-        return True
-
-    def _limit_error(self, top: bytes, added: int) -> WatchLimitError:
-        below = sum(1 for _ in Walk(self._root, self.excludes, self._dev, top))
-        needed = len(self.table) + below - added
-        sysctl, value = read_limit("watches")
-        return WatchLimitError(
-            f"inotify watch limit reached: {sysctl} = {value}, watching {self.root} needs {needed} watches"
-            f" ({len(self.table)} already in use by this agent)",
-            sysctl=sysctl,
-            current=value,
-            needed=needed,
-        )
-
-    def _abs(self, rel: bytes) -> bytes:
-        return self._root + b"/" + rel if rel else self._root
+        if self.watchset is not None:
+            self.watchset.close()
+            self.watchset = None
 
     # ------------------------------------------------------------ run
     def run(self, stop: threading.Event) -> None:
         """Read, translate and journal until ``stop`` is set. Raises RootError
         when the root goes away and WatchLimitError when a new directory cannot
         be watched; whatever was read before is journaled first."""
-        if self._fd is None:
+        if self.watchset is None:
             raise RuntimeError("Watcher.start() must succeed before run()")
         t0 = self.clock_ns()
         self._stop = stop
-        reader = self._reader = Reader(self._fd.fileno(), clock_ns=self.clock_ns)
+        reader = self._reader = Reader(self.watchset.fileno(), clock_ns=self.clock_ns)
         thread = threading.Thread(target=reader.run, name="inotify-reader", daemon=True)
         thread.start()
         try:
@@ -332,7 +233,7 @@ class Watcher:
         for item in items:
             e = item.entry
             for wd in item.unwatch:
-                self._rm_watch(wd)
+                self._watchset().remove(wd)
             if (
                 e.op in (Op.CHANGE, Op.ATTR)
                 and not e.flags & IS_DIR
@@ -351,7 +252,7 @@ class Watcher:
                     self._overflow_holds += 1
             if item.scan:
                 try:
-                    if not self._watch_tree(e.dest or e.path, entries):
+                    if not self._watchset().watch_tree(e.dest or e.path, entries):
                         self._vanish(e.dest or e.path)
                 except WatchLimitError as exc:
                     log.error("watch.limit", error=str(exc))
@@ -377,15 +278,8 @@ class Watcher:
             if rel == old:
                 continue  # the moved directory itself: its unwatched MOVE scans it
             moved = new + rel[len(old) :]
-            if not self._watch_tree(moved, entries):
+            if not self._watchset().watch_tree(moved, entries):
                 self._vanish(moved)
-
-    def _rm_watch(self, wd: int) -> None:
-        assert self._fd is not None
-        try:
-            self._fd.rm_watch(wd)
-        except OSError:
-            pass  # already removed by the kernel (IN_IGNORED on its way)
 
     def _overflowed(self, count: int) -> None:
         self.overflows += count
@@ -404,10 +298,10 @@ class Watcher:
 
     def _rewatch(self) -> None:
         """After lost events the watch table may miss new directories or
-        still hold removed ones: walk the tree again and keep only what exists."""
-        before = {wd for wd, _ in self.table.items()}
-        self.table = self.translator.table = WatchTable()
-        self._vanished.clear()  # the walk below finds every directory where it is now
-        self._watch_tree(b"", None)
-        for wd in before - {wd for wd, _ in self.table.items()}:
-            self._rm_watch(wd)
+        still hold removed ones: walk the tree again (:meth:`WatchSet.rewatch`)."""
+        self._vanished.clear()  # the walk finds every directory where it is now
+        self.translator.table = self._watchset().rewatch()
+
+    def _watchset(self) -> WatchSet:
+        assert self.watchset is not None
+        return self.watchset

@@ -16,9 +16,9 @@ from agent.operate.config import (
     MsyncTarget,
     RsyncTarget,
     load_config,
-    parse_duration,
     tracks_of,
 )
+from agent.operate.config_values import parse_duration
 from tests.cli.conftest import AGENT, agent
 
 EXAMPLE = Path(__file__).parents[2] / "ops" / "agent.toml.example"

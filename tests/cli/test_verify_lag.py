@@ -1,12 +1,9 @@
-"""The pure lag-or-drift judgement of ``agent verify``, and the failing
-paths it learns from the agent's runtime.json."""
+"""The pure lag-or-drift decision of ``agent verify`` (the failing paths it
+learns from the agent's runtime.json: tests/cli/test_runtime.py)."""
 
 from __future__ import annotations
 
-import json
-
-from agent.operate.lag import TrackPending, judge, merge
-from agent.operate.runtime import FAILING_LISTED, decode_failing, encode_failing
+from agent.operate.lag import TrackPending, lag_or_drift, merge
 
 S = 10**9
 NOW = 1_000_000 * S
@@ -22,49 +19,37 @@ def pending(
 
 
 def test_not_pending_is_drift() -> None:
-    assert judge(b"a/b", "content differs", pending({}), NOW, 60).lag is False
+    assert lag_or_drift(b"a/b", "content differs", pending({}), NOW, 60).lag is False
 
 
 def test_young_self_or_parent_is_lag() -> None:
     tp = pending({b"a": NOW - 5 * S})
     for path in (b"a", b"a/b/c"):
-        j = judge(path, "content differs", tp, NOW, 60)
+        j = lag_or_drift(path, "content differs", tp, NOW, 60)
         assert (j.lag, j.why, j.pending_s) == (True, "content differs", 5.0)
 
 
 def test_old_is_drift_with_its_age() -> None:
-    j = judge(b"a", "content differs", pending({b"a": NOW - 61 * S}), NOW, 60)
+    j = lag_or_drift(b"a", "content differs", pending({b"a": NOW - 61 * S}), NOW, 60)
     assert (j.lag, j.why) == (False, "content differs; pending for 61s, longer than 60s")
 
 
 def test_failing_is_drift_with_its_error() -> None:
     tp = pending({b"d": NOW, b"d/f": NOW}, {b"d": "target down: EPERM"})
-    j = judge(b"d/f", "missing on the mirror", tp, NOW, 60)
+    j = lag_or_drift(b"d/f", "missing on the mirror", tp, NOW, 60)
     assert (j.lag, j.why) == (False, "missing on the mirror; pending and failing: target down: EPERM")
-    j = judge(b"x", "missing on the mirror", pending({b"x": NOW}, unlisted=3), NOW, 60)
+    j = lag_or_drift(b"x", "missing on the mirror", pending({b"x": NOW}, unlisted=3), NOW, 60)
     assert not j.lag and "3 unlisted paths are failing" in j.why
 
 
 def test_children_cover_only_a_directory_mtime() -> None:
     tp = pending({b"d/new": NOW})
-    assert judge(b"d", "mtime differs", tp, NOW, 60).lag is True
-    assert judge(b"d", "differs on the member (msync dry run)", tp, NOW, 60).lag is True
-    assert judge(b"d", "mode differs (source 755, mirror 700)", tp, NOW, 60).lag is False
+    assert lag_or_drift(b"d", "mtime differs", tp, NOW, 60).lag is True
+    assert lag_or_drift(b"d", "differs on the member (msync dry run)", tp, NOW, 60).lag is True
+    assert lag_or_drift(b"d", "mode differs (source 755, mirror 700)", tp, NOW, 60).lag is False
 
 
 def test_merge_keeps_both_and_the_older_time() -> None:
     a, b = pending({b"x": NOW - 9 * S, b"y": NOW}), pending({b"x": NOW, b"z": NOW}, {b"z": "e"})
     m = merge(a, b)
     assert m.oldest == {b"x": NOW - 9 * S, b"y": NOW, b"z": NOW} and m.failing == {b"z": "e"}
-
-
-def test_failing_paths_survive_runtime_json() -> None:
-    """The agent's failing paths travel through runtime.json byte-exact; past
-    the listing cap they are only counted."""
-    table = {("t", b"bad\xff/\n x"): ("target down: EPERM", 3)}
-    table.update({("u", b"f%d" % i): ("refused", 1) for i in range(FAILING_LISTED + 2)})
-    doc = json.loads(json.dumps({"failing": encode_failing(table)}))
-    got = decode_failing(doc)
-    assert got["t"] == ({b"bad\xff/\n x": "target down: EPERM"}, 0)
-    assert len(got["u"][0]) == FAILING_LISTED and got["u"][1] == 2
-    assert decode_failing({"failing": {"v": {"paths": "garbage"}}}) == {} and decode_failing(None) == {}

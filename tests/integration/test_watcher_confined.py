@@ -36,7 +36,7 @@ def test_walk_below_a_parent_swapped_for_a_symlink_stays_inside(tmp_path: Path) 
             (root / "m").symlink_to(outside)  # was a moved-in directory holding sub/ when listed
             before = watcher.watches
             found: list[Entry] = []
-            watcher._watch_tree(b"m/sub", found)
+            watcher.watchset.watch_tree(b"m/sub", found)
             assert found == []
             assert watcher.watches == before
             stop = threading.Event()

@@ -7,8 +7,9 @@ import os
 
 from agent.operate.config import LocalTarget
 from agent.ship.base import Outcome
-from agent.ship.local.shipper import LocalShipper, classify_oserror, path_problem
+from agent.ship.local.shipper import LocalShipper, classify_oserror
 from agent.ship.plan import Action, ActionKind, Plan
+from agent.tree.walk import relpath_problem
 from tests.helpers.trees import assert_trees_equal, snapshot
 
 
@@ -91,7 +92,7 @@ def test_bad_paths_fail_without_touching_anything(tmp_path) -> None:
         Plan(tuple(Action(ActionKind.DELETE, p) for p in bad))
     )
     assert [r.outcome for r in results] == [Outcome.FAILED] * len(bad)
-    assert all(path_problem(p) for p in bad)
+    assert all(relpath_problem(p) for p in bad)
     assert (tmp_path / "escape").read_bytes() == b"keep"
 
 

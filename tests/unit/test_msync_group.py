@@ -239,15 +239,15 @@ def test_parent_directories_are_settled_in_parallel_chunks_per_depth(rig: Rig) -
     assert all(mirrored(rig, b"top/d%03d" % d) for d in range(200))
 
 
-def test_settle_levels_keep_depths_apart_deepest_first() -> None:
-    from agent.ship.msync.jobs import settle_levels
+def test_restamp_levels_keep_depths_apart_deepest_first() -> None:
+    from agent.ship.msync.jobs import restamp_levels
 
     deep = [b"a/b/c%03d" % i for i in range(120)]
     mid = [b"a/b", b"a/x"]
-    levels = settle_levels([*deep, *mid, b"a"], batch=200, concurrency=4)
+    levels = restamp_levels([*deep, *mid, b"a"], batch=200, concurrency=4)
     assert [[len(c) for c in lv] for lv in levels] == [[50, 50, 20], [2], [1]]
     assert levels[1] == [mid] and levels[2] == [[b"a"]]
-    assert [[len(c) for c in lv] for lv in settle_levels(deep, batch=30, concurrency=2)] == [
+    assert [[len(c) for c in lv] for lv in restamp_levels(deep, batch=30, concurrency=2)] == [
         [30, 30],
         [30, 30],
     ]

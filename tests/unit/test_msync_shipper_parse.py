@@ -1,4 +1,5 @@
-"""Pure parts of the msync shipper: path rules, argv, output classification (docs/msync.md §3, §6)."""
+"""Pure parts of the msync shipper: what msync can carry (carry.py), its argv
+(commands.py) and the reading of its output (output.py); docs/msync.md §3, §6."""
 
 from __future__ import annotations
 
@@ -6,8 +7,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.ship.msync import parse as mp
+from agent.ship.msync.carry import carry_problem, command_prefix, escape, fits, same_second, scanner_carries
+from agent.ship.msync.commands import build_argv
+from agent.ship.msync.filters import excluded
 from agent.ship.msync.jobs import Item, lane_jobs
+from agent.ship.msync.output import (
+    STALE_REASON,
+    Entry,
+    Kind,
+    classify,
+    classify_check,
+    classify_dry_run,
+    parse_members,
+    parse_output,
+    skipped,
+)
 from agent.ship.plan import Action, ActionKind
 from tests.doubles.double_daemon import getopt, tokenize
 
@@ -20,9 +34,9 @@ _paths = st.lists(_names, min_size=1, max_size=4).map(b"/".join).filter(lambda p
 @given(_paths)
 def test_escaped_path_tokenises_back_to_the_original(rel: bytes) -> None:
     """An escaped path read the daemon's way (strtok, backslash joins, getopt) names the original."""
-    if mp.path_problem(rel) is not None:
+    if carry_problem(rel) is not None:
         return
-    token = mp.escape(rel)
+    token = escape(rel)
     tokens = tokenize(b"sync -t mk2 " + token)
     opts, operands, bad = getopt(tokens[1:], b"rnt:g:")
     assert bad is None and opts == {b"t": b"mk2"}
@@ -43,9 +57,9 @@ def test_escaped_path_tokenises_back_to_the_original(rel: bytes) -> None:
         (b"d/" + b"c" * 241, "241 bytes"),
     ],
 )
-def test_path_problems(rel: bytes, fragment: str) -> None:
+def test_carry_problems(rel: bytes, fragment: str) -> None:
     """Paths msync cannot carry are refused with a precise reason (§3, §10.1)."""
-    problem = mp.path_problem(rel)
+    problem = carry_problem(rel)
     assert problem is not None and fragment in problem
 
 
@@ -54,30 +68,30 @@ def test_path_problems(rel: bytes, fragment: str) -> None:
 )
 def test_carriable_paths(rel: bytes) -> None:
     """Spaces, leading dashes, shell syntax, non-UTF-8 bytes and 240-byte names are carried (§3)."""
-    assert mp.path_problem(rel) is None
+    assert carry_problem(rel) is None
 
 
 def test_escape_examples() -> None:
     """Leading '-' gets './', spaces become backslash-space (§3)."""
-    assert mp.escape(b"-dash.txt") == b"./-dash.txt"
-    assert mp.escape(b"n/-dash.txt") == b"n/-dash.txt"
-    assert mp.escape(b"two  spaces") == b"two\\ \\ spaces"
+    assert escape(b"-dash.txt") == b"./-dash.txt"
+    assert escape(b"n/-dash.txt") == b"n/-dash.txt"
+    assert escape(b"two  spaces") == b"two\\ \\ spaces"
 
 
 def test_length_limits() -> None:
     """ "<cmd> PATH" fits 254 bytes: 249 for sync, 246 with -r, 242 with -t mk2 (§3)."""
     for prefix, limit in [
-        (mp.command_prefix(), 249),
-        (mp.command_prefix(recursive=True), 246),
-        (mp.command_prefix(recursive=True, delete=True), 245),
-        (mp.command_prefix(host=b"mk2"), 242),
+        (command_prefix(), 249),
+        (command_prefix(recursive=True), 246),
+        (command_prefix(recursive=True, delete=True), 245),
+        (command_prefix(host=b"mk2"), 242),
     ]:
-        assert mp.fits(b"a" * limit, prefix) and not mp.fits(b"a" * (limit + 1), prefix)
+        assert fits(b"a" * limit, prefix) and not fits(b"a" * (limit + 1), prefix)
 
 
 def test_build_argv_puts_paths_after_double_dash() -> None:
     """argv only: options first, then ``--`` and the tokens (§10)."""
-    argv = mp.build_argv(b"msync", host=b"mk3", excludes=[b"*.swp"], tokens=[b"./-r", b"a\\ b"])
+    argv = build_argv(b"msync", host=b"mk3", excludes=[b"*.swp"], tokens=[b"./-r", b"a\\ b"])
     assert argv == [
         b"msync",
         b"-l",
@@ -95,11 +109,11 @@ def test_build_argv_puts_paths_after_double_dash() -> None:
 def test_parse_members() -> None:
     """--members lines NAME IP (VerX) then Total; an empty name is kept empty (§6, §7)."""
     out = b"mk2 10.77.0.2 (Ver7)\n    10.77.0.3 (Ver7)\nTotal: 2 members\n"
-    assert mp.parse_members(out) == [b"mk2", b""]
-    assert mp.parse_members(b"") is None
+    assert parse_members(out) == [b"mk2", b""]
+    assert parse_members(b"") is None
 
 
-_E = [mp.Entry(b"a"), mp.Entry(b"b"), mp.Entry(b"c")]
+_E = [Entry(b"a"), Entry(b"b"), Entry(b"c")]
 _H = [b"mk2", b"mk3"]
 
 
@@ -110,7 +124,7 @@ def _kinds(v: dict) -> dict:
 def test_classify_acks_and_silence() -> None:
     """OK needs the host's ack line; a silent host is RETRY (§6 silent failures)."""
     out = b"update mk2:a\nskip   mk2:b\nupdate mk2:c\nupdate mk3:a\n"
-    v = _kinds(mp.classify(0, out, b"", _H, _E))
+    v = _kinds(classify(0, out, b"", _H, _E))
     assert v == {("mk2", 0): "ok", ("mk2", 1): "ok", ("mk2", 2): "ok", ("mk3", 0): "ok",
                  ("mk3", 1): "retry", ("mk3", 2): "retry"}  # fmt: skip
 
@@ -120,7 +134,7 @@ def test_classify_timeout_mid_batch() -> None:
     daemon pipelines files, an acknowledged one may still have been in flight."""
     out = b"update mk2:a\nupdate mk3:a\nupdate mk2:b\nupdate mk3:b\nupdate mk2:c\n"
     err = b"error: receive time out: send b\nerror: receive time out: 10.77.0.3(mk3)\n"
-    v = _kinds(mp.classify(0, out, err, _H, _E))
+    v = _kinds(classify(0, out, err, _H, _E))
     assert [v[("mk3", i)] for i in range(3)] == ["retry", "retry", "retry"]
     assert all(v[("mk2", i)] == "ok" for i in range(3))
 
@@ -129,11 +143,11 @@ def test_classify_member_errors() -> None:
     """error: STRERROR HOST:P: permanent for name-too-long and File exists, else RETRY (§5, §6)."""
     out = b"update mk2:a\nupdate mk3:a\nupdate mk2:b\nupdate mk3:b\nupdate mk2:c\nupdate mk3:c\n"
     err = b"error: File name too long mk2:a\nerror: close error mk3:b\nerror: File exists mk2:c\n"
-    v = mp.classify(0, out, err, _H, _E)
-    assert v[(b"mk2", 0)].kind == mp.Kind.FAILED and "too long" in v[(b"mk2", 0)].reason
-    assert v[(b"mk3", 1)].kind == mp.Kind.RETRY
-    assert v[(b"mk2", 2)].kind == mp.Kind.FAILED and "by hand" in v[(b"mk2", 2)].reason
-    assert v[(b"mk3", 0)].kind == mp.Kind.OK
+    v = classify(0, out, err, _H, _E)
+    assert v[(b"mk2", 0)].kind == Kind.FAILED and "too long" in v[(b"mk2", 0)].reason
+    assert v[(b"mk3", 1)].kind == Kind.RETRY
+    assert v[(b"mk2", 2)].kind == Kind.FAILED and "by hand" in v[(b"mk2", 2)].reason
+    assert v[(b"mk3", 0)].kind == Kind.OK
 
 
 @pytest.mark.parametrize(
@@ -149,28 +163,28 @@ def test_classify_member_errors() -> None:
 def test_classify_failures_retry_everything(rc: int, out: bytes, err: bytes) -> None:
     """rc != 0, or a line that cannot be attributed, makes the whole invocation RETRY (§6)."""
     acks = b"".join(b"update %s:%s\n" % (h, e.echo) for h in _H for e in _E)
-    v = mp.classify(rc, acks + out, err, _H, _E)
-    assert {x.kind for x in v.values()} == {mp.Kind.RETRY}
+    v = classify(rc, acks + out, err, _H, _E)
+    assert {x.kind for x in v.values()} == {Kind.RETRY}
 
 
 def test_classify_deletes_and_not_contained() -> None:
     """A delete no member reports is UNACKED (verify it); -t to an unlisted host is RETRY (§4, §6)."""
-    entries = [mp.Entry(b"gone", delete=True)]
-    v = mp.classify(0, b"delete mk2:gone\n", b"", _H, entries)
-    assert (v[(b"mk2", 0)].kind, v[(b"mk3", 0)].kind) == (mp.Kind.OK, mp.Kind.UNACKED)
-    v = mp.classify(0, b"mk3 is not contained in members\n", b"", [b"mk3"], entries)
-    assert v[(b"mk3", 0)].kind == mp.Kind.RETRY
-    dry = mp.classify_dry_run(0, b"(dryrun) delete mk3:gone\n", b"", _H, entries)
-    assert (dry[(b"mk2", 0)].kind, dry[(b"mk3", 0)].kind) == (mp.Kind.OK, mp.Kind.RETRY)
+    entries = [Entry(b"gone", delete=True)]
+    v = classify(0, b"delete mk2:gone\n", b"", _H, entries)
+    assert (v[(b"mk2", 0)].kind, v[(b"mk3", 0)].kind) == (Kind.OK, Kind.UNACKED)
+    v = classify(0, b"mk3 is not contained in members\n", b"", [b"mk3"], entries)
+    assert v[(b"mk3", 0)].kind == Kind.RETRY
+    dry = classify_dry_run(0, b"(dryrun) delete mk3:gone\n", b"", _H, entries)
+    assert (dry[(b"mk2", 0)].kind, dry[(b"mk3", 0)].kind) == (Kind.OK, Kind.RETRY)
 
 
 def test_classify_dot_slash_and_recursive_children() -> None:
     """Acks may echo a ./ prefix; errors under a -r path count against it."""
-    v = mp.classify(0, b"update mk2:./-rf\n", b"", [b"mk2"], [mp.Entry(b"-rf")])
-    assert v[(b"mk2", 0)].kind == mp.Kind.OK
-    entries = [mp.Entry(b"d", recursive=True)]
-    v = mp.classify(0, b"update mk2:d/x\nupdate mk2:d\n", b"error: close error mk2:d/x\n", [b"mk2"], entries)
-    assert v[(b"mk2", 0)].kind == mp.Kind.RETRY
+    v = classify(0, b"update mk2:./-rf\n", b"", [b"mk2"], [Entry(b"-rf")])
+    assert v[(b"mk2", 0)].kind == Kind.OK
+    entries = [Entry(b"d", recursive=True)]
+    v = classify(0, b"update mk2:d/x\nupdate mk2:d\n", b"error: close error mk2:d/x\n", [b"mk2"], entries)
+    assert v[(b"mk2", 0)].kind == Kind.RETRY
 
 
 @pytest.mark.parametrize(
@@ -185,34 +199,34 @@ def test_classify_dot_slash_and_recursive_children() -> None:
 )
 def test_same_second(mtime: float, now: float, held: bool) -> None:
     """Files are held back while a rewrite could share their mtime second (§5 hazard)."""
-    assert mp.same_second(int(mtime * 1e9), now) is held
+    assert same_second(int(mtime * 1e9), now) is held
 
 
 @given(st.integers(min_value=0, max_value=2**40), st.floats(min_value=0.06, max_value=10.0))
 def test_same_second_never_holds_an_older_second(mtime_ns: int, later: float) -> None:
     """Once the clock is past the mtime's second (plus slack), the file ships."""
     next_second = (mtime_ns // 1_000_000_000) + 1
-    assert not mp.same_second(mtime_ns, next_second + later)
+    assert not same_second(mtime_ns, next_second + later)
 
 
 def test_nameless_member_lines_are_not_fatal() -> None:
     """Lines of a member listed without a name (``update :P``, errors) leave the others' verdicts alone."""
     out = b"update mk2:a\nupdate :a\n"
-    v = mp.classify(0, out, b"error: close error :a\n", [b"mk2"], [mp.Entry(b"a")])
-    assert v[(b"mk2", 0)].kind == mp.Kind.OK
+    v = classify(0, out, b"error: close error :a\n", [b"mk2"], [Entry(b"a")])
+    assert v[(b"mk2", 0)].kind == Kind.OK
 
 
 def test_delete_error_is_a_failure_not_an_ack() -> None:
     """``delete error (...) HOST:P`` (stdout, §6) under a --delete -r path is RETRY for that host."""
-    entries = [mp.Entry(b"d", recursive=True)]
+    entries = [Entry(b"d", recursive=True)]
     out = b"delete error (Operation not permitted) mk3:d/x\nskip   mk2:d\nskip   mk3:d\n"
-    v = mp.classify(0, out, b"", _H, entries)
-    assert (v[(b"mk2", 0)].kind, v[(b"mk3", 0)].kind) == (mp.Kind.OK, mp.Kind.RETRY)
+    v = classify(0, out, b"", _H, entries)
+    assert (v[(b"mk2", 0)].kind, v[(b"mk3", 0)].kind) == (Kind.OK, Kind.RETRY)
 
 
 def _item(path: bytes, *, is_dir: bool = False, recursive: bool = False) -> Item:
     it = Item(Action(ActionKind.PUT, path), ("c/mk2",), is_dir=is_dir)
-    it.entry = mp.Entry(path, recursive=recursive)
+    it.entry = Entry(path, recursive=recursive)
     return it
 
 
@@ -245,11 +259,11 @@ def test_classify_ok_exactly_when_acked(acks: list, rc: int) -> None:
     every (host, path) of the invocation gets a verdict."""
     kinds = [b"update ", b"skip   "]
     out = b"".join(kinds[k] + h + b":" + _E[i].echo + b"\n" for h, i, k in acks)
-    v = mp.classify(rc, out, b"", _H, _E)
+    v = classify(rc, out, b"", _H, _E)
     assert set(v) == {(h, i) for h in _H for i in range(len(_E))}
     acked = {(h, i) for h, i, _ in acks}
     for key, verdict in v.items():
-        assert (verdict.kind == mp.Kind.OK) == (rc == 0 and key in acked)
+        assert (verdict.kind == Kind.OK) == (rc == 0 and key in acked)
 
 
 @pytest.mark.parametrize(
@@ -265,7 +279,7 @@ def test_classify_ok_exactly_when_acked(acks: list, rc: int) -> None:
     ],
 )
 def test_scanner_carries(root: bytes, entries: list[tuple[bytes, bool]], ok: bool) -> None:
-    assert mp.scanner_carries(root, entries) is ok
+    assert scanner_carries(root, entries) is ok
 
 
 @pytest.mark.parametrize(
@@ -286,21 +300,21 @@ def test_scanner_carries(root: bytes, entries: list[tuple[bytes, bool]], ok: boo
     ],
 )
 def test_excluded_like_makuosan(rel: bytes, pats: list[bytes], is_dir: bool, hit: bool) -> None:
-    assert mp.excluded(rel, pats, is_dir) is hit
+    assert excluded(rel, pats, is_dir) is hit
 
 
 def test_dry_run_skip_lines_are_understood() -> None:
     """At -l 2 a dry run prints ``(dryrun) skip   HOST:P``; it is neither fatal nor a pending change."""
-    entries = [mp.Entry(b"f")]
-    p = mp.parse_output(b"(dryrun) skip   mk2:f\n", b"", [b"mk2"], entries)
+    entries = [Entry(b"f")]
+    p = parse_output(b"(dryrun) skip   mk2:f\n", b"", [b"mk2"], entries)
     assert not p.fatal and not p.dry
 
 
 def test_skipped_names_only_skip_acks() -> None:
     """``skip   HOST:P`` (and children of a recursive entry) are reported; updates are not."""
-    entries = [mp.Entry(b"a"), mp.Entry(b"d", recursive=True), mp.Entry(b"-x")]
+    entries = [Entry(b"a"), Entry(b"d", recursive=True), Entry(b"-x")]
     out = b"update mk2:a\nskip   mk3:a\nskip   mk2:d/c\nskip   mk2:./-x\nskip   mk9:a\n"
-    assert mp.skipped(out, b"", [b"mk2", b"mk3"], entries) == {
+    assert skipped(out, b"", [b"mk2", b"mk3"], entries) == {
         b"a": {(b"mk3", 0)},
         b"d/c": {(b"mk2", 1)},
         b"-x": {(b"mk2", 2)},
@@ -309,9 +323,9 @@ def test_skipped_names_only_skip_acks() -> None:
 
 def test_build_argv_for_check() -> None:
     """A check runs at -v with the send's console options and -t; paths after ``--``."""
-    argv = mp.build_argv(b"msync", console=b"unix:/s", check=True, host=b"mk3", tokens=[b"./-a\\ b"])
+    argv = build_argv(b"msync", console=b"unix:/s", check=True, host=b"mk3", tokens=[b"./-a\\ b"])
     assert argv == [b"msync", b"-c", b"unix:/s", b"-v", b"--check", b"-t", b"mk3", b"--", b"./-a\\ b"]
-    assert mp.command_prefix(check=True, host=b"mk3") == b"check -t mk3"
+    assert command_prefix(check=True, host=b"mk3") == b"check -t mk3"
 
 
 _H = [b"mk2", b"mk3"]
@@ -322,61 +336,61 @@ _P = [b"a", b"b c", b"-x"]
     ("rc", "out", "err", "want"),
     [
         # every member answers OK
-        (0, b"mk2: OK a\nmk3: OK a\n", b"", {b"mk2": mp.Kind.OK, b"mk3": mp.Kind.OK}),
+        (0, b"mk2: OK a\nmk3: OK a\n", b"", {b"mk2": Kind.OK, b"mk3": Kind.OK}),
         # NG is a FAILED member, OK beside it stays OK
-        (0, b"mk2: OK a\nmk3: NG a\n", b"", {b"mk2": mp.Kind.OK, b"mk3": mp.Kind.FAILED}),
+        (0, b"mk2: OK a\nmk3: NG a\n", b"", {b"mk2": Kind.OK, b"mk3": Kind.FAILED}),
         # NG wins over an OK for the same member
-        (0, b"mk2: OK a\nmk2: NG a\nmk3: OK a\n", b"", {b"mk2": mp.Kind.FAILED, b"mk3": mp.Kind.OK}),
+        (0, b"mk2: OK a\nmk2: NG a\nmk3: OK a\n", b"", {b"mk2": Kind.FAILED, b"mk3": Kind.OK}),
         # silence from one member
-        (0, b"mk2: OK a\n", b"", {b"mk2": mp.Kind.OK, b"mk3": mp.Kind.RETRY}),
+        (0, b"mk2: OK a\n", b"", {b"mk2": Kind.OK, b"mk3": Kind.RETRY}),
         # missing on a member
         (
             0,
             b"mk2: OK a\n",
             b"error: No such file or directory mk3:a\n",
-            {b"mk2": mp.Kind.OK, b"mk3": mp.Kind.RETRY},
+            {b"mk2": Kind.OK, b"mk3": Kind.RETRY},
         ),
         # missing locally: every member
-        (0, b"", b"error: No such file or directory a\n", {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY}),
+        (0, b"", b"error: No such file or directory a\n", {b"mk2": Kind.RETRY, b"mk3": Kind.RETRY}),
         # NG on stderr is not the documented form
-        (0, b"mk2: OK a\n", b"mk3: NG a\n", {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY}),
+        (0, b"mk2: OK a\n", b"mk3: NG a\n", {b"mk2": Kind.RETRY, b"mk3": Kind.RETRY}),
         # anything not understood poisons the whole check
         (
             0,
             b"mk2: OK a\nmk3: OK a\nmexec: command error\n",
             b"",
-            {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY},
+            {b"mk2": Kind.RETRY, b"mk3": Kind.RETRY},
         ),
-        (0, b"mk2: OK a\nmk3: OK zz\n", b"", {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY}),
-        (0, b"mk2: OK a\nmk9: OK a\n", b"", {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY}),
+        (0, b"mk2: OK a\nmk3: OK zz\n", b"", {b"mk2": Kind.RETRY, b"mk3": Kind.RETRY}),
+        (0, b"mk2: OK a\nmk9: OK a\n", b"", {b"mk2": Kind.RETRY, b"mk3": Kind.RETRY}),
         (
             0,
             b"mk2: OK a\nmk3: OK a\n",
             b"error: receive time out: 10.77.0.3(mk3)\n",
-            {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY},
+            {b"mk2": Kind.RETRY, b"mk3": Kind.RETRY},
         ),
         # msync itself failed
         (
             1,
             b"mk2: OK a\nmk3: OK a\n",
             b"error: can't read socket\n",
-            {b"mk2": mp.Kind.RETRY, b"mk3": mp.Kind.RETRY},
+            {b"mk2": Kind.RETRY, b"mk3": Kind.RETRY},
         ),
     ],
 )
 def test_classify_check_table(rc: int, out: bytes, err: bytes, want: dict) -> None:
-    got = mp.classify_check(rc, out, err, _H, [b"a"])
+    got = classify_check(rc, out, err, _H, [b"a"])
     assert {h: v.kind for (h, _), v in got.items()} == want
-    assert all(v.reason for v in got.values() if v.kind != mp.Kind.OK)
-    if mp.Kind.FAILED in want.values():
-        assert got[(b"mk3", 0)].reason == mp.STALE_REASON or got[(b"mk2", 0)].reason == mp.STALE_REASON
+    assert all(v.reason for v in got.values() if v.kind != Kind.OK)
+    if Kind.FAILED in want.values():
+        assert got[(b"mk3", 0)].reason == STALE_REASON or got[(b"mk2", 0)].reason == STALE_REASON
 
 
 def test_classify_check_paths_with_dot_slash_and_spaces() -> None:
     """The daemon echoes ``./-x`` and unescaped spaces; both name the checked path."""
     out = b"mk2: OK ./-x\nmk2: NG b c\nmk2: OK a\n"
-    got = mp.classify_check(0, out, b"", [b"mk2"], _P)
-    assert [got[(b"mk2", i)].kind for i in range(3)] == [mp.Kind.OK, mp.Kind.FAILED, mp.Kind.OK]
+    got = classify_check(0, out, b"", [b"mk2"], _P)
+    assert [got[(b"mk2", i)].kind for i in range(3)] == [Kind.OK, Kind.FAILED, Kind.OK]
 
 
 _check_lines = st.sampled_from(
@@ -396,7 +410,7 @@ def test_classify_check_ok_only_on_a_clean_ok(out: list, err: list, rc: int) -> 
     """Every (host, path) gets a verdict; OK exactly when rc is 0, every line is
     understood, the member said ``OK`` and nothing worse about the path; FAILED
     only on an ``NG`` line on stdout."""
-    got = mp.classify_check(rc, b"\n".join(out), b"\n".join(err), _H, _P)
+    got = classify_check(rc, b"\n".join(out), b"\n".join(err), _H, _P)
     assert set(got) == {(h, i) for h in _H for i in range(len(_P))}
     understood = all(
         line in (b"", b"alive")
@@ -416,6 +430,6 @@ def test_classify_check_ok_only_on_a_clean_ok(out: list, err: list, rc: int) -> 
             gone = b"error: No such file or directory " + h + b":" + p in err
             gone_here = b"error: No such file or directory " + p in err
             expect_ok = rc == 0 and understood and ok and not (ng or gone or gone_here)
-            assert (v.kind == mp.Kind.OK) == expect_ok, (h, p, v)
-            if v.kind == mp.Kind.FAILED:
+            assert (v.kind == Kind.OK) == expect_ok, (h, p, v)
+            if v.kind == Kind.FAILED:
                 assert ng and rc == 0 and understood

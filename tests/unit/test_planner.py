@@ -189,14 +189,14 @@ def ship(
     return ok
 
 
-def settled(settle: Mapping, ok: Mapping[tuple[str, bytes], bool], track: str) -> set[int]:
-    return set(resolve(settle, track, {k for k, good in ok.items() if not good}, {})[0])
+def done_seqs(completions: Mapping, ok: Mapping[tuple[str, bytes], bool], track: str) -> set[int]:
+    return set(resolve(completions, track, {k for k, good in ok.items() if not good}, {})[0])
 
 
-def check_coverage(per_track: Mapping[str, Sequence[Record]], plan: Plan, settle: Mapping) -> None:
+def check_coverage(per_track: Mapping[str, Sequence[Record]], plan: Plan, completions: Mapping) -> None:
     for track, records in per_track.items():
-        listed = {s for (t, _), rule in settle.items() if t == track for s in rule.seqs}
-        assert {s for (t, _), rule in settle.items() if t == track for s in rule.after} <= listed
+        listed = {s for (t, _), rule in completions.items() if t == track for s in rule.seqs}
+        assert {s for (t, _), rule in completions.items() if t == track for s in rule.after} <= listed
         assert listed == {r.seq for r in records}
     every = {r.seq for records in per_track.values() for r in records}
     for action in plan.actions:
@@ -232,8 +232,8 @@ def test_plans_shipped_in_pieces_reproduce_the_source(start, ops, cuts, lags):
         chunk = fs.records[begin:end]
         journaled = next(n for n, c in enumerate(counts) if c >= end)  # the chunk exists from here on
         when = min(len(snapshots) - 1, max(when, journaled) + (lags[i] if i < len(lags) else 0))
-        plan, settle = build_plan({"t": chunk})
-        check_coverage({"t": chunk}, plan, settle)
+        plan, completions = build_plan({"t": chunk})
+        check_coverage({"t": chunk}, plan, completions)
         check_order(plan)
         ok = ship({"t": mirror}, plan, snapshots[when])
         assert all(ok.values()), f"a PUT found no parent: {ok}"
@@ -333,23 +333,23 @@ def test_partial_failures_and_backoff_never_lose_anything(start, rounds):
             )
             sel.feed(recs)
             taken[track] = sel.taken
-        plan, settle = build_plan(taken)
-        check_coverage(taken, plan, settle)
+        plan, completions = build_plan(taken)
+        check_coverage(taken, plan, completions)
         ok = ship(mirrors, plan, fs.tree, fate)
         deleting = {(t, a.path) for a in plan.actions if a.kind == ActionKind.DELETE for t in a.tracks}
         for track in pending:
-            done = settled(settle, ok, track)
+            done = done_seqs(completions, ok, track)
             pending[track] = [r for r in pending[track] if r.seq not in done]
             for (t, p), good in ok.items():
                 if t == track and good:
                     failing[track].pop(p, None)
                 elif t == track:
                     failing[track][p] = (t, p) in deleting
-    plan, settle = build_plan(pending)
+    plan, completions = build_plan(pending)
     ok = ship(mirrors, plan, fs.tree)
     assert all(ok.values())
     for track in pending:
-        assert settled(settle, ok, track) == {r.seq for r in pending[track]}
+        assert done_seqs(completions, ok, track) == {r.seq for r in pending[track]}
         assert mirrors[track] == fs.tree, track
 
 
@@ -410,8 +410,8 @@ def test_examples(records, expected):
 
 
 def test_seqs_wait_for_moves_and_deletes_above_them():
-    """A MOVE settles only with both ends; an entry below a directory delete of
-    the same plan also waits for that delete; a RESCAN settles at once."""
+    """A MOVE is done only with both ends; an entry below a directory delete of
+    the same plan also waits for that delete; a RESCAN is done at once."""
     records = [
         rec(1, Op.DELETE, b"d", dir_=True),
         rec(2, Op.CHANGE, b"d", dir_=True),
@@ -423,20 +423,20 @@ def test_seqs_wait_for_moves_and_deletes_above_them():
     assert changes[b"d"].seqs == (1, 2) and changes[b"d/x"].seqs == (3,) and changes[b"d/x"].after == (1,)
     assert changes[b"a"].seqs == (4,) and changes[b"b"].seqs == (4,) and changes[b"a"].after == (4,)
     assert not changes[b"r"].delete and not changes[b"r"].put and changes[b"r"].seqs == (5,)
-    _, settle = build_plan({"t": records})
+    _, completions = build_plan({"t": records})
     fails = {("t", b"d"): "boom"}
-    assert resolve(settle, "t", {("t", b"d")}, fails) == ([4, 5], {1: "d: boom", 2: "d: boom"})
-    assert resolve(settle, "t", {("t", b"b")}, {}) == ([1, 2, 3, 5], {})
+    assert resolve(completions, "t", {("t", b"d")}, fails) == ([4, 5], {1: "d: boom", 2: "d: boom"})
+    assert resolve(completions, "t", {("t", b"b")}, {}) == ([1, 2, 3, 5], {})
 
 
 def test_tracks_share_actions():
     """An action two tracks need is one action naming both; the rest name one."""
-    plan, settle = build_plan(
+    plan, completions = build_plan(
         {"c/web2": [rec(1, Op.CHANGE, b"f"), rec(2, Op.CHANGE, b"g")], "c/web3": [rec(2, Op.CHANGE, b"g")]}
     )
     by_path = {a.path: a for a in plan.actions}
     assert by_path[b"g"].tracks == {"c/web2", "c/web3"} and by_path[b"f"].tracks == {"c/web2"}
-    assert settle[("c/web3", b"g")].seqs == (2,) and ("c/web3", b"f") not in settle
+    assert completions[("c/web3", b"g")].seqs == (2,) and ("c/web3", b"f") not in completions
 
 
 def test_selection_holds_later_history_of_held_paths():

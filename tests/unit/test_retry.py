@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.ship.base import Outcome
-from agent.ship.retry import Backoff, RetryPolicy, judge
+from agent.ship.retry import Backoff, RetryPolicy, next_attempt
 
 POLICIES = st.builds(
     RetryPolicy,
@@ -48,7 +48,7 @@ def test_only_permanent_failures_dead_letter(policy, outcomes, seed):
     rng = random.Random(seed)
     state, failed, now = None, 0, 100.0
     for outcome in outcomes:
-        verdict = judge(policy, state, outcome, now=now, rand=rng.random())
+        verdict = next_attempt(policy, state, outcome, now=now, rand=rng.random())
         failed = 0 if outcome == Outcome.OK else failed + (outcome == Outcome.FAILED)
         if outcome == Outcome.OK:
             assert verdict.state is None and not verdict.dead
@@ -69,7 +69,7 @@ def test_retry_forever_backs_off_to_the_cap():
     policy = RetryPolicy(max_attempts=3, base_s=0.5, cap_s=60.0, jitter=0.0)
     state = None
     for _ in range(1000):
-        verdict = judge(policy, state, Outcome.RETRY, now=0.0, rand=0.5)
+        verdict = next_attempt(policy, state, Outcome.RETRY, now=0.0, rand=0.5)
         assert not verdict.dead
         state = verdict.state
     assert verdict.delay == 60.0 and state is not None and state.tries == 1000

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from agent.ship.base import Outcome
 from agent.ship.rsync.codes import (
     EXIT_CODES,
-    Verdict,
+    ExitClass,
     attribute_errors,
     classify_exit,
     deleted_names,
@@ -27,13 +27,13 @@ def unescape(text: bytes) -> bytes:
 
 def test_table_rows() -> None:
     """The documented codes map to the agreed verdicts."""
-    assert classify_exit(0).verdict is Verdict.OK
+    assert classify_exit(0).exit_class is ExitClass.OK
     for code in (23, 24):
-        assert classify_exit(code).verdict is Verdict.PARTIAL
+        assert classify_exit(code).exit_class is ExitClass.PARTIAL
     for code in (1, 2, 4):
-        assert classify_exit(code).verdict is Verdict.FAILED
+        assert classify_exit(code).exit_class is ExitClass.FAILED
     for code in (3, 5, 10, 11, 12, 30, 35, 127, 255):
-        assert classify_exit(code).verdict is Verdict.RETRY
+        assert classify_exit(code).exit_class is ExitClass.RETRY
 
 
 @given(st.integers(min_value=-64, max_value=512), st.booleans(), st.booleans())
@@ -41,10 +41,10 @@ def test_only_a_clean_exit_is_ok(code: int, timed_out: bool, missing: bool) -> N
     """Any other code, a timeout or a missing program is never OK; unknown codes retry."""
     rule = classify_exit(code, timed_out=timed_out, missing=missing)
     assert rule.meaning
-    if rule.verdict is Verdict.OK:
+    if rule.exit_class is ExitClass.OK:
         assert code == 0 and not timed_out and not missing
     if timed_out or missing or (code not in EXIT_CODES):
-        assert rule.verdict is Verdict.RETRY
+        assert rule.exit_class is ExitClass.RETRY
 
 
 @given(st.binary(max_size=60))

@@ -9,7 +9,7 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.scan.scanner import Verdict, deletions, judge
+from agent.scan.scanner import Difference, deletions, stat_difference
 from agent.tree.excludes import Excludes
 from agent.tree.fsstate import same_metadata
 from journal import FileKind, FileState
@@ -38,7 +38,7 @@ def meta(s: FileState) -> tuple[object, ...]:
 
 def test_new_path_is_a_change() -> None:
     """A path the manifest does not know is enqueued without reading it."""
-    assert judge(FileState(FileKind.FILE, 3), None, T) is Verdict.CHANGED
+    assert stat_difference(FileState(FileKind.FILE, 3), None, T) is Difference.CHANGED
 
 
 @given(disk=states, recorded=states, threshold=thresholds)
@@ -47,7 +47,7 @@ def test_metadata_difference_is_always_a_change(
 ) -> None:
     """Type, mode, owner, mtime or symlink target differences need no digest to be real."""
     if meta(disk) != meta(recorded):
-        assert judge(disk, recorded, threshold) is Verdict.CHANGED
+        assert stat_difference(disk, recorded, threshold) is Difference.CHANGED
 
 
 @given(state=states, threshold=thresholds)
@@ -55,8 +55,8 @@ def test_replaced_directory_is_a_change(state: FileState, threshold: int | None)
     """Another directory under a known name (new inode), however old and alike,
     is shipped: the mirror may have dropped the old one with a move."""
     old = dataclasses.replace(state, kind=FileKind.DIR, link=b"", mtime_ns=0, ctime_ns=0, inode=1)
-    assert judge(dataclasses.replace(old, inode=2), old, threshold) is Verdict.CHANGED
-    assert judge(old, old, threshold) is Verdict.SAME
+    assert stat_difference(dataclasses.replace(old, inode=2), old, threshold) is Difference.CHANGED
+    assert stat_difference(old, old, threshold) is Difference.SAME
 
 
 @given(disk=states, recorded=states, threshold=thresholds)
@@ -64,7 +64,7 @@ def test_only_files_of_equal_size_are_hashed(
     disk: FileState, recorded: FileState, threshold: int | None
 ) -> None:
     """Reading is reserved for regular files whose size and recorded digest leave the content open."""
-    if judge(disk, recorded, threshold) is Verdict.HASH:
+    if stat_difference(disk, recorded, threshold) is Difference.HASH:
         assert disk.kind == recorded.kind == FileKind.FILE
         assert disk.size == recorded.size and recorded.digest
 
@@ -73,14 +73,14 @@ def test_only_files_of_equal_size_are_hashed(
 def test_unchanged_old_state_is_same(state: FileState, threshold: int | None) -> None:
     """An old state identical to the manifest's costs nothing (the clean-restart case)."""
     state = dataclasses.replace(state, digest=b"d" * 32, mtime_ns=0, ctime_ns=0)
-    assert judge(dataclasses.replace(state, digest=b""), state, threshold) is Verdict.SAME
+    assert stat_difference(dataclasses.replace(state, digest=b""), state, threshold) is Difference.SAME
 
 
 @given(state=states)
 def test_recent_file_is_hashed_even_with_equal_metadata(state: FileState) -> None:
     """Timestamp granularity: a file changed near the checkpoint is read even if stat looks equal."""
     state = dataclasses.replace(state, kind=FileKind.FILE, link=b"", digest=b"d" * 32, ctime_ns=T)
-    assert judge(dataclasses.replace(state, digest=b""), state, T) is Verdict.HASH
+    assert stat_difference(dataclasses.replace(state, digest=b""), state, T) is Difference.HASH
 
 
 @given(disk=states, recorded=states)
@@ -88,8 +88,8 @@ def test_full_scan_hashes_exactly_the_stat_differences(disk: FileState, recorded
     """Without a checkpoint, a file of the manifest's size and metadata is read iff a stat field differs."""
     comparable = disk.kind == recorded.kind == FileKind.FILE and meta(disk) == meta(recorded)
     if comparable and disk.size == recorded.size and recorded.digest:
-        expected = Verdict.SAME if same_metadata(disk, recorded) else Verdict.HASH
-        assert judge(disk, recorded, None) is expected
+        expected = Difference.SAME if same_metadata(disk, recorded) else Difference.HASH
+        assert stat_difference(disk, recorded, None) is expected
 
 
 @given(disk=states, recorded=states)
@@ -99,7 +99,7 @@ def test_old_ctime_differences_are_trusted_to_the_journal(disk: FileState, recor
         disk, mtime_ns=recorded.mtime_ns, ctime_ns=0, inode=recorded.inode, size=recorded.size
     )
     if meta(disk) == meta(recorded) and recorded.digest and recorded.mtime_ns < T:
-        assert judge(disk, recorded, T) is Verdict.SAME
+        assert stat_difference(disk, recorded, T) is Difference.SAME
 
 
 @given(state=states, threshold=thresholds, mtime=st.sampled_from([0, 1, T - 1, T + 5]))
@@ -107,9 +107,9 @@ def test_touch_d_is_a_change_of_every_kind(state: FileState, threshold: int | No
     """Another mtime alone (``touch -d``, content equal) is shipped state that
     differs, for a file, a directory or a symlink, however old: no read needed."""
     disk = dataclasses.replace(state, digest=b"", mtime_ns=mtime)
-    expected = Verdict.SAME if mtime == state.mtime_ns else Verdict.CHANGED
+    expected = Difference.SAME if mtime == state.mtime_ns else Difference.CHANGED
     if state.kind != FileKind.FILE or mtime != state.mtime_ns:
-        assert judge(disk, state, threshold) is expected
+        assert stat_difference(disk, state, threshold) is expected
 
 
 @given(state=states, threshold=thresholds)
@@ -121,11 +121,11 @@ def test_ctime_and_inode_alone_are_not_a_change_of_a_file_or_symlink(
     state = dataclasses.replace(state, digest=b"d" * 32, mtime_ns=0, ctime_ns=0)
     disk = dataclasses.replace(state, digest=b"", ctime_ns=T + 5, inode=state.inode + 1)
     if state.kind == FileKind.FILE:
-        assert judge(disk, state, threshold) is Verdict.HASH
+        assert stat_difference(disk, state, threshold) is Difference.HASH
     elif state.kind == FileKind.SYMLINK:
-        assert judge(disk, state, threshold) is Verdict.SAME
-    assert judge(dataclasses.replace(disk, inode=state.inode), state, threshold) is (
-        Verdict.HASH if state.kind == FileKind.FILE else Verdict.SAME
+        assert stat_difference(disk, state, threshold) is Difference.SAME
+    assert stat_difference(dataclasses.replace(disk, inode=state.inode), state, threshold) is (
+        Difference.HASH if state.kind == FileKind.FILE else Difference.SAME
     )
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from agent.ship.planner import build_plan
 from agent.ship.settle import changing_paths, split
 from journal import IS_DIR, Entry, Op, Record
-from tests.unit.test_planner import OPS, SETTINGS, build, check_order, settled, ship
+from tests.unit.test_planner import OPS, SETTINGS, build, check_order, done_seqs, ship
 
 MS = 1_000_000
 CAP = 200 * MS
@@ -82,7 +82,7 @@ def test_a_waiting_move_holds_both_names():
 
 
 def test_the_root_is_never_changing():
-    """A RESCAN (the root) settles at once whatever changes below."""
+    """A RESCAN (the root) ships at once whatever changes below."""
     assert changing_paths([rec(1, Op.CHANGE, b"a/b", 0)]) == {b"a", b"a/b"}
     out = split([rec(1, Op.RESCAN, b"", 0)], changing_paths([rec(2, Op.CHANGE, b"a", 30)]), 30 * MS, CAP)
     assert seqs(out.ship) == [1]
@@ -97,7 +97,7 @@ def test_the_root_is_never_changing():
 def test_rounds_of_partial_settles_reproduce_the_source(start, ops, rounds):
     """Whatever is still changing in each round (any set of records' paths
     and their directories) and however old the records are, every PUT finds
-    its parent, nothing is settled out of order, and a last quiet round
+    its parent, nothing is marked done out of order, and a last quiet round
     brings the mirror to the source."""
     fs = build(start)
     fs.records.clear()
@@ -111,11 +111,11 @@ def test_rounds_of_partial_settles_reproduce_the_source(start, ops, rounds):
         young = [r for i, r in enumerate(fs.records) if i in picks]
         out = split(pending, changing_paths(young), now_ms * MS, CAP)
         assert sorted(seqs(out.ship) + seqs(out.wait)) == seqs(pending)
-        plan, settle = build_plan({"t": out.ship})
+        plan, completions = build_plan({"t": out.ship})
         check_order(plan)
         ok = ship({"t": mirror}, plan, fs.tree)
         assert all(ok.values()), f"a PUT found no parent: {ok}"
-        done = settled(settle, ok, "t")
+        done = done_seqs(completions, ok, "t")
         pending = [r for r in pending if r.seq not in done]
     out = split(pending, set(), 0, CAP)
     assert out.wait == []

@@ -4,7 +4,7 @@ Every mirror operation goes through directory file descriptors opened with
 ``O_NOFOLLOW``: a symlink inside the mirror is an entry to replace, never a
 way out of it. Files are replaced atomically (temp file in the same
 directory, then rename); mode, mtime (ns), symlink targets and, as root,
-ownership follow the source. Directory mtimes are settled last, after their
+ownership follow the source. Directory mtimes are restamped last, after their
 children changed, and temp files a killed ship left behind are swept from a
 directory the first time this process ships into it. Fifos, sockets and
 devices are not replicated: the mirror holds nothing where the source has one.
@@ -16,11 +16,8 @@ per file (which capped shipping at the disk's sync rate).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import re
-import secrets
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,52 +25,36 @@ from pathlib import Path
 import structlog
 
 from agent.ship.base import Outcome, ShipResult
+from agent.ship.local.fsops import (
+    DIR_FLAGS,
+    NOT_A_DIR,
+    TMP_FLAGS,
+    copy_bytes,
+    lstat_at,
+    mount_points,
+    open_chain,
+    remove,
+    replace,
+    split_path,
+    sweep_temps,
+    syncfs,
+    tmp_name,
+)
 from agent.ship.local.links import LinkedCopies
-from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.plan import Action, ActionKind, Plan, tracks_for
 from agent.ship.targets import LocalTarget
 from agent.tree.excludes import Excludes
+from agent.tree.walk import relpath_problem
 
-__all__ = ["LocalShipper", "path_problem", "tracks_for", "classify_oserror", "SourceChanged"]
+__all__ = ["LocalShipper", "classify_oserror", "SourceChanged"]
 
 log = structlog.get_logger()
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_NOT_A_DIR = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
-_REPLACE_ERRNOS = (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR)
 _NAME_ERRNOS = {errno.ENAMETOOLONG: "name too long for the mirror", errno.EILSEQ: "mirror rejects the name"}
-_COPY_CHUNK = 1 << 22
-_TMP_RE = re.compile(rb"\.msync-agent\.[0-9a-f]{16}\.tmp")
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _syncfs(fd: int) -> None:
-    """Flush every dirty page of the filesystem holding ``fd`` (Linux syncfs)."""
-    if _LIBC.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 class SourceChanged(Exception):
     """The source changed while it was being copied: ship it again later."""
-
-
-def path_problem(path: bytes) -> str | None:
-    """Why ``path`` is not a usable root-relative path, or None."""
-    if not path:
-        return "empty path"
-    if path.startswith(b"/") or b"\0" in path:
-        return "path is absolute or holds a NUL byte"
-    if any(part in (b"", b".", b"..") for part in path.split(b"/")):
-        return "path has an empty, '.' or '..' component"
-    return None
-
-
-def tracks_for(action: Action, tracks: Sequence[str]) -> tuple[str, ...]:
-    """The shipper's tracks this action asks for (all of them when it names none)."""
-    return tuple(t for t in tracks if not action.tracks or t in action.tracks)
 
 
 def classify_oserror(exc: OSError) -> tuple[Outcome, str]:
@@ -86,105 +67,10 @@ def classify_oserror(exc: OSError) -> tuple[Outcome, str]:
     return Outcome.RETRY, f"target down: {exc.strerror or exc} ({name})"
 
 
-def _split(path: bytes) -> tuple[list[bytes], bytes]:
-    *parents, name = path.split(b"/")
-    return parents, name
-
-
-def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _mount_points(dir_fd: int, names: set[bytes]) -> set[bytes]:
-    """Entries of a source directory on another filesystem: the tree stops
-    there, so they are neither copied nor removed from the mirror."""
-    dev = os.fstat(dir_fd).st_dev
-    return {n for n in names if (st := _lstat(n, dir_fd)) is not None and st.st_dev != dev}
-
-
-def _open_chain(root_fd: int, parts: Sequence[bytes]) -> tuple[int, list[os.stat_result]] | None:
-    """Open ``parts`` below ``root_fd`` as real directories only; None when one
-    is missing or is not a directory (a symlink counts as not a directory)."""
-    fd, stats = os.dup(root_fd), []
-    for part in parts:
-        try:
-            nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in _NOT_A_DIR:
-                return None
-            raise
-        os.close(fd)
-        fd = nfd
-        stats.append(os.fstat(fd))
-    return fd, stats
-
-
-def _remove(dir_fd: int, name: bytes) -> bool:
-    """Remove ``name`` (a whole tree for a directory) without following links."""
-    st = _lstat(name, dir_fd)
-    if st is None:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-        try:
-            for child in os.listdir(fd):
-                _remove(fd, os.fsencode(child))
-        finally:
-            os.close(fd)
-        os.rmdir(name, dir_fd=dir_fd)
-    else:
-        os.unlink(name, dir_fd=dir_fd)
-    return True
-
-
-def _replace(dir_fd: int, tmp: bytes, name: bytes) -> None:
-    """Rename ``tmp`` over ``name``; a directory in the way is removed first."""
-    try:
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno not in _REPLACE_ERRNOS:
-            raise
-        _remove(dir_fd, name)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-
-
-def _copy_bytes(src: int, dst: int) -> int:
-    copied = 0
-    try:
-        while n := os.copy_file_range(src, dst, _COPY_CHUNK):
-            copied += n
-        return copied
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) or copied:
-            raise
-    while chunk := os.read(src, _COPY_CHUNK):
-        view = memoryview(chunk)
-        while view:  # a short write (a filling disk) must not pass for a full one
-            view = view[os.write(dst, view) :]
-        copied += len(chunk)
-    return copied
-
-
-def _tmp_name() -> bytes:
-    return b".msync-agent." + secrets.token_hex(8).encode() + b".tmp"
-
-
-def _sweep_temps(sdir: int, mdir: int) -> None:
-    """Remove temp files a killed ship left in a mirror directory (ours are
-    all renamed or removed by now); a source entry of the same name stays."""
-    for name in map(os.fsencode, os.listdir(mdir)):
-        if _TMP_RE.fullmatch(name) and _lstat(name, sdir) is None:
-            _remove(mdir, name)
-
-
 class LocalShipper:
     """A mirror directory (``target.path``) of the tree at ``root``."""
 
-    settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # _settle_dirs
+    settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # _restamp_dirs
 
     def __init__(self, target: LocalTarget, root: Path, excludes: Sequence[str] = ()) -> None:
         self.name = target.name
@@ -225,8 +111,8 @@ class LocalShipper:
             try:
                 touched: set[bytes] = set()
                 verdicts = [self._ship_one(sroot, mroot, a, touched) for a in actions]
-                self._settle_dirs(sroot, mroot, touched)
-                _syncfs(mroot)  # nothing is reported OK before it is on disk
+                self._restamp_dirs(sroot, mroot, touched)
+                syncfs(mroot)  # nothing is reported OK before it is on disk
                 return verdicts
             finally:
                 os.close(sroot)
@@ -234,7 +120,7 @@ class LocalShipper:
             os.close(mroot)
 
     def _ship_one(self, sroot: int, mroot: int, action: Action, touched: set[bytes]) -> tuple[Outcome, str]:
-        problem = path_problem(action.path)
+        problem = relpath_problem(action.path)
         if problem:
             return Outcome.FAILED, problem
         try:
@@ -251,21 +137,21 @@ class LocalShipper:
         return Outcome.OK, ""
 
     def _delete(self, mroot: int, path: bytes, touched: set[bytes]) -> None:
-        parents, name = _split(path)
-        opened = _open_chain(mroot, parents)
+        parents, name = split_path(path)
+        opened = open_chain(mroot, parents)
         if opened is None:
             return  # a parent is missing or not a real directory: nothing there
         mdir, _ = opened
         try:
-            _remove(mdir, name)
+            remove(mdir, name)
             touched.add(b"/".join(parents))  # also sweeps a temp file of a killed copy
         finally:
             os.close(mdir)
 
     def _put(self, sroot: int, mroot: int, path: bytes, recursive: bool, touched: set[bytes]) -> None:
-        parents, name = _split(path)
-        opened = _open_chain(sroot, parents)
-        if opened is None or _lstat(name, opened[0]) is None:
+        parents, name = split_path(path)
+        opened = open_chain(sroot, parents)
+        if opened is None or lstat_at(name, opened[0]) is None:
             if opened is not None:
                 os.close(opened[0])
             self._delete(mroot, path, touched)  # gone from the source: gone from the mirror
@@ -289,13 +175,13 @@ class LocalShipper:
         try:
             for i, part in enumerate(parents):
                 try:
-                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
-                    if exc.errno not in _NOT_A_DIR:
+                    if exc.errno not in NOT_A_DIR:
                         raise
-                    _remove(fd, part)  # a file or symlink where a directory belongs
+                    remove(fd, part)  # a file or symlink where a directory belongs
                     os.mkdir(part, 0o700, dir_fd=fd)
-                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
                     self._set_owner_mode(nfd, sstats[i])
                     touched.add(b"/".join(parents[:i]))
                 os.close(fd)
@@ -313,9 +199,9 @@ class LocalShipper:
     def _put_entry(self, sdir: int, mdir: int, name: bytes, tree: bytes | None) -> None:
         """Bring ``name`` to the source's state; ``tree``, its root-relative
         path, when a directory goes out with its whole subtree."""
-        st = _lstat(name, sdir)
+        st = lstat_at(name, sdir)
         if st is None:
-            _remove(mdir, name)
+            remove(mdir, name)
         elif stat.S_ISREG(st.st_mode):
             self._put_file(sdir, mdir, name)
         elif stat.S_ISDIR(st.st_mode):
@@ -323,14 +209,14 @@ class LocalShipper:
         elif stat.S_ISLNK(st.st_mode):
             self._put_symlink(sdir, mdir, name, st)
         else:  # fifo, socket, device: not replicated, so absent on the mirror
-            _remove(mdir, name)
+            remove(mdir, name)
             self._log.debug("ship.skip_special", name=name)
 
     def _put_file(self, sdir: int, mdir: int, name: bytes) -> None:
         try:
             sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sdir)
         except FileNotFoundError:
-            _remove(mdir, name)
+            remove(mdir, name)
             return
         except OSError as exc:
             if exc.errno == errno.ELOOP:
@@ -342,26 +228,24 @@ class LocalShipper:
                 raise SourceChanged("no longer a regular file")
             if self._linked.link(st, mdir, name):
                 return  # another name of a file copied in this plan: the mirror keeps the group
-            tmp = _tmp_name()
-            tfd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=mdir
-            )
+            tmp = tmp_name()
+            tfd = os.open(tmp, TMP_FLAGS, 0o600, dir_fd=mdir)
             try:
                 try:
                     self._fill(sfd, tfd, st)
                 finally:
                     os.close(tfd)
-                _replace(mdir, tmp, name)
+                replace(mdir, tmp, name)
                 self._linked.remember(st, mdir, name)
             except BaseException:
-                _remove(mdir, tmp)
+                remove(mdir, tmp)
                 raise
         finally:
             os.close(sfd)
 
     def _fill(self, sfd: int, tfd: int, st: os.stat_result) -> None:
         """Copy content and metadata into the temp file; make it durable."""
-        copied = _copy_bytes(sfd, tfd)
+        copied = copy_bytes(sfd, tfd)
         after = os.fstat(sfd)
         if copied != st.st_size or (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
             st.st_size,
@@ -376,38 +260,38 @@ class LocalShipper:
         try:
             target = os.readlink(name, dir_fd=sdir)
         except FileNotFoundError:
-            _remove(mdir, name)
+            remove(mdir, name)
             return
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 raise SourceChanged("no longer a symlink") from exc
             raise
-        tmp = _tmp_name()
+        tmp = tmp_name()
         os.symlink(target, tmp, dir_fd=mdir)
         try:
             if self._as_root:
                 os.chown(tmp, st.st_uid, st.st_gid, dir_fd=mdir, follow_symlinks=False)
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=mdir, follow_symlinks=False)
-            _replace(mdir, tmp, name)
+            replace(mdir, tmp, name)
         except BaseException:
-            _remove(mdir, tmp)
+            remove(mdir, tmp)
             raise
 
     def _put_dir(self, sdir: int, mdir: int, name: bytes, tree: bytes | None) -> None:
-        existing = _lstat(name, mdir)
+        existing = lstat_at(name, mdir)
         if existing is not None and not stat.S_ISDIR(existing.st_mode):
-            _remove(mdir, name)
+            remove(mdir, name)
             existing = None
         if existing is None:
             os.mkdir(name, 0o700, dir_fd=mdir)
         try:
-            sfd = os.open(name, _DIR_FLAGS, dir_fd=sdir)
+            sfd = os.open(name, DIR_FLAGS, dir_fd=sdir)
         except OSError as exc:
-            if exc.errno not in _NOT_A_DIR:
+            if exc.errno not in NOT_A_DIR:
                 raise
             raise SourceChanged("directory replaced or removed") from exc
         try:
-            mfd = os.open(name, _DIR_FLAGS, dir_fd=mdir)
+            mfd = os.open(name, DIR_FLAGS, dir_fd=mdir)
             try:
                 if tree is not None:
                     self._sync_children(sfd, mfd, tree)
@@ -426,28 +310,28 @@ class LocalShipper:
         listed = {os.fsencode(n) for n in os.listdir(sfd)}
         for extra in {os.fsencode(n) for n in os.listdir(mfd)} - listed:
             if not self._excluded(rel, extra, mfd):
-                _remove(mfd, extra)
-        for child in sorted(listed - _mount_points(sfd, listed)):
+                remove(mfd, extra)
+        for child in sorted(listed - mount_points(sfd, listed)):
             if not self._excluded(rel, child, sfd):
                 self._put_entry(sfd, mfd, child, rel + b"/" + child)
 
     def _excluded(self, rel: bytes, name: bytes, dir_fd: int) -> bool:
         if not self._excludes:
             return False
-        st = _lstat(name, dir_fd)
+        st = lstat_at(name, dir_fd)
         return self._excludes.match_self(rel + b"/" + name, st is not None and stat.S_ISDIR(st.st_mode))
 
-    def _settle_dirs(self, sroot: int, mroot: int, touched: set[bytes]) -> None:
+    def _restamp_dirs(self, sroot: int, mroot: int, touched: set[bytes]) -> None:
         """Give changed mirror directories their source mtime, deepest first
         (their entries become durable with the plan's syncfs)."""
         for path in sorted(touched, key=lambda p: (-p.count(b"/"), p)):
             parts = path.split(b"/") if path else []
-            src = _open_chain(sroot, parts)
-            dst = _open_chain(mroot, parts)
+            src = open_chain(sroot, parts)
+            dst = open_chain(mroot, parts)
             try:
                 if src is not None and dst is not None:
                     if path not in self._swept:
-                        _sweep_temps(src[0], dst[0])
+                        sweep_temps(src[0], dst[0])
                         self._swept.add(path)
                     st = os.fstat(src[0])
                     os.utime(dst[0], ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from agent.ship import process as _exec
 from agent.ship.findings import AuditError, Finding
-from agent.ship.msync import parse as mp
+from agent.ship.msync.commands import daemon_options
 from agent.ship.msync.filters import makuosan_patterns
 from agent.ship.targets import MsyncTarget
 
@@ -52,7 +52,7 @@ def parse_msync_dryrun(stdout: bytes, host: str) -> list[tuple[bytes, str]]:
 def _msync_run(target: MsyncTarget, argv: list[str | bytes], env: dict[str, str] | None) -> _exec.ExecResult:
     prefix = [
         os.fsencode(target.msync),
-        *mp.daemon_options(
+        *daemon_options(
             os.fsencode(target.console) if target.console else None,
             os.fsencode(target.password_file) if target.password_file else None,
         ),

@@ -1,4 +1,5 @@
-"""The agent's exclude patterns as makuosan exclude patterns.
+"""The agent's exclude patterns as makuosan exclude patterns, and makuosan's
+own exclude test (:func:`excluded`). Pure.
 
 makuosan (``common.c``) matches each pattern with ``fnmatch(FNM_PATHNAME)``
 against the absolute path of an entry (its base directory joined with the
@@ -27,12 +28,13 @@ path as the sender's (the usual set-up).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
 from agent.tree.excludes import Excludes
 
-__all__ = ["GLOBSTAR_DEPTH", "makuosan_patterns"]
+__all__ = ["GLOBSTAR_DEPTH", "makuosan_patterns", "excluded"]
 
 GLOBSTAR_DEPTH = 8
 _GLOBSTAR = b"**"
@@ -77,3 +79,53 @@ def makuosan_patterns(patterns: Sequence[str], root: bytes) -> list[bytes]:
             body = b"/".join(expanded) + tail
             out.append(anchor + body if anchored else body)
     return list(dict.fromkeys(out))
+
+
+def excluded(path: bytes, patterns: Sequence[bytes], is_dir: bool = False) -> bool:
+    """makuosan's own exclude test (docs/msync.md §4.1): each pattern is
+    matched, with FNM_PATHNAME, against the absolute ``path`` and every tail
+    of it that follows a ``/``, until a tail is shorter than the pattern; a
+    directory is tried with a trailing ``/`` too. Only this entry: a walk
+    does not enter an excluded directory, which the caller keeps track of."""
+    names = [path, path + b"/"] if is_dir else [path]
+    return any(_tail_match(name, _pathname_regex(pat), len(pat)) for name in names for pat in patterns)
+
+
+def _tail_match(path: bytes, regex: re.Pattern[bytes], length: int) -> bool:
+    start = 0
+    while start < len(path):
+        if len(path) - start < length:
+            return False
+        if regex.fullmatch(path, start):
+            return True
+        slash = path.find(b"/", start)
+        if slash < 0:
+            return False
+        start = slash + 1
+    return False
+
+
+@functools.lru_cache(maxsize=256)
+def _pathname_regex(pattern: bytes) -> re.Pattern[bytes]:
+    """fnmatch(3) with FNM_PATHNAME: no wildcard matches ``/``; a backslash
+    quotes the next byte."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i : i + 1]
+        if c == b"\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i : i + 1]))
+        elif c == b"*":
+            out.append(b"[^/]*")
+        elif c == b"?":
+            out.append(b"[^/]")
+        elif c == b"[" and (end := pattern.find(b"]", i + 2)) > 0:
+            body = pattern[i + 1 : end]
+            neg = body[:1] in (b"!", b"^")
+            body = body[1:] if neg else body
+            out.append(b"(?!/)[" + (b"^" if neg else b"") + body.replace(b"\\", b"\\\\") + b"]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile(b"".join(out), re.DOTALL)

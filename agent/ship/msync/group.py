@@ -27,8 +27,9 @@ import stat
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
-from agent.ship.msync import parse as mp
+from agent.ship.msync.carry import command_prefix, fits, prepare, same_second
 from agent.ship.msync.jobs import Item
+from agent.ship.msync.output import Entry
 from agent.ship.plan import Action, ActionKind
 from agent.tree.walk import join, open_dir
 
@@ -68,7 +69,7 @@ def _parent(rel: bytes) -> bytes:
 
 
 def _carried(name: bytes) -> bool:
-    """Whether makuosan's ``-r`` walk carries this name (msync_parse.scanner_carries)."""
+    """Whether makuosan's ``-r`` walk carries this name (carry.py, scanner_carries)."""
     return not (b"\n" in name or b"\r" in name or name.endswith(b" "))
 
 
@@ -80,7 +81,7 @@ def find_groups(
 ) -> dict[bytes, Cover]:
     """Topmost directories (never the root ``b""``) a ``-r`` send can carry
     for the plan: every subdirectory covered too, every entry a planned path
-    or an unplanned, settled regular file, the unplanned ones no more than
+    or an unplanned regular file not written this second, the unplanned ones no more than
     the planned ones. Directories are listed deepest first, each at most
     once, and none above one that failed."""
     ancestors: set[bytes] = set()
@@ -161,7 +162,7 @@ def list_dir(root: bytes, rel: bytes, dev: int, now: float) -> Listing:
                 if st.st_dev != dev:
                     kind = "other"
                 elif stat.S_ISREG(mode):
-                    kind = "fresh" if mp.same_second(st.st_mtime_ns, now) else "file"
+                    kind = "fresh" if same_second(st.st_mtime_ns, now) else "file"
                 elif stat.S_ISDIR(mode):
                     kind = "dir"
                 else:
@@ -193,18 +194,18 @@ def group_items(
     owner: dict[bytes, Item] = {}
     for d, cover in found.items():
         paths = cover.planned
-        prep = mp.prepare(echo(d))
+        prep = prepare(echo(d))
         key = cover.key
         hosts = key if isinstance(key, tuple) else (None,)
         if isinstance(prep, str) or not all(
-            mp.fits(prep.token, mp.command_prefix(recursive=True, host=h)) for h in hosts
+            fits(prep.token, command_prefix(recursive=True, host=h)) for h in hosts
         ):
             continue
         covered = [by_path[p] for p in paths]
-        group = Item(Action(ActionKind.PUT, d), (), mp.Entry(prep.echo, recursive=True), prep.token)
+        group = Item(Action(ActionKind.PUT, d), (), Entry(prep.echo, recursive=True), prep.token)
         group.is_dir, group.covered, group.own = True, covered, by_path.get(d)
         group.along = [echo(p) for p in cover.unplanned]
-        group.biggest = max(it.biggest for it in covered)  # unplanned files: settled, sent alike
+        group.biggest = max(it.biggest for it in covered)  # unplanned files: not fresh, sent alike
         for p in paths:
             owner[p] = group
     out: list[tuple[Hashable, Item]] = []

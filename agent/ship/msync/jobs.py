@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.ship.base import ShipResult
-from agent.ship.msync import parse as mp
+from agent.ship.msync.carry import Prepared
+from agent.ship.msync.output import Entry
 from agent.ship.plan import Action
 
-__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs", "settle_levels"]
+__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs", "restamp_levels"]
 
 
 @dataclass(eq=False)
@@ -22,19 +23,19 @@ class Item:
 
     action: Action
     tracks: tuple[str, ...]
-    entry: mp.Entry | None = None
+    entry: Entry | None = None
     token: bytes = b""
-    resend: mp.Prepared | None = None  # a symlink's in-base target, re-sent after the link
+    resend: Prepared | None = None  # a symlink's in-base target, re-sent after the link
     is_dir: bool = False
     biggest: int = 0  # size of the largest regular file it carries: how long a member may stay silent
     below: int = 0  # entries below a recursive put (members list them for --delete)
     # A tree msync's -r cannot carry goes out entry by entry with --delete
     # (no -r): ``more`` is everything below the root, children first.
     mirror: bool = False
-    more: list[mp.Prepared] = field(default_factory=list)
+    more: list[Prepared] = field(default_factory=list)
     bad: str = ""  # why part of the tree could not be sent at all
     plain: bool = False  # a regular file or a directory: a recursive send may carry it
-    # A group (msync_group): one ``-r`` send of a directory whose every entry
+    # A group (group.py): one ``-r`` send of a directory whose every entry
     # the plan holds. ``covered`` are the planned items it carries (their
     # verdicts come from the lines naming them); ``own`` is the directory's
     # own planned item, if any. A group reports nothing itself.
@@ -56,7 +57,7 @@ class Job:
 
 # (item that owns the verdict, or None for a file a group sends along; the
 # entry; the argv token, or None for a path a group's -r reaches unnamed)
-Sent = list[tuple["Item | None", mp.Entry, bytes | None]]
+Sent = list[tuple["Item | None", Entry, bytes | None]]
 
 
 def expand(job: Job) -> tuple[Sent, dict[int, int]]:
@@ -67,19 +68,19 @@ def expand(job: Job) -> tuple[Sent, dict[int, int]]:
     main: dict[int, int] = {}
     for it in job.items:
         if it.covered:
-            sent += [(None, mp.Entry(p), None) for p in it.along]
+            sent += [(None, Entry(p), None) for p in it.along]
             for c in it.covered:
                 if c is not it.own:
                     main[id(c)] = len(sent)
-                    sent.append((c, mp.Entry(c.entry.echo), None))
+                    sent.append((c, Entry(c.entry.echo), None))
             if it.own is not None:
                 main[id(it.own)] = len(sent)
             sent.append((it.own, it.entry, it.token))
             continue
-        sent += [(it, mp.Entry(m.echo), m.token) for m in it.more]
+        sent += [(it, Entry(m.echo), m.token) for m in it.more]
         main[id(it)] = len(sent)
         sent.append((it, it.entry, it.token))
-    sent += [(it, mp.Entry(it.resend.echo), it.resend.token) for it in job.items if it.resend]
+    sent += [(it, Entry(it.resend.echo), it.resend.token) for it in job.items if it.resend]
     return sent, main
 
 
@@ -134,16 +135,16 @@ def parent_dirs(paths: list[bytes]) -> list[bytes]:
     return sorted(out, key=lambda p: (-p.count(b"/"), p))
 
 
-SETTLE_CHUNK = 50  # directories a settling call carries at least before another runs beside it
+RESTAMP_CHUNK = 50  # directories a restamping call carries at least before another runs beside it
 
 
-def settle_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[list[list[bytes]]]:
+def restamp_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[list[list[bytes]]]:
     """Directory tokens (deepest first) as calls: one level per depth,
     deepest first, each level split into up to ``concurrency`` calls that
     may run at once (no send of a directory changes another's mtime; only a
     member creating a missing one touches its parent, which a later level
     sends), each of at most ``batch`` and, when split, at least
-    ``SETTLE_CHUNK`` directories."""
+    ``RESTAMP_CHUNK`` directories."""
     levels: list[list[bytes]] = []
     depth = None
     for t in tokens:
@@ -154,7 +155,7 @@ def settle_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[lis
         levels[-1].append(t)
     out = []
     for level in levels:
-        size = max(SETTLE_CHUNK, -(-len(level) // max(1, concurrency)))
+        size = max(RESTAMP_CHUNK, -(-len(level) // max(1, concurrency)))
         size = max(1, min(size, batch))
         calls = [level[i : i + size] for i in range(0, len(level), size)]
         out += [calls[i : i + max(1, concurrency)] for i in range(0, len(calls), max(1, concurrency))]

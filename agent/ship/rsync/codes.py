@@ -17,19 +17,21 @@ from dataclasses import dataclass
 from agent.ship.base import Outcome
 
 __all__ = [
-    "Verdict",
+    "ExitClass",
     "CodeRule",
     "EXIT_CODES",
     "classify_exit",
     "rsync_escape",
     "attribute_errors",
-    "PathVerdict",
+    "PathOutcome",
     "PROBE_FORMAT",
     "deleted_names",
 ]
 
 
-class Verdict(enum.Enum):
+class ExitClass(enum.Enum):
+    """What one rsync exit status says of the invocation's paths."""
+
     OK = "ok"  # every path of the invocation made it
     PARTIAL = "partial"  # some paths failed: read stderr per path
     RETRY = "retry"  # nothing is proven: retry every path later
@@ -38,33 +40,33 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class CodeRule:
-    verdict: Verdict
+    exit_class: ExitClass
     meaning: str
 
 
 EXIT_CODES: dict[int, CodeRule] = {
-    0: CodeRule(Verdict.OK, "success"),
-    1: CodeRule(Verdict.FAILED, "syntax or usage error"),
-    2: CodeRule(Verdict.FAILED, "protocol incompatibility"),
-    3: CodeRule(Verdict.RETRY, "errors selecting input/output files or dirs (mirror missing?)"),
-    4: CodeRule(Verdict.FAILED, "requested action not supported"),
-    5: CodeRule(Verdict.RETRY, "error starting client-server protocol (daemon down or refusing)"),
-    6: CodeRule(Verdict.RETRY, "daemon unable to append to log-file"),
-    10: CodeRule(Verdict.RETRY, "error in socket I/O (target unreachable)"),
-    11: CodeRule(Verdict.RETRY, "error in file I/O (mirror full or read-only?)"),
-    12: CodeRule(Verdict.RETRY, "error in rsync protocol data stream (connection lost)"),
-    13: CodeRule(Verdict.RETRY, "errors with program diagnostics"),
-    14: CodeRule(Verdict.RETRY, "error in IPC code"),
-    20: CodeRule(Verdict.RETRY, "received SIGUSR1 or SIGINT"),
-    21: CodeRule(Verdict.RETRY, "some error returned by waitpid()"),
-    22: CodeRule(Verdict.RETRY, "error allocating core memory buffers"),
-    23: CodeRule(Verdict.PARTIAL, "partial transfer due to error"),
-    24: CodeRule(Verdict.PARTIAL, "partial transfer due to vanished source files"),
-    25: CodeRule(Verdict.RETRY, "the --max-delete limit stopped deletions"),
-    30: CodeRule(Verdict.RETRY, "timeout in data send/receive"),
-    35: CodeRule(Verdict.RETRY, "timeout waiting for daemon connection"),
-    127: CodeRule(Verdict.RETRY, "rsync program not found"),
-    255: CodeRule(Verdict.RETRY, "remote shell failed (ssh unreachable?)"),
+    0: CodeRule(ExitClass.OK, "success"),
+    1: CodeRule(ExitClass.FAILED, "syntax or usage error"),
+    2: CodeRule(ExitClass.FAILED, "protocol incompatibility"),
+    3: CodeRule(ExitClass.RETRY, "errors selecting input/output files or dirs (mirror missing?)"),
+    4: CodeRule(ExitClass.FAILED, "requested action not supported"),
+    5: CodeRule(ExitClass.RETRY, "error starting client-server protocol (daemon down or refusing)"),
+    6: CodeRule(ExitClass.RETRY, "daemon unable to append to log-file"),
+    10: CodeRule(ExitClass.RETRY, "error in socket I/O (target unreachable)"),
+    11: CodeRule(ExitClass.RETRY, "error in file I/O (mirror full or read-only?)"),
+    12: CodeRule(ExitClass.RETRY, "error in rsync protocol data stream (connection lost)"),
+    13: CodeRule(ExitClass.RETRY, "errors with program diagnostics"),
+    14: CodeRule(ExitClass.RETRY, "error in IPC code"),
+    20: CodeRule(ExitClass.RETRY, "received SIGUSR1 or SIGINT"),
+    21: CodeRule(ExitClass.RETRY, "some error returned by waitpid()"),
+    22: CodeRule(ExitClass.RETRY, "error allocating core memory buffers"),
+    23: CodeRule(ExitClass.PARTIAL, "partial transfer due to error"),
+    24: CodeRule(ExitClass.PARTIAL, "partial transfer due to vanished source files"),
+    25: CodeRule(ExitClass.RETRY, "the --max-delete limit stopped deletions"),
+    30: CodeRule(ExitClass.RETRY, "timeout in data send/receive"),
+    35: CodeRule(ExitClass.RETRY, "timeout waiting for daemon connection"),
+    127: CodeRule(ExitClass.RETRY, "rsync program not found"),
+    255: CodeRule(ExitClass.RETRY, "remote shell failed (ssh unreachable?)"),
 }
 
 
@@ -72,12 +74,12 @@ def classify_exit(returncode: int, *, timed_out: bool = False, missing: bool = F
     """The verdict for one invocation. Anything unknown (signals, new codes)
     is RETRY: never OK without proof, never dead-lettered on a guess."""
     if missing:
-        return CodeRule(Verdict.RETRY, "rsync program could not be started")
+        return CodeRule(ExitClass.RETRY, "rsync program could not be started")
     if timed_out:
-        return CodeRule(Verdict.RETRY, "rsync timed out and was killed")
+        return CodeRule(ExitClass.RETRY, "rsync timed out and was killed")
     if returncode < 0:
-        return CodeRule(Verdict.RETRY, f"rsync killed by signal {-returncode}")
-    return EXIT_CODES.get(returncode, CodeRule(Verdict.RETRY, f"unknown rsync exit code {returncode}"))
+        return CodeRule(ExitClass.RETRY, f"rsync killed by signal {-returncode}")
+    return EXIT_CODES.get(returncode, CodeRule(ExitClass.RETRY, f"unknown rsync exit code {returncode}"))
 
 
 def rsync_escape(name: bytes) -> bytes:
@@ -95,7 +97,9 @@ def rsync_escape(name: bytes) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class PathVerdict:
+class PathOutcome:
+    """The outcome rsync's output gives one path."""
+
     outcome: Outcome
     reason: str = ""
 
@@ -159,26 +163,26 @@ def _error_lines(stderr: bytes) -> Iterable[bytes]:
             yield line
 
 
-def attribute_errors(paths: Sequence[bytes], stderr: bytes, fallback_reason: str) -> dict[bytes, PathVerdict]:
-    """Per-path verdicts for a partial transfer (exit 23/24). Paths named by
+def attribute_errors(paths: Sequence[bytes], stderr: bytes, fallback_reason: str) -> dict[bytes, PathOutcome]:
+    """Per-path outcomes for a partial transfer (exit 23/24). Paths named by
     an error line RETRY (or FAIL for permanent name errors); the rest are OK,
     unless some error line names no path at all, then every path RETRYs."""
     lines = list(_error_lines(stderr))
     if len(lines) > _MAX_LINES:  # attribution is lines x paths: past this, just retry all
         reason = f"{fallback_reason}: {len(lines)} error lines"
-        return {p: PathVerdict(Outcome.RETRY, reason) for p in paths}
-    verdicts = {p: PathVerdict(Outcome.OK) for p in paths}
+        return {p: PathOutcome(Outcome.RETRY, reason) for p in paths}
+    outcomes = {p: PathOutcome(Outcome.OK) for p in paths}
     for line in lines:
         hit = [p for p in paths if _line_hits(line, p)]
         if not hit:
             reason = f"{fallback_reason}: {line.decode('utf-8', 'backslashreplace')}"
-            return {p: PathVerdict(Outcome.RETRY, reason) for p in paths}
+            return {p: PathOutcome(Outcome.RETRY, reason) for p in paths}
         permanent = _is_permanent(line)
         outcome = Outcome.FAILED if permanent else Outcome.RETRY
         for p in hit:
-            if verdicts[p].outcome is not Outcome.RETRY:  # RETRY wins over FAILED: it may heal
-                verdicts[p] = PathVerdict(outcome, line.decode("utf-8", "backslashreplace"))
-    return verdicts
+            if outcomes[p].outcome is not Outcome.RETRY:  # RETRY wins over FAILED: it may heal
+                outcomes[p] = PathOutcome(outcome, line.decode("utf-8", "backslashreplace"))
+    return outcomes
 
 
 PROBE_FORMAT = "%i|%n"  # itemized flags, a bar, the name: "*deleting  |dir/name" (a directory ends in "/")

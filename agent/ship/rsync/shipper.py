@@ -27,13 +27,12 @@ import structlog
 
 from agent.ship import process as _exec
 from agent.ship.base import Outcome, ShipResult
-from agent.ship.local.shipper import path_problem, tracks_for
-from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.plan import Action, ActionKind, Plan, tracks_for
 from agent.ship.rsync.codes import (
     PROBE_FORMAT,
     CodeRule,
-    PathVerdict,
-    Verdict,
+    ExitClass,
+    PathOutcome,
     attribute_errors,
     classify_exit,
     deleted_names,
@@ -41,6 +40,7 @@ from agent.ship.rsync.codes import (
 from agent.ship.rsync.filters import exclude_args
 from agent.ship.targets import RsyncTarget
 from agent.tree.excludes import Excludes
+from agent.tree.walk import relpath_problem
 
 __all__ = [
     "RsyncShipper",
@@ -111,7 +111,7 @@ def split_plan(actions: Sequence[Action], root: bytes) -> Batches:
     """Sort actions into batches by the source's state now."""
     out = Batches()
     for action in actions:
-        problem = path_problem(action.path)
+        problem = relpath_problem(action.path)
         if problem:
             out.refused.append((action, Outcome.FAILED, problem))
             continue
@@ -249,7 +249,7 @@ def _stderr_tail(stderr: bytes, limit: int = 300) -> str:
 class RsyncShipper:
     """One rsync target (``target.dest``: local path, rsync:// URL or host:path)."""
 
-    settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # implied dirs; _settle_delete_parents
+    settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # implied dirs; _restamp_delete_parents
     links_sent_together = True  # -H links only the names of one run: groups must travel whole
 
     def __init__(self, target: RsyncTarget, root: Path, excludes: Sequence[str] = ()) -> None:
@@ -264,22 +264,22 @@ class RsyncShipper:
     def ship(self, plan: Plan) -> Sequence[ShipResult]:
         mine = [a for a in plan.actions if tracks_for(a, self.tracks)]
         batches = split_plan(mine, self._root)
-        verdicts: dict[int, PathVerdict] = {}
+        outcomes: dict[int, PathOutcome] = {}
         for action, outcome, reason in batches.refused:
-            verdicts[id(action)] = PathVerdict(outcome, reason)
+            outcomes[id(action)] = PathOutcome(outcome, reason)
         if batches.delete:
-            verdicts.update(self._run_deletes(batches.delete))
-            self._settle_delete_parents(batches, verdicts)
+            outcomes.update(self._run_deletes(batches.delete))
+            self._restamp_delete_parents(batches, outcomes)
         for mode, todo in (("plain", batches.plain), ("recursive", batches.recursive)):
             if todo:
-                verdicts.update(self._run(mode, todo, self._root))
+                outcomes.update(self._run(mode, todo, self._root))
         for owner, below in batches.specials.items():
-            failed = [verdicts[id(a)] for a in below if verdicts[id(a)].outcome is not Outcome.OK]
-            if failed and verdicts[owner].outcome is Outcome.OK:
-                verdicts[owner] = PathVerdict(failed[0].outcome, f"special file inside: {failed[0].reason}")
+            failed = [outcomes[id(a)] for a in below if outcomes[id(a)].outcome is not Outcome.OK]
+            if failed and outcomes[owner].outcome is Outcome.OK:
+                outcomes[owner] = PathOutcome(failed[0].outcome, f"special file inside: {failed[0].reason}")
         results = []
         for action in mine:
-            v = verdicts[id(action)]
+            v = outcomes[id(action)]
             results += [
                 ShipResult(t, action.path, v.outcome, v.reason) for t in tracks_for(action, self.tracks)
             ]
@@ -288,7 +288,7 @@ class RsyncShipper:
     def close(self) -> None:
         """Nothing is held between ships."""
 
-    def _settle_delete_parents(self, batches: Batches, verdicts: dict[int, PathVerdict]) -> None:
+    def _restamp_delete_parents(self, batches: Batches, outcomes: dict[int, PathOutcome]) -> None:
         """A delete leaves the mirror's parent directory with the time of the
         delete (rsync sets no implied directory there): send each parent again
         as a directory entry, so it takes the source's mtime and mode. A parent
@@ -299,7 +299,7 @@ class RsyncShipper:
         by_parent: dict[bytes, list[Action]] = {}
         for action in batches.delete:
             parent = action.path.rpartition(b"/")[0]
-            if parent and parent not in sent and verdicts[id(action)].outcome is Outcome.OK:
+            if parent and parent not in sent and outcomes[id(action)].outcome is Outcome.OK:
                 by_parent.setdefault(parent, []).append(action)
         parents = [
             Action(ActionKind.PUT, p) for p in sorted(by_parent) if source_kind(self._root, p) == "dir"
@@ -308,16 +308,16 @@ class RsyncShipper:
             return
         sent_parents = self._run("plain", parents, self._root)
         for parent in parents:
-            verdict = sent_parents[id(parent)]
-            if verdict.outcome is not Outcome.OK:
+            parent_outcome = sent_parents[id(parent)]
+            if parent_outcome.outcome is not Outcome.OK:
                 for action in by_parent[parent.path]:
-                    verdicts[id(action)] = PathVerdict(
-                        Outcome.RETRY, f"parent mtime not set: {verdict.reason}"
+                    outcomes[id(action)] = PathOutcome(
+                        Outcome.RETRY, f"parent mtime not set: {parent_outcome.reason}"
                     )
 
-    def _run_deletes(self, actions: list[Action]) -> dict[int, PathVerdict]:
+    def _run_deletes(self, actions: list[Action]) -> dict[int, PathOutcome]:
         """Deletes run from a skeleton holding only parent directories; a path
-        under another deleted path is settled by that (recursive) delete."""
+        under another deleted path is done by that (recursive) delete."""
         cover = covering_ancestors([a.path for a in actions])
         listed = [a for a in actions if cover[a.path] is None]
         skeleton = ""
@@ -331,36 +331,38 @@ class RsyncShipper:
                 head = action.path.rpartition(b"/")[0]
                 if head:
                     os.makedirs(skel + b"/" + head, exist_ok=True)
-            verdicts, present = self._probe(listed, skel)
+            outcomes, present = self._probe(listed, skel)
             if present:
-                verdicts.update(self._run("delete", present, skel))
+                outcomes.update(self._run("delete", present, skel))
         except OSError as exc:  # no room for the skeleton: nothing was sent
             reason = f"cannot prepare deletes in {tempfile.gettempdir()}: {exc.strerror}"
-            return {id(a): PathVerdict(Outcome.RETRY, reason) for a in actions}
+            return {id(a): PathOutcome(Outcome.RETRY, reason) for a in actions}
         finally:
             if skeleton:
                 shutil.rmtree(skeleton, ignore_errors=True)
-        by_path = {a.path: verdicts[id(a)] for a in listed}
+        by_path = {a.path: outcomes[id(a)] for a in listed}
         for action in actions:
             ancestor = cover[action.path]
             if ancestor is not None:
-                verdicts[id(action)] = by_path[ancestor]
-        return verdicts
+                outcomes[id(action)] = by_path[ancestor]
+        return outcomes
 
-    def _probe(self, actions: list[Action], skel: bytes) -> tuple[dict[int, PathVerdict], list[Action]]:
+    def _probe(self, actions: list[Action], skel: bytes) -> tuple[dict[int, PathOutcome], list[Action]]:
         """A dry run of the deletes tells which listed paths the mirror holds
         below real directories; only those are deleted for real, because the
         real run creates the missing parents of every listed name (and fails
-        below a file). Absent paths are done; a failed probe settles nothing
+        below a file). Absent paths are done; a failed probe marks nothing done
         it cannot prove: unreachable is RETRY, anything unclear deletes all."""
         res, rule = self._exec("probe", actions, skel)
-        if rule.verdict is Verdict.RETRY or rule.verdict is Verdict.FAILED:
-            return self._verdicts(actions, res, rule), []
-        found = deleted_names([a.path for a in actions], res.stdout) if rule.verdict is Verdict.OK else None
+        if rule.exit_class is ExitClass.RETRY or rule.exit_class is ExitClass.FAILED:
+            return self._outcomes(actions, res, rule), []
+        found = (
+            deleted_names([a.path for a in actions], res.stdout) if rule.exit_class is ExitClass.OK else None
+        )
         if found is None:
             return {}, actions
         present = [a for a in actions if a.path in found]
-        return {id(a): PathVerdict(Outcome.OK) for a in actions if a.path not in found}, present
+        return {id(a): PathOutcome(Outcome.OK) for a in actions if a.path not in found}, present
 
     def _exec(self, mode: str, actions: list[Action], source: bytes) -> tuple[_exec.ExecResult, CodeRule]:
         argv = batch_argv(self._target, mode, source, protect_flags(self._target.rsync), self._filters)
@@ -372,23 +374,23 @@ class RsyncShipper:
             mode=mode,
             paths=len(actions),
             rc=res.returncode,
-            verdict=rule.verdict.value,
+            verdict=rule.exit_class.value,
             seconds=round(res.seconds, 3),
         )
         return res, rule
 
-    def _run(self, mode: str, actions: list[Action], source: bytes) -> dict[int, PathVerdict]:
+    def _run(self, mode: str, actions: list[Action], source: bytes) -> dict[int, PathOutcome]:
         res, rule = self._exec(mode, actions, source)
-        return self._verdicts(actions, res, rule)
+        return self._outcomes(actions, res, rule)
 
-    def _verdicts(
+    def _outcomes(
         self, actions: list[Action], res: _exec.ExecResult, rule: CodeRule
-    ) -> dict[int, PathVerdict]:
-        if rule.verdict is Verdict.OK:
-            return {id(a): PathVerdict(Outcome.OK) for a in actions}
+    ) -> dict[int, PathOutcome]:
+        if rule.exit_class is ExitClass.OK:
+            return {id(a): PathOutcome(Outcome.OK) for a in actions}
         reason = f"rsync exit {res.returncode} ({rule.meaning}){_stderr_tail(res.stderr)}"
-        if rule.verdict is Verdict.PARTIAL:
+        if rule.exit_class is ExitClass.PARTIAL:
             by_path = attribute_errors([a.path for a in actions], res.stderr, reason)
             return {id(a): by_path[a.path] for a in actions}
-        outcome = Outcome.FAILED if rule.verdict is Verdict.FAILED else Outcome.RETRY
-        return {id(a): PathVerdict(outcome, reason) for a in actions}
+        outcome = Outcome.FAILED if rule.exit_class is ExitClass.FAILED else Outcome.RETRY
+        return {id(a): PathOutcome(outcome, reason) for a in actions}

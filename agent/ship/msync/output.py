@@ -1,37 +1,22 @@
-"""Pure parts of the msync shipper: path preparation, argv building and
-output classification (docs/msync.md §3, §6, §10).
-
-Nothing here touches the file system or starts a process, so every rule can
-be tested exhaustively.
+"""What msync prints, read (docs/msync.md §6, §7): the member list, the
+per-member answers of a send or a dry run, the files members skipped, and
+the answers of ``--check``. Each (member, path) gets a :class:`MemberOutcome`;
+a line not understood never yields OK. Pure: no file system, no process.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
-    "MAX_COMMAND",
-    "MAX_COMPONENT",
-    "Prepared",
     "Entry",
-    "Verdict",
     "Kind",
+    "MemberOutcome",
     "Parsed",
-    "path_problem",
-    "same_second",
-    "escape",
-    "prepare",
-    "command_prefix",
-    "fits",
-    "scanner_carries",
-    "excluded",
-    "build_argv",
-    "daemon_options",
     "parse_members",
     "parse_output",
     "classify",
@@ -40,9 +25,6 @@ __all__ = [
     "classify_check",
     "STALE_REASON",
 ]
-
-MAX_COMMAND = 254  # msync: "<cmd> PATH" plus "\r\n" in a 256-byte buffer (§3)
-MAX_COMPONENT = 240  # members write NAME.makuoNNNNNN; NAME_MAX is 255 (§3)
 
 # strerror texts a member reports that will not go away by retrying (§5, §6).
 _PERMANENT_MEMBER_ERRORS = {
@@ -54,187 +36,6 @@ _ACK = re.compile(rb"^(update|skip  |delete) ([^: ]*):(.*)\Z", re.S)
 _DRY = re.compile(rb"^\(dryrun\) (update|delete|skip  ) ([^: ]*):(.*)\Z", re.S)
 _TIMEOUT = b"error: receive time out: "
 _MISSING = b"error: No such file or directory "
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """``echo``: the base-relative path as the daemon reports it (without a
-    ``./`` prefix); ``token``: the escaped argv word that names it."""
-
-    echo: bytes
-    token: bytes
-
-
-def same_second(mtime_ns: int, now: float, slack: float = 0.05) -> bool:
-    """True while a rewrite could still get the same mtime second as ``mtime_ns``
-    (members compare whole seconds, never content, §5). ``slack`` covers the
-    coarse kernel clock that stamps files a few ms behind ``time.time()``.
-    Future mtimes are not held back: a later write would change them anyway."""
-    sec = mtime_ns // 1_000_000_000
-    return int(now - slack) <= sec <= int(now)
-
-
-def path_problem(rel: bytes) -> str | None:
-    """Why msync cannot carry this base-relative path, or None (§3)."""
-    if not rel:
-        return "empty path: msync would send the whole base"
-    if rel.startswith(b"/"):
-        return "absolute path: members would write it under BASE/abs..."
-    for bad, why in ((b"\n", "newline"), (b"\r", "carriage return")):
-        if bad in rel:
-            return f"name contains a {why}, which msync cannot carry (the console line would be cut)"
-    if rel.endswith(b" "):
-        return "name ends with a space, which msync cannot carry (the daemon would look for NAME\\)"
-    parts = rel.split(b"/")
-    if b".." in parts:
-        return "'..' component would escape the base on members"
-    if b"" in parts:
-        return "path is not normalised (empty component)"
-    longest = max(len(p) for p in parts)
-    if longest > MAX_COMPONENT:
-        return f"a name component is {longest} bytes; makuosan members fail above {MAX_COMPONENT}"
-    return None
-
-
-def escape(rel: bytes) -> bytes:
-    """The console token for a base-relative path: ``./`` before a leading
-    ``-`` and every space as ``\\ `` (§3)."""
-    if rel.startswith(b"-"):
-        rel = b"./" + rel
-    return rel.replace(b" ", b"\\ ")
-
-
-def prepare(rel: bytes) -> Prepared | str:
-    """A Prepared path, or the reason it cannot be sent."""
-    problem = path_problem(rel)
-    if problem is not None:
-        return problem
-    return Prepared(echo=rel, token=escape(rel))
-
-
-def command_prefix(
-    *,
-    recursive: bool = False,
-    delete: bool = False,
-    dry: bool = False,
-    host: bytes | None = None,
-    check: bool = False,
-) -> bytes:
-    """The longest console command msync builds before the path (for the
-    length rule): with ``--delete`` that is the ``dsync`` line."""
-    parts = [b"check" if check else b"dsync" if delete else b"send" if recursive else b"sync"]
-    parts += [b"-r"] if recursive else []
-    parts += [b"-n"] if dry else []
-    parts += [b"-t", host] if host is not None else []
-    return b" ".join(parts)
-
-
-def fits(token: bytes, prefix: bytes) -> bool:
-    return len(prefix) + 1 + len(token) <= MAX_COMMAND
-
-
-def scanner_carries(root: bytes, entries: Sequence[tuple[bytes, bool]]) -> bool:
-    """Whether makuosan's own ``-r`` scanner carries the tree under ``root``
-    exactly. It space-escapes a path before testing it for a directory, so a
-    directory whose name holds a space is sent as an entry and never entered;
-    it sends the root last unescaped, so the daemon re-splits a root holding a
-    space; and a name with a newline, a carriage return or a trailing space
-    breaks its console line. ``entries``: (base-relative path, is_dir) below root."""
-    if b" " in root:
-        return False
-    for rel, is_dir in entries:
-        name = rel.rsplit(b"/", 1)[-1]
-        if (is_dir and b" " in name) or b"\n" in name or b"\r" in name or name.endswith(b" "):
-            return False
-    return True
-
-
-def excluded(path: bytes, patterns: Sequence[bytes], is_dir: bool = False) -> bool:
-    """makuosan's own exclude test (docs/msync.md §4.1): each pattern is
-    matched, with FNM_PATHNAME, against the absolute ``path`` and every tail
-    of it that follows a ``/``, until a tail is shorter than the pattern; a
-    directory is tried with a trailing ``/`` too. Only this entry: a walk
-    does not enter an excluded directory, which the caller keeps track of."""
-    names = [path, path + b"/"] if is_dir else [path]
-    return any(_tail_match(name, _pathname_regex(pat), len(pat)) for name in names for pat in patterns)
-
-
-def _tail_match(path: bytes, regex: re.Pattern[bytes], length: int) -> bool:
-    start = 0
-    while start < len(path):
-        if len(path) - start < length:
-            return False
-        if regex.fullmatch(path, start):
-            return True
-        slash = path.find(b"/", start)
-        if slash < 0:
-            return False
-        start = slash + 1
-    return False
-
-
-@functools.lru_cache(maxsize=256)
-def _pathname_regex(pattern: bytes) -> re.Pattern[bytes]:
-    """fnmatch(3) with FNM_PATHNAME: no wildcard matches ``/``; a backslash
-    quotes the next byte."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i : i + 1]
-        if c == b"\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i : i + 1]))
-        elif c == b"*":
-            out.append(b"[^/]*")
-        elif c == b"?":
-            out.append(b"[^/]")
-        elif c == b"[" and (end := pattern.find(b"]", i + 2)) > 0:
-            body = pattern[i + 1 : end]
-            neg = body[:1] in (b"!", b"^")
-            body = body[1:] if neg else body
-            out.append(b"(?!/)[" + (b"^" if neg else b"") + body.replace(b"\\", b"\\\\") + b"]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile(b"".join(out), re.DOTALL)
-
-
-def daemon_options(console: bytes | None, password_file: bytes | None) -> list[bytes]:
-    """The options that reach msync's daemon: its console (``-c``) and
-    password file (``-K``); every msync call of the agent starts with them."""
-    return [*([b"-c", console] if console else []), *([b"-K", password_file] if password_file else [])]
-
-
-def build_argv(
-    msync: bytes,
-    *,
-    console: bytes | None = None,
-    password_file: bytes | None = None,
-    excludes: Sequence[bytes] = (),
-    level: int = 2,
-    recursive: bool = False,
-    delete: bool = False,
-    dry: bool = False,
-    host: bytes | None = None,
-    tokens: Sequence[bytes] = (),
-    members: bool = False,
-    check: bool = False,
-) -> list[bytes]:
-    """msync argv; paths always follow ``--``. ``recursive`` with ``delete``
-    mirrors whole subtrees (extras on members removed, §4). ``check`` compares
-    content at ``-v``, so every member answers ``OK`` or ``NG`` (§6)."""
-    argv = [msync, *daemon_options(console, password_file)]
-    if members:
-        return [*argv, b"--members"]
-    if check:
-        return [*argv, b"-v", b"--check", *([b"-t", host] if host is not None else []), b"--", *tokens]
-    argv += [b"-l", b"%d" % level]
-    argv += [b"-r"] if recursive else [b"--sync"]
-    argv += [b"--delete"] if delete else []
-    argv += [b"-n"] if dry else []
-    argv += [b"-t", host] if host is not None else []
-    argv += [b"--exclude=" + pat for pat in excludes]
-    return [*argv, b"--", *tokens]
 
 
 def parse_members(stdout: bytes) -> list[bytes] | None:
@@ -271,7 +72,9 @@ class Kind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class MemberOutcome:
+    """What msync's output says of one (member, path)."""
+
     kind: Kind
     reason: str = ""
 
@@ -281,8 +84,8 @@ class Parsed:
     acks: Counter = field(default_factory=Counter)  # (host, echo) -> count
     skips: set[tuple[bytes, bytes]] = field(default_factory=set)  # (host, echo) members left alone
     dry: set[tuple[bytes, bytes]] = field(default_factory=set)  # (host, echo) a dry run would touch
-    member_errors: dict[tuple[bytes, int], Verdict] = field(default_factory=dict)
-    path_errors: dict[int, Verdict] = field(default_factory=dict)
+    member_errors: dict[tuple[bytes, int], MemberOutcome] = field(default_factory=dict)
+    path_errors: dict[int, MemberOutcome] = field(default_factory=dict)
     timeouts: dict[bytes, int] = field(default_factory=dict)  # host -> first entry index it missed
     absent: set[bytes] = field(default_factory=set)  # "HOST is not contained in members"
     fatal: list[bytes] = field(default_factory=list)  # lines that cannot be attributed
@@ -341,11 +144,11 @@ def _host_path(rest: bytes, hosts: Sequence[bytes], entries: _Lookup) -> tuple[b
     return None
 
 
-def _member_failure(line: bytes) -> Verdict:
+def _member_failure(line: bytes) -> MemberOutcome:
     for text, why in _PERMANENT_MEMBER_ERRORS.items():
         if text in line:
-            return Verdict(Kind.FAILED, why)
-    return Verdict(Kind.RETRY, "member reported: " + line.decode("utf-8", "replace"))
+            return MemberOutcome(Kind.FAILED, why)
+    return MemberOutcome(Kind.RETRY, "member reported: " + line.decode("utf-8", "replace"))
 
 
 def _parse_timeout(line: bytes, state: dict, entries: _Lookup, p: Parsed) -> None:
@@ -377,11 +180,13 @@ def _parse_line(line: bytes, hosts: Sequence[bytes], entries: _Lookup, p: Parsed
         p.absent.add(line[: -len(b" is not contained in members")])
     elif line.startswith(_MISSING) and (idx := _index(entries, line[len(_MISSING) :])) is not None:
         if not entries.entries[idx].delete:
-            p.path_errors[idx] = Verdict(Kind.RETRY, "path vanished while msync ran")
+            p.path_errors[idx] = MemberOutcome(Kind.RETRY, "path vanished while msync ran")
     elif line.startswith((b"error:", b"delete error")) and (hit := _host_path(line, hosts, entries)):
         p.member_errors.setdefault(hit, _member_failure(line))
     elif line.startswith(b"skip: ") and (idx := _index(entries, line.rsplit(b" ", 1)[-1])) is not None:
-        p.path_errors[idx] = Verdict(Kind.FAILED, "makuosan refuses it: " + line.decode("utf-8", "replace"))
+        p.path_errors[idx] = MemberOutcome(
+            Kind.FAILED, "makuosan refuses it: " + line.decode("utf-8", "replace")
+        )
     else:
         p.fatal.append(line)
 
@@ -402,12 +207,12 @@ def parse_output(stdout: bytes, stderr: bytes, hosts: Sequence[bytes], entries: 
 
 def classify(
     rc: int, stdout: bytes, stderr: bytes, hosts: Sequence[bytes], entries: Sequence[Entry]
-) -> dict[tuple[bytes, int], Verdict]:
+) -> dict[tuple[bytes, int], MemberOutcome]:
     """A verdict for every (host, entry index) of one invocation (§6)."""
     if rc != 0:
         first = (stderr or stdout).strip().split(b"\n")[0].decode("utf-8", "replace")
         return {
-            (h, i): Verdict(Kind.RETRY, f"msync exited {rc}: {first}")
+            (h, i): MemberOutcome(Kind.RETRY, f"msync exited {rc}: {first}")
             for h in hosts
             for i in range(len(entries))
         }
@@ -416,32 +221,32 @@ def classify(
     out = {}
     for h in hosts:
         for i, e in enumerate(entries):
-            out[(h, i)] = _verdict(p, h, i, e, need[e.echo])
+            out[(h, i)] = _outcome(p, h, i, e, need[e.echo])
     return out
 
 
-def _verdict(p: Parsed, host: bytes, i: int, e: Entry, need: int) -> Verdict:
+def _outcome(p: Parsed, host: bytes, i: int, e: Entry, need: int) -> MemberOutcome:
     name = host.decode("utf-8", "replace")
     if p.fatal:
-        return Verdict(Kind.RETRY, "unexpected msync output: " + p.fatal[0].decode("utf-8", "replace"))
+        return MemberOutcome(Kind.RETRY, "unexpected msync output: " + p.fatal[0].decode("utf-8", "replace"))
     if host in p.absent:
-        return Verdict(Kind.RETRY, f"{name} is not contained in members")
+        return MemberOutcome(Kind.RETRY, f"{name} is not contained in members")
     if host in p.timeouts and i >= p.timeouts[host]:
-        return Verdict(Kind.RETRY, f"receive time out from {name}: it missed this and later paths")
+        return MemberOutcome(Kind.RETRY, f"receive time out from {name}: it missed this and later paths")
     if (host, i) in p.member_errors:
         return p.member_errors[(host, i)]
     if i in p.path_errors:
         return p.path_errors[i]
     if p.acks[(host, e.echo)] >= need:
-        return Verdict(Kind.OK)
+        return MemberOutcome(Kind.OK)
     if e.delete:
-        return Verdict(Kind.UNACKED)
-    return Verdict(Kind.RETRY, f"no acknowledgement from {name}")
+        return MemberOutcome(Kind.UNACKED)
+    return MemberOutcome(Kind.RETRY, f"no acknowledgement from {name}")
 
 
 def classify_dry_run(
     rc: int, stdout: bytes, stderr: bytes, hosts: Sequence[bytes], entries: Sequence[Entry]
-) -> dict[tuple[bytes, int], Verdict]:
+) -> dict[tuple[bytes, int], MemberOutcome]:
     """Verdicts from ``msync -n -v --sync P...`` over locally missing paths:
     it lists exactly the members that still have P (§4), so a listed member
     is RETRY and an unlisted, answering member is OK."""
@@ -451,11 +256,13 @@ def classify_dry_run(
     out = {}
     for h in hosts:
         for i, e in enumerate(entries):
-            v = _verdict(p, h, i, e, 1 << 30)
+            v = _outcome(p, h, i, e, 1 << 30)
             if v.kind == Kind.UNACKED:
-                v = Verdict(Kind.OK)
+                v = MemberOutcome(Kind.OK)
             if v.kind == Kind.OK and (h, e.echo) in p.dry:
-                v = Verdict(Kind.RETRY, f"delete not done: {h.decode('utf-8', 'replace')} still has the path")
+                v = MemberOutcome(
+                    Kind.RETRY, f"delete not done: {h.decode('utf-8', 'replace')} still has the path"
+                )
             out[(h, i)] = v
     return out
 
@@ -483,25 +290,25 @@ _CHECK_RANK = {Kind.OK: 0, Kind.RETRY: 1, Kind.FAILED: 2}
 # What ``msync -v --check P...`` prints (§6): (stream, pattern, verdict). A
 # pattern with two groups names (host, path), with one group the path for
 # every host. The first row whose host and path are known wins.
-_CHECK_LINES: tuple[tuple[str, re.Pattern[bytes], Verdict], ...] = (
-    ("out", re.compile(rb"^([^: ]*): NG (.*)\Z", re.S), Verdict(Kind.FAILED, STALE_REASON)),
-    ("out", re.compile(rb"^([^: ]*): OK (.*)\Z", re.S), Verdict(Kind.OK)),
+_CHECK_LINES: tuple[tuple[str, re.Pattern[bytes], MemberOutcome], ...] = (
+    ("out", re.compile(rb"^([^: ]*): NG (.*)\Z", re.S), MemberOutcome(Kind.FAILED, STALE_REASON)),
+    ("out", re.compile(rb"^([^: ]*): OK (.*)\Z", re.S), MemberOutcome(Kind.OK)),
     (
         "err",
         re.compile(rb"^error: No such file or directory ([^: ]*):(.*)\Z", re.S),
-        Verdict(Kind.RETRY, "member has no such file although it skipped the send"),
+        MemberOutcome(Kind.RETRY, "member has no such file although it skipped the send"),
     ),
     (
         "err",
         re.compile(rb"^error: No such file or directory (.*)\Z", re.S),
-        Verdict(Kind.RETRY, "path vanished before its content was checked"),
+        MemberOutcome(Kind.RETRY, "path vanished before its content was checked"),
     ),
 )
 
 
 def _check_line(
     stream: str, line: bytes, hosts: Sequence[bytes], paths: Sequence[bytes]
-) -> list[tuple[tuple[bytes, int], Verdict]] | None:
+) -> list[tuple[tuple[bytes, int], MemberOutcome]] | None:
     """(host, path index) verdicts one check line gives, or None if not understood."""
     for where, pattern, verdict in _CHECK_LINES:
         m = pattern.match(line) if where == stream else None
@@ -516,15 +323,15 @@ def _check_line(
 
 def classify_check(
     rc: int, stdout: bytes, stderr: bytes, hosts: Sequence[bytes], paths: Sequence[bytes]
-) -> dict[tuple[bytes, int], Verdict]:
+) -> dict[tuple[bytes, int], MemberOutcome]:
     """A verdict for every (host, path index) of one ``msync -v --check``:
     ``NG`` is FAILED, ``OK`` is OK; anything else, a missing answer or a line
     not understood is RETRY, never OK on doubt."""
     if rc != 0:
         first = (stderr or stdout).strip().split(b"\n")[0].decode("utf-8", "replace")
-        why = Verdict(Kind.RETRY, f"msync --check exited {rc}: {first}")
+        why = MemberOutcome(Kind.RETRY, f"msync --check exited {rc}: {first}")
         return {(h, i): why for h in hosts for i in range(len(paths))}
-    seen: dict[tuple[bytes, int], Verdict] = {}
+    seen: dict[tuple[bytes, int], MemberOutcome] = {}
     fatal = b""
     for stream, text in (("out", stdout), ("err", stderr)):
         for line in text.split(b"\n"):
@@ -542,9 +349,9 @@ def classify_check(
         name = h.decode("utf-8", "replace")
         for i in range(len(paths)):
             if fatal:
-                out[(h, i)] = Verdict(
+                out[(h, i)] = MemberOutcome(
                     Kind.RETRY, "unexpected msync --check output: " + fatal.decode("utf-8", "replace")
                 )
             else:
-                out[(h, i)] = seen.get((h, i), Verdict(Kind.RETRY, f"no --check answer from {name}"))
+                out[(h, i)] = seen.get((h, i), MemberOutcome(Kind.RETRY, f"no --check answer from {name}"))
     return out
