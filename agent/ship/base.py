@@ -36,7 +36,7 @@ class ShipResult:
 class Shipper(Protocol):
     """One target. ``tracks`` are the progress tracks it reports on: the
     target name for local and rsync, ``target/member`` for each expected msync
-    member. A shipper may also have ``settles_parents``: the action kinds
+    member. A shipper may also have ``restamps_parents``: the action kinds
     after which the mirror's parent directory of the path has the source's
     mtime (the replayer then records that mtime in the manifest)."""
 

@@ -26,19 +26,19 @@ log = structlog.get_logger()
 
 States = dict[bytes, dict[bytes, FileState | None]]
 """Per action path: the states captured for it (its own, those below a
-recursive put, the parent directories the shipper settles)."""
+recursive put, the parent directories the shipper restamps)."""
 
 
 class Capture:
     """Captures the states of a plan under ``root``."""
 
     def __init__(
-        self, journal: Journal, root: bytes, excludes: Excludes, settles_parents: Collection[ActionKind]
+        self, journal: Journal, root: bytes, excludes: Excludes, restamps_parents: Collection[ActionKind]
     ) -> None:
         self.journal = journal
         self.root = root
         self.excludes = excludes
-        self.settles_parents = settles_parents
+        self.restamps_parents = restamps_parents
 
     def capture(self, plan: Plan) -> States:
         """The states of every PUT of ``plan`` (call it before shipping)."""
@@ -75,13 +75,13 @@ class Capture:
 
     def _parents(self, plan: Plan, out: States) -> None:
         """The mtimes of the parent directories the shipper sets after writing
-        in them (its ``settles_parents`` action kinds): an entry added or
+        in them (its ``restamps_parents`` action kinds): an entry added or
         removed moves a directory's mtime, and the manifest must hold what the
         mirror's directory got, or a restart would see it differ. Only the
         mtime (and ctime) of the manifest's state is renewed, for the same
         directory (inode): its other fields the shipper did not send. A parent
         with its own action in the plan is left to that action."""
-        kinds = self.settles_parents
+        kinds = self.restamps_parents
         own = {a.path for a in plan.actions}
         seen: dict[bytes, FileState | None] = {}
         for action in plan.actions:
@@ -89,12 +89,12 @@ class Capture:
             if action.kind not in kinds or not parent or parent in own:
                 continue
             if parent not in seen:
-                seen[parent] = settled_parent(self.journal, self.root, parent)
+                seen[parent] = restamped_parent(self.journal, self.root, parent)
             if seen[parent] is not None:
                 out.setdefault(action.path, {})[parent] = seen[parent]
 
 
-def settled_parent(journal: Journal, root: bytes, parent: bytes) -> FileState | None:
+def restamped_parent(journal: Journal, root: bytes, parent: bytes) -> FileState | None:
     """The manifest's state of directory ``parent`` with its mtime now, or
     None when the manifest does not know it as this same directory."""
     old = journal.manifest_get(parent)

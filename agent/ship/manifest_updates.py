@@ -2,7 +2,7 @@
 
 After a ship, each track's OK results become manifest updates: the states
 captured for its puts, removals for its deletes, each with the journal entry
-it comes from, since the manifest is shared by tracks that settle at their
+it comes from, since the manifest is shared by tracks that finish at their
 own pace (journal/_manifest.py). A captured state the shipped entries do not
 explain is not taken; its path is journaled again instead (agent/ship/absorb.py).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from agent.ship.absorb import unexplained
-from agent.ship.planner import SettleMap
+from agent.ship.planner import CompletionMap
 from journal import Entry, FileState, Op, Record
 
 __all__ = [
@@ -63,7 +63,7 @@ def again_entries(
 def track_updates(
     track: str,
     ok_paths: Sequence[bytes],
-    settle: SettleMap,
+    completions: CompletionMap,
     puts: set[Key],
     states: Mapping[bytes, Mapping[bytes, FileState | None]],
 ) -> tuple[dict[bytes, FileState | None], dict[bytes, int]]:
@@ -75,8 +75,8 @@ def track_updates(
     out: dict[bytes, FileState | None] = {}
     origin: dict[bytes, int] = {}
     for path in ok_paths:
-        rule = settle.get((track, path))
-        removed, last = removed_at(settle, track, path), last_seq(settle, track, path)
+        rule = completions.get((track, path))
+        removed, last = removed_at(completions, track, path), last_seq(completions, track, path)
         gone = rule.gone if rule else ()
         out.update(dict.fromkeys(gone, None))
         origin.update(dict.fromkeys(gone, removed))
@@ -89,17 +89,17 @@ def track_updates(
         if (track, path) in puts:
             got = states.get(path, {})
             out.update(got)
-            origin.update(dict.fromkeys(got, last_seq(settle, track, path)))
+            origin.update(dict.fromkeys(got, last_seq(completions, track, path)))
     return out, origin
 
 
-def removed_at(settle: SettleMap, track: str, path: bytes) -> int:
-    rule = settle.get((track, path))
+def removed_at(completions: CompletionMap, track: str, path: bytes) -> int:
+    rule = completions.get((track, path))
     return rule.removed_at if rule else 0
 
 
-def last_seq(settle: SettleMap, track: str, path: bytes) -> int:
-    rule = settle.get((track, path))
+def last_seq(completions: CompletionMap, track: str, path: bytes) -> int:
+    rule = completions.get((track, path))
     return max(rule.seqs) if rule and rule.seqs else 0
 
 
@@ -107,8 +107,8 @@ def at_or_below(path: bytes, top: bytes) -> bool:
     return path == top or path.startswith(top + b"/")
 
 
-def cleared_trees(track: str, deletes: Sequence[Key], settle: SettleMap) -> dict[bytes, int]:
+def cleared_trees(track: str, deletes: Sequence[Key], completions: CompletionMap) -> dict[bytes, int]:
     """The trees a track's OK deletes removed on its mirror, each with the
     entry that removed it: the manifest forgets what is below them that was
     recorded before."""
-    return {p: removed_at(settle, track, p) for t, p in sorted(deletes) if t == track}
+    return {p: removed_at(completions, track, p) for t, p in sorted(deletes) if t == track}

@@ -43,7 +43,6 @@ __all__ = [
     "PathChange",
     "Completion",
     "CompletionMap",
-    "SettleMap",
     "coalesce",
     "build_plan",
     "Holds",
@@ -67,7 +66,6 @@ class Completion:
 
 
 CompletionMap = dict[tuple[str, bytes], Completion]
-SettleMap = CompletionMap  # the former name, still imported by replayer.py
 
 
 @dataclass(frozen=True, slots=True)

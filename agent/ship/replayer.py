@@ -29,7 +29,7 @@ from agent.ship.links import LinkSpreader
 from agent.ship.listing_drift import moved_listings
 from agent.ship.manifest_updates import Key, absorbable, again_entries, cleared_trees, track_updates
 from agent.ship.plan import ActionKind, Plan
-from agent.ship.planner import Selection, SettleMap, build_plan, resolve
+from agent.ship.planner import CompletionMap, Selection, build_plan, resolve
 from agent.ship.retry import Backoff, RetryPolicy
 from agent.ship.settle import changing_paths, split
 from agent.tree.excludes import Excludes
@@ -41,7 +41,7 @@ __all__ = ["Replayer", "StepReport"]
 
 WAIT_S = 0.5  # longest idle wait: entries appended by other processes are seen this late
 IDLE_MIN_S = 0.01
-PAUSE_FACTOR = 4.0  # a step that settled nothing is followed by a pause of this many times its cost
+PAUSE_FACTOR = 4.0  # a step that marked nothing done is followed by a pause of this many times its cost
 QUIET_S = 0.02  # a change ships once its path was quiet this long (settle_s caps the wait)
 SCAN_PAGES = 50  # pages of pending entries read per track and step (held ones included)
 _RANK = {Outcome.OK: 0, Outcome.RETRY: 1, Outcome.FAILED: 2}
@@ -51,7 +51,7 @@ log = structlog.get_logger()
 @dataclass(frozen=True, slots=True)
 class StepReport:
     """What one unit of work did. ``wait_s`` (only when nothing was planned):
-    how long until a held or unsettled entry may become ready; None when only
+    how long until a held or still changing entry may become ready; None when only
     a new entry can bring work."""
 
     entries: int = 0  # pending entries planned
@@ -60,7 +60,7 @@ class StepReport:
     retry: int = 0
     failed: int = 0
     dead: int = 0  # entries dead-lettered
-    settled: int = 0  # entries marked done
+    done: int = 0  # entries marked done
     held: int = 0  # entries held back by backoff
     wait_s: float | None = None
     raised: bool = False  # the shipper raised: everything counts as RETRY
@@ -117,7 +117,7 @@ class Replayer:
         self.failures = 0  # (track, path) results FAILED
         self.dead = 0  # entries moved to the dead-letter list
         self._links = LinkSpreader(journal, whole=getattr(shipper, "links_sent_together", False))
-        kinds = getattr(shipper, "settles_parents", frozenset())
+        kinds = getattr(shipper, "restamps_parents", frozenset())
         self._capture = Capture(journal, self.root, self.excludes, kinds)
 
     # ------------------------------------------------------------------ loop
@@ -126,7 +126,7 @@ class Replayer:
         for a prompt exit; an in-flight ship finishes, and whatever it did not
         prove stays pending.
 
-        A step that settles nothing (target down, paths backing off, entries
+        A step that marks nothing done (target down, paths backing off, entries
         still settling) is followed by a wait for new entries or the next due
         time, and by a pause proportional to its own cost, so a large held
         backlog cannot keep a core busy re-reading the queue."""
@@ -142,7 +142,7 @@ class Replayer:
                 self._log.exception("replay.error")
                 stop.wait(1.0)
                 continue
-            if report.settled or report.dead or stop.is_set():
+            if report.done or report.dead or stop.is_set():
                 continue
             pause = min(WAIT_S, (time.monotonic() - started) * PAUSE_FACTOR)
             if pause >= IDLE_MIN_S and stop.wait(pause):
@@ -158,7 +158,7 @@ class Replayer:
         return None if due is None else due - now
 
     def step(self, stop: threading.Event | None = None) -> StepReport:
-        """One unit of work: select, plan, capture, ship, settle."""
+        """One unit of work: select, plan, capture, ship, mark done."""
         now = self._clock()
         self.backoff.prune(now)
         selections = {t: self._select(t, now) for t in self.shipper.tracks}
@@ -166,14 +166,14 @@ class Replayer:
         per_track = {t: s.taken for t, s in selections.items() if s.taken}
         if not per_track:
             return StepReport(held=held, wait_s=self._idle_wait(selections, now))
-        plan, settle = build_plan(per_track)
+        plan, completions = build_plan(per_track)
         entries = sum(len(v) for v in per_track.values())
         if stop is not None and stop.is_set():
             return StepReport(held=held)
         with self.journal.shipping():  # a scan never sees a ship half done
             states = self._capture.capture(plan)
             started = time.monotonic()
-            results = self._ship(plan, settle)
+            results = self._ship(plan, completions)
             records = [r for rs in per_track.values() for r in rs]
             states_before = states
             resync = self._moved_listings(plan, states, results)
@@ -184,7 +184,7 @@ class Replayer:
                 recheck = ScanRecheck(self.root, root_dev(self.root))
                 entries_again = again_entries(again, states_before, self._wall_ns()) + resync
                 self.journal.append(entries_again, recheck=recheck)
-            report = self._settle(plan, settle, states, results, time.monotonic() - started)
+            report = self._mark_done(plan, completions, states, results, time.monotonic() - started)
         return _with(report, entries=entries, actions=len(plan), held=held, raised=results.raised)
 
     # ------------------------------------------------------------------ select
@@ -201,8 +201,8 @@ class Replayer:
             if not page or sel.feed(page) or len(page) < self.batch_limit:
                 break
             after = page[-1].seq
-        settled = split(sel.taken, changing_paths(sel.young), wall, self.settle_ns)
-        sel.taken, sel.due_ns = settled.ship, settled.due_ns
+        ready = split(sel.taken, changing_paths(sel.young), wall, self.settle_ns)
+        sel.taken, sel.due_ns = ready.ship, ready.due_ns
         return sel
 
     def _idle_wait(self, selections: Mapping[str, Selection], now: float) -> float | None:
@@ -245,12 +245,12 @@ class Replayer:
         return [Entry(Op.CHANGE, p, time_ns=now, flags=IS_DIR | SUBTREE) for p in moved]
 
     # ------------------------------------------------------------------ ship
-    def _ship(self, plan: Plan, settle: SettleMap) -> _Results:
-        """Outcome per (track, path). Keys without an action are settled as
+    def _ship(self, plan: Plan, completions: CompletionMap) -> _Results:
+        """Outcome per (track, path). Keys without an action are done as
         they are; a missing result or a raising shipper means RETRY."""
         res = _Results()
         need = {(t, a.path) for a in plan.actions for t in a.tracks}
-        for key in settle:
+        for key in completions:
             res.outcome[key] = (Outcome.OK, "") if key not in need else (Outcome.RETRY, "no result")
         if not plan:
             return res
@@ -273,11 +273,11 @@ class Replayer:
         res.outcome.update(got)
         return res
 
-    # ------------------------------------------------------------------ settle
-    def _settle(
+    # ------------------------------------------------------------------ mark done
+    def _mark_done(
         self,
         plan: Plan,
-        settle: SettleMap,
+        completions: CompletionMap,
         states: Mapping[bytes, Mapping[bytes, FileState | None]],
         results: _Results,
         seconds: float,
@@ -286,21 +286,21 @@ class Replayer:
         puts = {(t, a.path) for a in plan.actions if a.kind == ActionKind.PUT for t in a.tracks}
         # before the marks: a crash between re-ships loses nothing
         self._spread_links(puts, deletes, states, results)
-        dead_keys = self._judge(results.outcome, deletes | puts, deletes)
+        dead_keys = self._record_outcomes(results.outcome, deletes | puts, deletes)
         not_ok = {k for k, (o, _) in results.outcome.items() if o != Outcome.OK}
         done_total = dead_total = 0
-        for track in dict.fromkeys(t for t, _ in settle):
+        for track in dict.fromkeys(t for t, _ in completions):
             dead_reasons = {k: results.outcome[k][1] or "failed" for k in dead_keys}
-            done, dead = resolve(settle, track, not_ok, dead_reasons)
+            done, dead = resolve(completions, track, not_ok, dead_reasons)
             if dead:
                 self.dead += self.journal.mark_dead(track, dead)
                 dead_total += len(dead)
             ok = [p for t, p in puts | deletes if t == track and results.outcome[(t, p)][0] == Outcome.OK]
-            track_states, origin = track_updates(track, ok, settle, puts, states)
+            track_states, origin = track_updates(track, ok, completions, puts, states)
             # a delete removes the whole tree on the mirror: so must the manifest
             # (what was recorded before the delete's entry: see journal/_manifest.py)
             ok_deletes = [k for k in deletes if k[0] == track and results.outcome[k][0] == Outcome.OK]
-            cleared = cleared_trees(track, ok_deletes, settle)
+            cleared = cleared_trees(track, ok_deletes, completions)
             if done or track_states or cleared:
                 done_total += self.journal.mark_done(track, done, track_states, cleared, origin)
             self._log_track(track, results.outcome, puts | deletes, len(done), seconds)
@@ -310,7 +310,7 @@ class Replayer:
             retry=counts[Outcome.RETRY],
             failed=counts[Outcome.FAILED],
             dead=dead_total,
-            settled=done_total,
+            done=done_total,
         )
 
     def _spread_links(
@@ -340,7 +340,7 @@ class Replayer:
         if spread:
             self._log.info("ship.links_spread", names=spread)
 
-    def _judge(
+    def _record_outcomes(
         self, outcome: Mapping[Key, tuple[Outcome, str]], shipped: set[Key], deletes: set[Key]
     ) -> set[Key]:
         """Feed every shipped key's result to the backoff table; return the

@@ -30,7 +30,7 @@ class HeldShipper:
     def __init__(self, inner: LocalShipper) -> None:
         self.inner = inner
         self.name, self.tracks = inner.name, inner.tracks
-        self.settles_parents = inner.settles_parents
+        self.restamps_parents = inner.restamps_parents
         self.sent = threading.Event()
         self.release = threading.Event()
 

@@ -138,7 +138,7 @@ def test_ok_marks_done_with_manifest_states(journal, root, clock):
     journal.append([change(b"d", dir_=True), *(change(n) for n in names[1:])])
     shipper = ScriptedShipper()
     report = make(journal, shipper, root, clock).step()
-    assert report.settled == 4 and report.ok == 4 and pending(journal) == []
+    assert report.done == 4 and report.ok == 4 and pending(journal) == []
     puts = [a.path for a in shipper.plans[0].actions]
     assert puts.index(b"d") < puts.index(b"d/f\nnew")
     for n in names[1:]:
@@ -157,7 +157,7 @@ def test_only_ok_paths_are_marked_done(journal, root, clock):
     outcome = {b"ok": Outcome.OK, b"retry": Outcome.RETRY, b"failed": Outcome.FAILED}
     replayer = make(journal, ScriptedShipper(script=lambda t, a, n: outcome[a.path]), root, clock)
     report = replayer.step()
-    assert (report.ok, report.retry, report.failed, report.settled) == (1, 1, 1, 1)
+    assert (report.ok, report.retry, report.failed, report.done) == (1, 1, 1, 1)
     assert sorted(pending(journal)) == [b"failed", b"retry"]
     assert journal.manifest_get(b"ok") is not None
     assert journal.manifest_get(b"retry") is None and journal.manifest_get(b"failed") is None
@@ -253,7 +253,7 @@ def test_settle_delay(journal, root, clock):
     assert report.idle and shipper.plans == []
     assert report.wait_s == pytest.approx(0.15, abs=1e-6)
     clock.advance(0.15)
-    assert replayer.step().settled == 1 and pending(journal) == []
+    assert replayer.step().done == 1 and pending(journal) == []
 
 
 def test_young_entry_keeps_later_ones_back(journal, root, clock):
@@ -264,7 +264,7 @@ def test_young_entry_keeps_later_ones_back(journal, root, clock):
     replayer = make(journal, shipper, root, clock, settle_s=0.2)
     assert replayer.step().idle
     clock.advance(0.2)
-    assert replayer.step().settled == 2
+    assert replayer.step().done == 2
 
 
 def test_two_members_one_down(tmp_path, root, clock):
@@ -299,7 +299,7 @@ def test_shipper_exception_marks_nothing(journal, root, clock):
     with capture_logs() as logs:
         replayer = make(journal, shipper, root, clock)
         report = replayer.step()
-    assert report.raised and report.retry == 2 and report.settled == 0
+    assert report.raised and report.retry == 2 and report.done == 0
     assert sorted(pending(journal)) == [b"f", b"g"] and journal.manifest_get(b"f") is None
     error = next(e for e in logs if e["event"] == "ship.error")
     assert error["log_level"] == "error" and error.get("exc_info")
@@ -397,7 +397,7 @@ def test_missing_or_mixed_results_are_not_ok(journal, root, clock):
             ]
 
     report = make(journal, Partial(), root, clock).step()
-    assert (report.ok, report.retry, report.failed, report.settled) == (0, 1, 1, 0)
+    assert (report.ok, report.retry, report.failed, report.done) == (0, 1, 1, 0)
     assert sorted(pending(journal)) == [b"d", b"d", b"quiet"]
 
 

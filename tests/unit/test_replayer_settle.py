@@ -43,7 +43,7 @@ def test_quiet_change_ships_before_the_settle_delay(journal, root, clock):
     journal.append([change(b"f", t=clock.wall - 30 * MS)])
     shipper = ScriptedShipper()
     replayer = make(journal, shipper, root, clock, settle_s=0.2)
-    assert replayer.step().settled == 1 and pending(journal) == []
+    assert replayer.step().done == 1 and pending(journal) == []
 
 
 def test_young_change_waits_for_the_quiet_delay(journal, root, clock):
@@ -54,7 +54,7 @@ def test_young_change_waits_for_the_quiet_delay(journal, root, clock):
     report = replayer.step()
     assert report.idle and abs(report.wait_s - 0.015) < 1e-6
     clock.advance(0.015)
-    assert replayer.step().settled == 1
+    assert replayer.step().done == 1
 
 
 def test_path_still_changing_is_coalesced(journal, root, clock):
@@ -69,13 +69,13 @@ def test_path_still_changing_is_coalesced(journal, root, clock):
     journal.append([change(b"log", t=w - 5 * MS)])
     shipper = ScriptedShipper()
     replayer = make(journal, shipper, root, clock, settle_s=0.2)
-    assert replayer.step().settled == 1
+    assert replayer.step().done == 1
     assert shipper.shipped(b"other") == 1 and shipper.shipped(b"log") == 0
     assert pending(journal) == [b"log"] * 3
     report = replayer.step()
     assert report.idle and report.wait_s is not None and report.wait_s <= 0.015 + 1e-6
     clock.advance(0.015)
-    assert replayer.step().settled == 3
+    assert replayer.step().done == 3
     assert shipper.shipped(b"log") == 1 and pending(journal) == []
 
 

@@ -161,7 +161,7 @@ def test_file_replaced_by_fifo_is_done_and_gone(tmp_path: Path, kind: str) -> No
         try:
             journal.append([Entry(Op.CHANGE, b"f", b"", 0, 0)])
             report = replayer.step()
-            assert report.settled == 1, report
+            assert report.done == 1, report
             assert journal.pending(TRACK) == [] and journal.dead_letters() == []
         finally:
             shipper.close()

@@ -70,7 +70,7 @@ def classify_oserror(exc: OSError) -> tuple[Outcome, str]:
 class LocalShipper:
     """A mirror directory (``target.path``) of the tree at ``root``."""
 
-    settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # _restamp_dirs
+    restamps_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # _restamp_dirs
 
     def __init__(self, target: LocalTarget, root: Path, excludes: Sequence[str] = ()) -> None:
         self.name = target.name

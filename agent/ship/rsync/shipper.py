@@ -249,7 +249,7 @@ def _stderr_tail(stderr: bytes, limit: int = 300) -> str:
 class RsyncShipper:
     """One rsync target (``target.dest``: local path, rsync:// URL or host:path)."""
 
-    settles_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # implied dirs; _restamp_delete_parents
+    restamps_parents = frozenset({ActionKind.PUT, ActionKind.DELETE})  # implied dirs; _restamp_delete_parents
     links_sent_together = True  # -H links only the names of one run: groups must travel whole
 
     def __init__(self, target: RsyncTarget, root: Path, excludes: Sequence[str] = ()) -> None:
