@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash.agent_process import AGENT, converge, wait_for_log
+from tests.crash.agent_process import AGENT, converge, log_events, wait_for_log
 
 LAUNCH = r"""
 import os, subprocess, sys
@@ -66,7 +66,8 @@ def test_journal_disk_full_then_space_returns(tmp_path: Path, agent_lags: bool) 
     waits (``journal.full``), whether it journals event by event or, lagging
     behind the writer (stopped while the tree is made), a whole tree in one
     batch; the periodic scan, which finds what the waiting watcher has not
-    journaled yet, waits too."""
+    journaled yet, waits too. Once space returns the watcher journals the
+    batch it was refused (``journal.resumed``)."""
     reason = _unshare_works()
     if reason:
         pytest.skip(reason)
@@ -105,6 +106,12 @@ def test_journal_disk_full_then_space_returns(tmp_path: Path, agent_lags: bool) 
         (src / "made-while-full").write_bytes(b"still journaled later\n")
         _in_agent_mounts(proc.pid, "rm", "-f", str(space / "filler"), str(space / "rest"))
         converge(src, mirror, timeout=120)
+        # the very batch refused first is journaled once space returns: none of
+        # its entries was acknowledged and dropped (the periodic scan, which
+        # would ship the files anyway, cannot stand in for it here)
+        wait_for_log(log, '"event": "journal.resumed"', 60)
+        refused = log_events(log, "journal.full")[0]["entries"]
+        assert log_events(log, "journal.resumed")[0]["entries"] == refused
         assert proc.poll() is None
         proc.terminate()
         assert proc.wait(60) == 0
