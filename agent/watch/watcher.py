@@ -202,19 +202,27 @@ class Watcher:
         meanwhile (the kernel queues events, or overflows into a RESCAN), and
         the batch is journaled as soon as space returns. A stop request while
         waiting re-raises: the checkpoint did not move, so the next start's
-        scan covers what was read but not journaled."""
+        scan covers what was read but not journaled. The append that
+        succeeds after a refusal logs ``journal.resumed``."""
         delay = 1.0
+        refused_at: float | None = None
         while True:
             try:
                 self.journal.append(entries, checkpoint_ns=checkpoint)
-                self.journal_full = False
-                return
             except JournalFull as exc:
                 self.journal_full = True
+                refused_at = time.monotonic() if refused_at is None else refused_at
                 log.error("journal.full", error=str(exc), entries=len(entries), retry_in_s=delay)
                 if self._stop is not None and self._stop.wait(delay):
                     raise
                 delay = min(delay * 2, 30.0)
+                continue
+            self.journal_full = False
+            if refused_at is not None:
+                log.info(
+                    "journal.resumed", entries=len(entries), waited_s=round(time.monotonic() - refused_at, 1)
+                )
+            return
 
     def _checkpoint_to_write(self, have_entries: bool) -> int | None:
         with self._lock:
