@@ -11,14 +11,31 @@ next agent, which holds the writer lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import lmdb
 
-__all__ = ["SIDE_NAME", "clear_side", "create_data_file"]
+__all__ = ["SIDE_NAME", "prepare", "abandon", "clear_side", "create_data_file"]
 
 SIDE_NAME = "creating"  # the side directory, inside the journal directory
+
+
+def prepare(jdir: Path, writer: bool, new: bool, map_size: int) -> None:
+    """Before the writer (the agent, holding the lock) opens LMDB: clear what a
+    killed creation left, and build a ``new`` data file aside."""
+    if writer:
+        clear_side(jdir)
+        if new:
+            create_data_file(jdir, map_size)
+
+
+def abandon(jdir: Path, writer: bool) -> None:
+    """After a refused or failed open of a new journal: best effort."""
+    if writer:
+        with contextlib.suppress(OSError):
+            clear_side(jdir)
 
 
 def clear_side(jdir: Path) -> None:

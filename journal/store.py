@@ -98,10 +98,7 @@ class Journal(JournalReads):
         created = _env.files_to_create(jdir, mode)
         lock_fd = _env.lock_for(jdir, mode, created)
         try:
-            if mode == "agent":
-                _create.clear_side(jdir)
-                if jdir / "data.mdb" in created:
-                    _create.create_data_file(jdir, map_size)
+            _create.prepare(jdir, mode == "agent", jdir / "data.mdb" in created, map_size)
             journal = cls._open_locked(jdir, mode, lock_fd, map_size)
             try:
                 journal._strategy.check_schema(journal.schema)
@@ -116,9 +113,7 @@ class Journal(JournalReads):
             fresh = jdir / "data.mdb" in created
             if isinstance(err, NotAJournal) or (isinstance(err, JournalFull) and fresh):
                 _env.remove_created(created)  # nothing of value was there before
-                if mode == "agent":
-                    with contextlib.suppress(OSError):
-                        _create.clear_side(jdir)
+                _create.abandon(jdir, mode == "agent")
             _env.release_lock(lock_fd)
             if err is exc:
                 raise
@@ -314,24 +309,18 @@ class Journal(JournalReads):
     ) -> int:
         """In one transaction: the entries ``seqs`` are done for ``track``; the
         manifest forgets every path strictly below each of ``cleared`` (trees
-        the mirror no longer holds: a directory deleted or moved away), then
-        takes ``states`` (None removes the path). Returns how many entries
-        were pending and are now done. Idempotent.
+        the mirror no longer holds), then takes ``states`` (None removes the
+        path). Returns how many were pending and are now done. Idempotent.
 
-        The manifest is shared by all tracks. ``origin`` names the entry each
-        of ``states`` comes from, and ``cleared`` as a mapping the entry of
-        each removal: a removal then drops only what was recorded from older
-        entries, so a track settling an old delete never makes the manifest
-        forget what another track shipped from a newer one. Without them
+        ``origin`` (path -> entry of its state) and ``cleared`` as a mapping
+        (tree -> entry of its removal) make a removal drop only what was
+        recorded from older entries (journal/_manifest.py); without them
         removals are unconditional."""
         track_prefix(track)  # raises ValueError on a bad name
         seq_list = list(seqs)
         encoded = [(p, encode_state(s) if s is not None else None) for p, s in (states or {}).items()]
-        trees: dict[bytes, int | None] = (
-            {p: s for p, s in cleared.items() if p}
-            if isinstance(cleared, Mapping)
-            else dict.fromkeys(p for p in cleared if p)
-        )  # the root is never cleared
+        trees = dict(cleared.items()) if isinstance(cleared, Mapping) else dict.fromkeys(cleared)
+        trees.pop(b"", None)  # the root is never cleared
         known = dict(origin or {})
         return self._write(
             lambda txn: _writes.mark_done(txn, self._dbs, track, seq_list, encoded, trees, known)
