@@ -13,7 +13,19 @@ from agent.ship.base import ShipResult
 from agent.ship.msync import parse as mp
 from agent.ship.plan import Action
 
-__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs", "settle_levels"]
+__all__ = [
+    "Item",
+    "Job",
+    "Sent",
+    "expand",
+    "lane_roots",
+    "lane_of",
+    "lane_jobs",
+    "chunks",
+    "parent_dirs",
+    "settle_levels",
+    "size_of",
+]
 
 
 @dataclass(eq=False)
@@ -83,6 +95,45 @@ def expand(job: Job) -> tuple[Sent, dict[int, int]]:
     return sent, main
 
 
+def lane_roots(paths: list[bytes]) -> list[bytes]:
+    """For each path, the shortest of ``paths`` that is it or one of its
+    ancestors (``b""``, the root, is everyone's). Two paths keep their plan
+    order against each other (a delete before the put that replaces it, a
+    directory before or after what is inside) only when one lies inside the
+    other, and then they get the same root; paths with different roots lie
+    in disjoint subtrees and may go out in msync calls running at once."""
+    known = set(paths)
+    out = []
+    for path in paths:
+        root = path
+        if b"" in known:
+            root = b""
+        else:
+            cut = path.find(b"/")
+            while cut >= 0:
+                if path[:cut] in known:
+                    root = path[:cut]
+                    break
+                cut = path.find(b"/", cut + 1)
+        out.append(root)
+    return out
+
+
+def lane_of(roots: list[bytes], weights: list[int], width: int) -> list[int]:
+    """A lane (0 to ``width`` - 1) per entry: all entries of one root in the
+    same lane, each root, in order of first appearance, to the lane with the
+    least weight so far."""
+    total: dict[bytes, int] = {}
+    for root, w in zip(roots, weights):
+        total[root] = total.get(root, 0) + w
+    load = [0] * max(1, width)
+    lane: dict[bytes, int] = {}
+    for root, w in total.items():
+        lane[root] = min(range(len(load)), key=lambda i: load[i])
+        load[lane[root]] += w
+    return [lane[root] for root in roots]
+
+
 def lane_jobs(lane: list[tuple[tuple[bytes, ...] | None, Item]], batch: int) -> list[Job]:
     """Consecutive items for the same member set form a segment; a segment for
     a subset becomes one run of jobs per member (``-t``)."""
@@ -119,7 +170,12 @@ def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
 
 
 def size(job: Job) -> int:
-    return sum((2 if it.resend else 1) + len(it.more) + len(it.covered) for it in job.items)
+    return sum(size_of(it) for it in job.items)
+
+
+def size_of(it: Item) -> int:
+    """Paths one item names or answers for in a call."""
+    return (2 if it.resend else 1) + len(it.more) + len(it.covered)
 
 
 def parent_dirs(paths: list[bytes]) -> list[bytes]:

@@ -27,7 +27,6 @@ import socket
 import stat
 import threading
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,7 +40,17 @@ from agent.ship.msync import parse as mp
 from agent.ship.msync.check import verify_skips
 from agent.ship.msync.filters import makuosan_patterns
 from agent.ship.msync.group import group_items, list_dir
-from agent.ship.msync.jobs import Item, Job, expand, lane_jobs, parent_dirs, settle_levels
+from agent.ship.msync.jobs import (
+    Item,
+    Job,
+    expand,
+    lane_jobs,
+    lane_of,
+    lane_roots,
+    parent_dirs,
+    settle_levels,
+    size_of,
+)
 from agent.ship.msync.relay import ConsoleRelay, greets, tcp_address
 from agent.ship.msync.stall import SUSPECT_S, Suspects, idle_limit
 from agent.ship.plan import Action, Plan
@@ -432,11 +441,14 @@ class MsyncShipper:
         return [self._member_of[tr] for tr in it.tracks if tr not in absent and tr not in silent]
 
     def _lanes(self, live: list[Item], listed: list[bytes]) -> list[list[Job]]:
-        """Lanes run concurrently, the jobs of a lane strictly in plan order. A lane
-        holds whole top-level subtrees, so ordering inside a subtree (delete
-        before put, parents) is kept for every member; there are only as many
-        lanes as full batches, up to ``concurrency``. Items for a subset of the
-        members (catch-up) go out with ``-t``, once per member."""
+        """Lanes run concurrently, the jobs of a lane strictly in plan order.
+        A path and every planned path inside it share a lane (msync_jobs
+        lane_roots), so ordering inside a subtree (delete before put,
+        parents) is kept for every member, while scattered paths spread over
+        the lanes: makuosan has the files of concurrent calls in flight
+        together. There are only as many lanes as full batches, up to
+        ``concurrency``. Items for a subset of the members (catch-up) go out
+        with ``-t``, once per member."""
         everyone = {m for m in self._member_of.values() if m in listed} or set(listed)
         keyed: list[tuple[tuple[bytes, ...] | None, Item]] = []
         for it in live:
@@ -445,9 +457,10 @@ class MsyncShipper:
                 keyed.append((None if set(hosts) == everyone else tuple(sorted(hosts)), it))
         keyed = self._grouped(keyed)
         width = max(1, min(self._t.concurrency, -(-len(keyed) // max(1, self._t.batch))))
+        roots = lane_roots([it.entry.echo for _, it in keyed])
         lanes: list[list[tuple[tuple[bytes, ...] | None, Item]]] = [[] for _ in range(width)]
-        for key, it in keyed:
-            lanes[zlib.crc32(it.entry.echo.split(b"/", 1)[0]) % width].append((key, it))
+        for (key, it), lane in zip(keyed, lane_of(roots, [size_of(it) for _, it in keyed], width)):
+            lanes[lane].append((key, it))
         return [lane_jobs(lane, self._t.batch) for lane in lanes if lane]
 
     def _grouped(self, keyed: list) -> list:
