@@ -51,7 +51,7 @@ from agent.ship.msync.jobs import (
     settle_levels,
     size_of,
 )
-from agent.ship.msync.relay import ConsoleRelay, greets, tcp_address
+from agent.ship.msync.relay import ConsoleRelay, greets, relay_tag, sweep, tcp_address
 from agent.ship.msync.stall import SUSPECT_S, Suspects, idle_limit
 from agent.ship.plan import Action, Plan
 from agent.ship.targets import MsyncTarget, tracks_of
@@ -93,8 +93,9 @@ class MsyncShipper:
     msync process (e.g. ``MSYNC_TARGET``); ``clock`` gives the current time;
     a member that stalled a call is sent nothing for ``suspect_s`` seconds.
     A TCP console is reached through a :class:`ConsoleRelay` (made in
-    ``relay_dir``, else a private temporary directory; ``relay_connect``
-    opens a connection to the console) while it takes connections."""
+    ``relay_dir``, else a private temporary directory, whose leftovers from
+    a killed agent it removes when made; ``relay_connect`` opens a
+    connection to the console) while it takes connections."""
 
     def __init__(
         self,
@@ -133,6 +134,10 @@ class MsyncShipper:
         self._relay: ConsoleRelay | None = None
         self._relay_dir = str(relay_dir) if relay_dir is not None else None
         self._relay_connect = relay_connect
+        self._relay_tag = relay_tag(self._root, target.name)
+        if relay_dir is None and target.console_relay:
+            for path in sweep(self._relay_tag):
+                log.info("ship.msync.relay_swept", target=self.name, path=path)
         self._via = target.console  # the -c msync gets for the plan being shipped
 
     # ------------------------------------------------------------------ public
@@ -172,7 +177,7 @@ class MsyncShipper:
             return t.console  # msync itself says what is wrong
         if self._relay is None:
             try:
-                self._relay = ConsoleRelay(connect, self._relay_dir)
+                self._relay = ConsoleRelay(connect, self._relay_dir, self._relay_tag)
             except OSError as exc:
                 log.warning("ship.msync.relay_failed", target=self.name, error=str(exc))
                 return t.console
