@@ -290,6 +290,52 @@ def test_shipper_over_the_tcp_console(tcp_cluster: RealCluster, relay: bool) -> 
     assert_mirrored(rc, "mk2")
 
 
+def test_scattered_rewrites_over_the_tcp_console(tcp_cluster: RealCluster) -> None:
+    """One file rewritten in each of many directories below one top
+    directory goes out in several msync calls at once through the relay:
+    every member answers for every file, the directories end with the
+    source's mtime, a same-size rewrite with its old mtime is FAILED, and
+    a member restarted read-only (``makuosan -r``) stays pending."""
+    rc = tcp_cluster
+    root = rc.root
+    dirs = [b"spread/d%02d" % d for d in range(40)]
+    for d in dirs:
+        for name in (b"f", b"g", b"h"):  # g, h unchanged: no recursive send carries the directory
+            write(root, d + b"/" + name, b"base %s\n" % d)
+    settle_dirs(root)
+    all_ok(ship(rc, put(b"spread", recursive=True)))
+    for i, d in enumerate(dirs):
+        write(root, d + b"/f", b"round one rewrites %s\n" % d, mtime=OLD + 100 + i)
+    settle_dirs(root)
+    all_ok(ship(rc, *[put(d + b"/f") for d in dirs]))
+    for m in RECEIVERS:
+        assert_trees_equal(root / "spread", rc.member_dir(m) / "spread", mtime=True, dir_mtime=True)
+    lost = dirs[7] + b"/f"
+    write(root, lost, b"ROUND ONE REWRITES " + dirs[7] + b"\n", mtime=OLD + 107)  # same size and mtime
+    for i, d in enumerate(dirs[:20]):
+        write(root, d + b"/h", b"round one and a half %s\n" % d, mtime=OLD + 150 + i)
+    settle_dirs(root)
+    res = ship(rc, put(lost), *[put(d + b"/h") for d in dirs[:20]])
+    assert {r.outcome for (_, p), r in res.items() if p == lost} == {Outcome.FAILED}, res
+    all_ok({k: r for k, r in res.items() if k[1] != lost})
+    write(root, lost, b"ROUND ONE REWRITES " + dirs[7] + b"\n", mtime=OLD + 300)
+    settle_dirs(root)
+    all_ok(ship(rc, put(lost)))
+    for m in RECEIVERS:
+        assert_trees_equal(root / "spread", rc.member_dir(m) / "spread", mtime=True, dir_mtime=True)
+
+    rc.stop("mk3")
+    rc.start("mk3", "-r")
+    rc.wait_members(list(RECEIVERS))
+    for i, d in enumerate(dirs):
+        write(root, d + b"/g", b"round two, a read-only mk3 %s\n" % d, mtime=OLD + 200 + i)
+    settle_dirs(root)
+    res = ship(rc, *[put(d + b"/g") for d in dirs])
+    assert {r.outcome for (t, _), r in res.items() if t == "real/mk3"} == {Outcome.RETRY}, res
+    all_ok({k: r for k, r in res.items() if k[0] == "real/mk2"})
+    assert_trees_equal(root / "spread", rc.member_dir("mk2") / "spread", mtime=True, dir_mtime=True)
+
+
 def test_live_member_served_while_the_other_is_cut(tcp_cluster: RealCluster) -> None:
     """mk3's cable is pulled mid-life (its daemon never says goodbye): makuosan
     would hold every call a minute; mk2 still gets each change, mk3 stays
