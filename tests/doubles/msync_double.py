@@ -175,6 +175,7 @@ def _daemon(state: Path, cfg: dict, o: Options, emit: Sink | None) -> Daemon:
             int(m.get("timeout_after", 0)),
             immutable=tuple(os.fsencode(x) for x in m.get("immutable", [])),
             update_then_timeout=bool(m.get("update_then_timeout", False)),
+            lock=os.fsencode(state / f"member-{name}.lock"),
         )
         for name, m in cfg["members"].items()
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -214,3 +215,24 @@ def test_files_in_flight_are_capped_for_the_whole_daemon(msync_double: MsyncDoub
     start = time.monotonic()
     _concurrently(msync_double, [["--sync", *group] for group in groups])
     assert time.monotonic() - start >= 30 * ds.ENTRY_S * 20.0
+
+
+def test_a_member_writes_one_entry_at_a_time_for_concurrent_calls(msync_double: MsyncDouble) -> None:
+    """Each member daemon applies one entry at a time, whichever console
+    connection it came from: concurrent calls that create the same missing
+    parent directories on a member never see each other half done."""
+    names = [f"new/d{d}/e{e}/c{c}" for d in range(3) for e in range(3) for c in range(4)]
+    for name in names:
+        write_file(msync_double.base / name, b"x", mtime=1_600_000_000)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **msync_double.env()}
+    for _ in range(6):
+        procs = [
+            subprocess.Popen(
+                [str(msync_double.msync), "-l", "2", "--sync", *names[k::4]], env=env, stderr=subprocess.PIPE
+            )
+            for k in range(4)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert errors == [b""] * 4
+        for m in msync_double.member_dirs():
+            shutil.rmtree(m / "new")
