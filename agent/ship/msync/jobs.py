@@ -193,13 +193,14 @@ def parent_dirs(paths: list[bytes]) -> list[bytes]:
 SETTLE_CHUNK = 50  # directories a settling call carries at least before another runs beside it
 
 
-def settle_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[list[list[bytes]]]:
-    """Directory tokens (deepest first) as calls: one level per depth,
-    deepest first, each level split into up to ``concurrency`` calls that
-    may run at once (no send of a directory changes another's mtime; only a
-    member creating a missing one touches its parent, which a later level
-    sends), each of at most ``batch`` and, when split, at least
-    ``SETTLE_CHUNK`` directories."""
+def settle_levels(tokens: list[bytes], concurrency: int) -> list[list[list[bytes]]]:
+    """Directory tokens (deepest first) as rounds of calls: one round per
+    depth, deepest first, each split into up to ``concurrency`` calls of even
+    size that run at once (no send of a directory changes another's mtime;
+    only a member creating a missing one touches its parent, which a later
+    round sends), each of at least ``SETTLE_CHUNK`` directories when split.
+    A silent call costs its directories and little else, so a round is never
+    cut into waves that wait for each other."""
     levels: list[list[bytes]] = []
     depth = None
     for t in tokens:
@@ -210,8 +211,7 @@ def settle_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[lis
         levels[-1].append(t)
     out = []
     for level in levels:
-        size = max(SETTLE_CHUNK, -(-len(level) // max(1, concurrency)))
-        size = max(1, min(size, batch))
-        calls = [level[i : i + size] for i in range(0, len(level), size)]
-        out += [calls[i : i + max(1, concurrency)] for i in range(0, len(calls), max(1, concurrency))]
+        calls = max(1, min(concurrency, len(level) // SETTLE_CHUNK))
+        size = -(-len(level) // calls)
+        out.append([level[i : i + size] for i in range(0, len(level), size)])
     return out

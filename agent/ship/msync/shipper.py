@@ -374,7 +374,7 @@ class MsyncShipper:
                 tokens.append(prep.token)
         for host in self._settle_hosts(live) if tokens else []:
             fitting = [t for t in tokens if mp.fits(t, mp.command_prefix(host=host))]
-            for level in settle_levels(fitting, self._t.batch, self._t.concurrency):
+            for level in settle_levels(fitting, self._t.concurrency):
                 with ThreadPoolExecutor(max_workers=len(level)) as pool:
                     stalled = any(pool.map(functools.partial(self._settle, host), level))
                 if stalled:
@@ -475,7 +475,8 @@ class MsyncShipper:
         except OSError:
             return keyed
         now = self._clock()
-        listdir = lambda rel: list_dir(self._root, rel, dev, now)  # noqa: E731
+        # makuosan's excluded entries do not count against a bound on the entries
+        listdir = lambda rel, most: list_dir(self._root, rel, dev, now, None if self._excludes else most)  # noqa: E731
         return group_items(keyed, listdir, self._rel, self._makuosan_skips)
 
     def _makuosan_skips(self, echo: bytes, is_dir: bool) -> bool:
