@@ -248,3 +248,29 @@ def test_a_relay_locks_its_directory_while_it_lives(
     finally:
         relay.close()
     assert os.listdir(tmp_path) == []
+
+
+def test_silent_calls_go_to_the_tcp_console_directly(console: FakeConsole, tmp_path: Path) -> None:
+    """Only an exchange that prints before the prompt waits for msync's
+    delayed ACK: the silent calls that settle parent directories (level 0)
+    go to the TCP console directly, the answering ones through the relay."""
+    root = tmp_path / "root"
+    tcp = f"tcp:127.0.0.1:{console.port}"
+    relay_dir = tmp_path / "relay"
+    relay_dir.mkdir()
+    via = f"unix:{relay_dir}/console.sock"
+    dbl = make_double(tmp_path / "dbl", base=root, jail=tmp_path, listening=(via, tcp))
+    for d in range(3):
+        write_file(root / f"d{d}" / "f", b"x", mtime=OLD)
+    target = MsyncTarget(name="c", members=("mk2", "mk3"), msync=str(dbl.msync), base=root, console=tcp)
+    shipper = MsyncShipper(target, root, env=dbl.env(), relay_dir=relay_dir)
+    try:
+        results = shipper.ship(Plan(tuple(Action(ActionKind.PUT, b"d%d/f" % d) for d in range(3))))
+    finally:
+        shipper.close()
+    assert {r.outcome for r in results} == {Outcome.OK}
+    used = {
+        (a[a.index(b"-l") + 1] if b"-l" in a else b"members", a[a.index(b"-c") + 1])
+        for a in dbl.invocations()
+    }
+    assert used == {(b"members", via.encode()), (b"2", via.encode()), (b"0", tcp.encode())}

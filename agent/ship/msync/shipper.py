@@ -168,8 +168,7 @@ class MsyncShipper:
         """msync's ``-c`` for this plan: the relay while the TCP console takes
         connections (msync_relay), else the configured console."""
         t = self._t
-        console = t.console or self._env.get("MSYNC_TARGET") or "tcp:127.0.0.1:5000"
-        address = tcp_address(console)
+        address = tcp_address(self._console_named())
         if not t.console_relay or address is None:
             return t.console
         connect = self._relay_connect or (lambda: socket.create_connection(address, timeout=5))
@@ -182,6 +181,11 @@ class MsyncShipper:
                 log.warning("ship.msync.relay_failed", target=self.name, error=str(exc))
                 return t.console
         return self._relay.target
+
+    def _console_named(self) -> str:
+        """The console msync reaches without ``-c``: configured, from the
+        environment, or makuosan's default."""
+        return self._t.console or self._env.get("MSYNC_TARGET") or "tcp:127.0.0.1:5000"
 
     # ------------------------------------------------------------------ preparation
     def _set(self, it: Item, tracks: Sequence[str], outcome: Outcome, reason: str = "") -> None:
@@ -382,11 +386,16 @@ class MsyncShipper:
                     break
 
     def _settle(self, host: bytes | None, chunk: list[bytes]) -> bool:
-        """One silent send of directories; whether it stalled."""
+        """One silent send of directories; whether it stalled. It prints
+        nothing before a prompt, so it pays no delayed ACK on a TCP console
+        and goes there directly, unless msync cannot reach the console
+        itself (the relay was given its own way there)."""
         argv = mp.build_argv(
             os.fsencode(self._t.msync), excludes=self._excludes, level=0, host=host, tokens=chunk
         )
-        res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)))
+        direct = self._relay_connect is None and self._via != self._t.console
+        via = self._console_named() if direct else self._via
+        res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)), via=via)
         log.debug("ship.msync.settle_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
         return res.stalled
 
@@ -422,10 +431,11 @@ class MsyncShipper:
             return None, "msync --members printed no member list"
         return [n for n in names if n], ""
 
-    def _exec(self, argv: list[bytes], idle: float | None = None) -> _exec.ExecResult:
+    def _exec(self, argv: list[bytes], idle: float | None = None, via: str | None = None) -> _exec.ExecResult:
         t = self._t
+        console = self._via if via is None else via
         opts = mp.daemon_options(
-            os.fsencode(self._via) if self._via else None,
+            os.fsencode(console) if console else None,
             os.fsencode(t.password_file) if t.password_file else None,
         )
         full = [argv[0], *opts, *argv[1:]]
