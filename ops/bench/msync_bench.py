@@ -14,7 +14,13 @@ namespace) and removes it at the end. For each console:
   mk1's namespace, as msync would be on the sender host);
 * cut: mk3's cable is pulled (its switch port down, the daemon never says
   goodbye) and ``--changes`` files are shipped one by one; printed is the time
-  until the live member mk2 holds each.
+  until the live member mk2 holds each;
+* overflow (only when named in ``--phases``): a real ``agent run`` recovers
+  from an inotify overflow of ``--overflow-files`` files written while it was
+  stopped (``msync_overflow.py``); printed is the time until each member holds
+  every file and until nothing is pending.
+
+``--phases`` and ``--consoles`` choose what runs on the real cluster.
 
 ``--double`` runs the same against the msync test double with its cost model
 at real speed (``time_scale = 1``: docs/msync.md §8 figures, 40 ms per TCP
@@ -43,6 +49,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from msync_overflow import overflow  # noqa: E402  (ops/bench, this script's directory)
 
 from tests.doubles.fixtures import make_double  # noqa: E402
 from tests.netns.cluster import Cluster, cleanup_stale, netns_unavailable_reason  # noqa: E402
@@ -89,23 +97,35 @@ def run_real(args: argparse.Namespace, tag: str) -> dict[str, dict]:
         rc = RealCluster(c, found[0], found[1], work)
         for name in MEMBERS:
             rc.start(name)
-        for console in ("tcp", "unix"):
+        for console in args.consoles.split(","):
             rc.sender_console = console
             rc.start("mk1")
             rc.wait_members(list(MEMBERS), timeout=120)
-            print(f"[{console}] burst: {args.rounds} rounds of {args.files} files", flush=True)
-            argv = worker_argv("burst", rc.msync, rc.console, rc.root, f"{tag}-{console}", args)
-            out[console] = parse(c.run("h1", argv, timeout=3600))
-            print(f"[{console}] cut: mk3 off, {args.changes} changes", flush=True)
-            c.cut("h3")
-            try:
-                live = str(rc.member_dir("mk2"))
-                argv = worker_argv(
-                    "cut", rc.msync, rc.console, rc.root, f"{tag}-{console}", args, live_dir=live
-                )
+            out[console] = {}
+            if "burst" in args.phases:
+                print(f"[{console}] burst: {args.rounds} rounds of {args.files} files", flush=True)
+                argv = worker_argv("burst", rc.msync, rc.console, rc.root, f"{tag}-{console}", args)
                 out[console] |= parse(c.run("h1", argv, timeout=3600))
-            finally:
-                c.restore("h3")
+            if "overflow" in args.phases:
+                print(
+                    f"[{console}] overflow: {args.overflow_files} files while the agent is stopped",
+                    flush=True,
+                )
+                got = overflow(
+                    c, rc, data, f"{tag}-{console}", args.overflow_files, MEMBERS, args.overflow_timeout
+                )
+                out[console]["overflow"] = got
+            if "cut" in args.phases:
+                print(f"[{console}] cut: mk3 off, {args.changes} changes", flush=True)
+                c.cut("h3")
+                try:
+                    live = str(rc.member_dir("mk2"))
+                    argv = worker_argv(
+                        "cut", rc.msync, rc.console, rc.root, f"{tag}-{console}", args, live_dir=live
+                    )
+                    out[console] |= parse(c.run("h1", argv, timeout=3600))
+                finally:
+                    c.restore("h3")
             rc.stop("mk1")  # ends its retries of mk3; the next console restarts it
     finally:
         c.down()
@@ -163,12 +183,32 @@ def run_double(args: argparse.Namespace, tag: str) -> dict[str, dict]:
 
 
 def report(out: dict[str, dict], args: argparse.Namespace, mode: str) -> None:
+    if any("agent" in r for r in out.values()):
+        report_burst(out, args, mode)
+    if any("overflow" in r for r in out.values()):
+        print(f"\noverflow recovery, {mode}: {args.overflow_files} files written while the agent was stopped")
+        for console, r in out.items():
+            o = r.get("overflow")
+            if o is None:
+                continue
+            held = " ".join(f"{m} {s:.1f} s" for m, s in sorted(o["members_s"].items())) or "none"
+            done = o["pending_zero_s"]
+            settled = f"not within {o['timeout_s']:.0f} s" if done is None else f"{done:.1f} s"
+            print(f"{console:8} overflow logged: {o['overflowed']}; every file held: {held}", end="")
+            print(f"; nothing pending: {settled}")
+    if any("current" in r for r in out.values()):
+        report_cut(out)
+
+
+def report_burst(out: dict[str, dict], args: argparse.Namespace, mode: str) -> None:
     n = args.files
     shape = f"{args.per_dir} per directory" if args.layout == "tree" else "one per directory (spread)"
     print(f"\nmsync shipping, {mode}: {n}-file burst, {shape}, 2 members,", end=" ")
     print(f"{args.rounds} rounds")
     print(f"{'console':8} {'agent ms/file':>14} {'plain ms/file':>14} {'ratio':>7}   agent s (runs)")
     for console, r in out.items():
+        if "agent" not in r:
+            continue
         a = statistics.median(r["agent"]) / n * 1000
         p = statistics.median(r["plain"]) / n * 1000
         runs = " ".join(f"{x:.2f}" for x in r["agent"])
@@ -180,8 +220,13 @@ def report(out: dict[str, dict], args: argparse.Namespace, mode: str) -> None:
             a = statistics.median(r["agent_model"]) / n * 1000
             p = statistics.median(r["plain_model"]) / n * 1000
             print(f"{console:8} {a:14.2f} {p:14.2f} {a / p:7.2f}")
+
+
+def report_cut(out: dict[str, dict]) -> None:
     print("\nlive member current while the other is cut off (seconds per change, in order):")
     for console, r in out.items():
+        if "current" not in r:
+            continue
         cur = " ".join(f"{x:.2f}" for x in r["current"])
         calls = " ".join(f"{x:.2f}" for x in r["calls"])
         print(f"{console:8} live member current: {cur}  (max {max(r['current']):.2f})   ship calls: {calls}")
@@ -203,6 +248,14 @@ def main() -> None:
     p.add_argument(
         "--no-relay", action="store_true", help="the agent's msync talks to a TCP console directly"
     )
+    p.add_argument(
+        "--phases",
+        default="burst,cut",
+        help="comma-separated: burst, cut, overflow (a real agent run recovering from an inotify overflow)",
+    )
+    p.add_argument("--consoles", default="tcp,unix", help="comma-separated: tcp, unix")
+    p.add_argument("--overflow-files", type=int, default=19384)
+    p.add_argument("--overflow-timeout", type=float, default=900.0)
     p.add_argument("--data", default="/tmp/msync-bench")
     p.add_argument("--cleanup", action="store_true", help="remove --data at the end")
     args = p.parse_args()

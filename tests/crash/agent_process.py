@@ -15,17 +15,19 @@ AGENT = Path(sys.executable).with_name("agent")
 
 
 class AgentProcess:
-    """``agent run`` as a child process; logs go to ``log_path`` (appended)."""
+    """``agent run`` as a child process; logs go to ``log_path`` (appended);
+    ``env`` is added to the environment it inherits."""
 
-    def __init__(self, args: Sequence[str], log_path: Path) -> None:
+    def __init__(self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = [str(AGENT), "run", *args]
         self.log_path = log_path
+        self.env = {**os.environ, **env} if env else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
             )
         return self
 

@@ -8,7 +8,9 @@ update rule, per-member output lines and timeouts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -96,6 +98,21 @@ class Member:
     handled: int = 0
     immutable: tuple[bytes, ...] = ()  # paths whose delete fails with EPERM (chattr +i)
     update_then_timeout: bool = False  # agrees to the update, then dies mid-transfer (§6)
+    lock: bytes = b""  # a lock file: one member daemon applies one entry at a time
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the member while it writes or deletes: its daemon is one
+        process serving every sender connection in turn."""
+        if not self.lock:
+            yield
+            return
+        fd = os.open(self.lock, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     @property
     def label(self) -> bytes:
@@ -107,7 +124,8 @@ class Member:
             raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
         dst = self.dir + b"/" + rel if rel else self.dir
         fs.check_jail(jail, os.path.dirname(dst))
-        fs.remove_entry(dst)
+        with self.writing():
+            fs.remove_entry(dst)
 
 
 @dataclass
@@ -281,14 +299,15 @@ class Daemon:
             if self.level >= 1:
                 self.say(b"update " + m.label + b":" + rel)
             try:
-                fs.apply_entry(
-                    self.src(rel),
-                    self.dst(m, rel),
-                    st,
-                    as_root=self.as_root,
-                    jail=self.jail,
-                    log=self.chmod_log,
-                )
+                with m.writing():
+                    fs.apply_entry(
+                        self.src(rel),
+                        self.dst(m, rel),
+                        st,
+                        as_root=self.as_root,
+                        jail=self.jail,
+                        log=self.chmod_log,
+                    )
             except OSError as exc:
                 self.say(b"error: " + os.fsencode(exc.strerror or str(exc)) + b" " + m.label + b":" + rel)
         if dry_hit and self.level == 0:

@@ -13,6 +13,10 @@ every invocation of the double through its state directory:
   (``-r`` pipelines, so that is all a walked file costs), 40 ms more for
   every console exchange that writes output over a TCP console (not over
   ``unix:``), and 500 ms x 120 = 60 s before a dead member is given up.
+  The daemon serves every console connection from one loop, so invocations
+  running at once proceed at once, but at most ``parallel`` files (makuosan's
+  ``-f``, default 5) are in flight in the whole daemon: each entry's time is
+  spent holding one of that many slots shared through the state directory.
 """
 
 from __future__ import annotations
@@ -26,7 +30,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Timing", "Drops", "INVOCATION_S", "COMMAND_S", "ENTRY_S", "TCP_PENALTY_S", "STALL_S", "PING_S"]
+__all__ = [
+    "Timing",
+    "Drops",
+    "INVOCATION_S",
+    "COMMAND_S",
+    "ENTRY_S",
+    "TCP_PENALTY_S",
+    "STALL_S",
+    "PING_S",
+    "PARALLEL",
+]
 
 INVOCATION_S = 0.0012
 COMMAND_S = 0.00075
@@ -34,6 +48,7 @@ ENTRY_S = 0.00045
 TCP_PENALTY_S = 0.040
 STALL_S = 0.5 * 120
 PING_S = 10.0
+PARALLEL = 5  # makuosan -f: files in flight at once in the daemon
 
 
 @dataclass
@@ -42,12 +57,15 @@ class Timing:
     invocation would have cost on a real cluster (scale 1), whatever the
     scale, so tests can reason about costs without waiting for them.
     ``extra_stall`` (absolute seconds) is added to the scaled dead-member
-    stall."""
+    stall. ``slots`` (the state directory) shares the daemon's ``parallel``
+    files in flight between invocations."""
 
     scale: float = 0.0
     tcp: bool = True
     extra_stall: float = 0.0
     model: float = 0.0
+    slots: Path | None = None
+    parallel: int = PARALLEL
 
     def _spend(self, model_s: float) -> None:
         self.model += model_s
@@ -63,7 +81,30 @@ class Timing:
         self._spend(COMMAND_S + (TCP_PENALTY_S if produced_output and self.tcp else 0.0))
 
     def entry(self) -> None:
-        self._spend(ENTRY_S)
+        if self.slots is None or ENTRY_S * self.scale <= 0:
+            self._spend(ENTRY_S)
+            return
+        with self._in_flight():
+            self._spend(ENTRY_S)
+
+    @contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Hold one of the daemon's ``parallel`` file slots (a lock file each)."""
+        assert self.slots is not None
+        while True:
+            for i in range(max(1, self.parallel)):
+                fd = os.open(self.slots / f"in-flight.{i}", os.O_CREAT | os.O_RDWR, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield
+                finally:
+                    os.close(fd)
+                return
+            time.sleep(0.0002)
 
     def stall(self) -> None:
         """The sender retrying a member that stopped answering, before it gives up."""

@@ -110,6 +110,10 @@ class MsyncDouble:
         """argv (without argv[0]) of every msync run, in order."""
         return self._read_log("invocations.log")
 
+    def spans(self) -> list[tuple[float, float, list[bytes]]]:
+        """(start, end, argv) of every finished msync run, wall-clock seconds."""
+        return [(float(rec[0]), float(rec[1]), rec[2:]) for rec in self._read_log("spans.log")]
+
     def drops(self) -> Drops:
         """The sender's dropped members (kept across invocations)."""
         return Drops(self.state, 0.0)

@@ -11,7 +11,8 @@ directory named by ``$MSYNC_DOUBLE_STATE``:
   ``ping_delay`` (seconds, scaled, before a dropped member that answers again
   is listed again; default 10), ``member_order`` (``random``, the default:
   members answer in an order that changes per invocation, or ``listed``),
-  ``cant_send`` (makuosan -s), and ``members``: name ->
+  ``cant_send`` (makuosan -s), ``parallel`` (makuosan -f: files in flight
+  at once in the daemon, shared by concurrent invocations; default 5), and ``members``: name ->
   ``{dir, ip, state, timeout_after, update_then_timeout, immutable}`` where
   state is ``up``, ``down``/``absent`` (not listed, skipped silently),
   ``timeout`` (answers ``timeout_after`` commands, then stalls, times out and
@@ -34,13 +35,14 @@ import json
 import os
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.doubles.double_daemon import Daemon, Desync, Member
 from tests.doubles.double_fs import JailError
-from tests.doubles.double_state import PING_S, Drops, Timing
+from tests.doubles.double_state import PARALLEL, PING_S, Drops, Timing
 
 Sink = Callable[[bytes, bool], None]
 
@@ -173,6 +175,7 @@ def _daemon(state: Path, cfg: dict, o: Options, emit: Sink | None) -> Daemon:
             int(m.get("timeout_after", 0)),
             immutable=tuple(os.fsencode(x) for x in m.get("immutable", [])),
             update_then_timeout=bool(m.get("update_then_timeout", False)),
+            lock=os.fsencode(state / f"member-{name}.lock"),
         )
         for name, m in cfg["members"].items()
     ]
@@ -184,7 +187,13 @@ def _daemon(state: Path, cfg: dict, o: Options, emit: Sink | None) -> Daemon:
         members=members,
         level=level,
         excludes=o.excludes,
-        timing=Timing(scale, _target(o).startswith(b"tcp:"), float(cfg.get("timeout_delay", 0.0))),
+        timing=Timing(
+            scale,
+            _target(o).startswith(b"tcp:"),
+            float(cfg.get("timeout_delay", 0.0)),
+            slots=state,
+            parallel=int(cfg.get("parallel", PARALLEL)),
+        ),
         drops=drops,
         emit=emit,
         chmod_log=os.fsencode(state / "chmod_outside.log"),
@@ -225,8 +234,19 @@ def run(
 ) -> tuple[int, list[bytes], list[bytes]]:
     """One msync invocation: (exit status, stdout lines, stderr lines). The
     daemon's lines also go to ``emit`` as they are said; msync's own lines
-    (usage, connection errors) only in the result."""
+    (usage, connection errors) only in the result. Its wall-clock span goes
+    to ``spans.log``."""
     _log(state, "invocations.log", argv)
+    start = time.time()
+    try:
+        return _run(argv, state, cfg, emit)
+    finally:
+        _log(state, "spans.log", [b"%.6f" % start, b"%.6f" % time.time(), *argv])
+
+
+def _run(
+    argv: list[bytes], state: Path, cfg: dict, emit: Sink | None
+) -> tuple[int, list[bytes], list[bytes]]:
     try:
         o = parse_args(argv)
     except UsageError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -180,3 +181,58 @@ def test_recursive_lines_follow_directory_read_order(msync_double: MsyncDouble) 
     order = [b"t/" + os.fsencode(n) for n in os.listdir(msync_double.base / "t")]
     r = msync_double.run("-l", "2", "-t", "mk2", "-r", "t")
     assert [ln.split(b":", 1)[1] for ln in r.stdout.splitlines()] == [*order, b"t"]
+
+
+def _concurrently(dbl: MsyncDouble, runs: list[list[str]]) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **dbl.env()}
+    procs = [subprocess.Popen([str(dbl.msync), *args], env=env) for args in runs]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+
+
+def test_concurrent_invocations_are_served_at_once(msync_double: MsyncDouble) -> None:
+    """makuosan serves every console connection from one loop, so the files
+    of msync calls running at once are in flight together (docs/msync.md
+    §8): their spans overlap instead of queueing one behind the other."""
+    msync_double.update(time_scale=20.0)  # 25 files: about 0.6 s per call
+    groups = [[f"g{g}/f{i}" for i in range(25)] for g in range(3)]
+    for name in (n for group in groups for n in group):
+        write_file(msync_double.base / name, b"x", mtime=1_600_000_000)
+    _concurrently(msync_double, [["--sync", *group] for group in groups])
+    spans = msync_double.spans()
+    assert len(spans) == 3
+    assert max(start for start, _, _ in spans) < min(end for _, end, _ in spans)
+
+
+def test_files_in_flight_are_capped_for_the_whole_daemon(msync_double: MsyncDouble) -> None:
+    """At most ``-f`` files (``parallel``, default 5) are in flight in the
+    daemon, however many msync calls feed it: with ``parallel`` 1, three
+    calls at once take at least as long as their files one after another."""
+    msync_double.update(time_scale=20.0, parallel=1)
+    groups = [[f"h{g}/f{i}" for i in range(10)] for g in range(3)]
+    for name in (n for group in groups for n in group):
+        write_file(msync_double.base / name, b"x", mtime=1_600_000_000)
+    start = time.monotonic()
+    _concurrently(msync_double, [["--sync", *group] for group in groups])
+    assert time.monotonic() - start >= 30 * ds.ENTRY_S * 20.0
+
+
+def test_a_member_writes_one_entry_at_a_time_for_concurrent_calls(msync_double: MsyncDouble) -> None:
+    """Each member daemon applies one entry at a time, whichever console
+    connection it came from: concurrent calls that create the same missing
+    parent directories on a member never see each other half done."""
+    names = [f"new/d{d}/e{e}/c{c}" for d in range(3) for e in range(3) for c in range(4)]
+    for name in names:
+        write_file(msync_double.base / name, b"x", mtime=1_600_000_000)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **msync_double.env()}
+    for _ in range(6):
+        procs = [
+            subprocess.Popen(
+                [str(msync_double.msync), "-l", "2", "--sync", *names[k::4]], env=env, stderr=subprocess.PIPE
+            )
+            for k in range(4)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert errors == [b""] * 4
+        for m in msync_double.member_dirs():
+            shutil.rmtree(m / "new")

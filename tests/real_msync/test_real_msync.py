@@ -93,7 +93,7 @@ def write(root: Path, rel: bytes, data: bytes, mtime: int = OLD) -> None:
     os.utime(full, (mtime, mtime))
 
 
-def settle_dirs(root: Path) -> None:
+def age_dirs(root: Path) -> None:
     """Whole-second, past mtimes on every directory below the root."""
     for dirpath, _, _ in os.walk(os.fsencode(root)):
         if dirpath != os.fsencode(root):
@@ -158,7 +158,7 @@ def test_shipper_against_real_makuosan(real_cluster: RealCluster) -> None:
     os.symlink(b"plain.txt", os.path.join(os.fsencode(root), b"link"))
     os.utime(os.path.join(os.fsencode(root), b"link"), (OLD, OLD), follow_symlinks=False)
     (root / "empty").mkdir()
-    settle_dirs(root)
+    age_dirs(root)
     actions = [put(rel) for rel in HOSTILE]
     actions += [put(b"tree", recursive=True), put(b"link"), put(b"empty")]
     actions += [put(d) for d in (b"n", b"deep/a/b", b"deep/a", b"deep")]
@@ -167,7 +167,7 @@ def test_shipper_against_real_makuosan(real_cluster: RealCluster) -> None:
 
     for rel in UNCARRIABLE:
         write(root, rel, b"u")
-    settle_dirs(root)
+    age_dirs(root)
     res = ship(rc, *[put(rel) for rel in UNCARRIABLE])
     assert {r.outcome for r in res.values()} == {Outcome.FAILED}, res
     for rel in UNCARRIABLE:
@@ -181,7 +181,7 @@ def test_shipper_against_real_makuosan(real_cluster: RealCluster) -> None:
     write(root, b"plain.txt", b"a longer new content\n", mtime=OLD + 10)
     os.chmod(root / "with space.txt", 0o600)
     write(root, b"tree/x", b"xx", mtime=OLD + 20)
-    settle_dirs(root)
+    age_dirs(root)
     for m in RECEIVERS:  # extras on members inside trees are removed by a recursive put
         write(rc.member_dir(m), b"tree/sp dir/extra", b"e")
         write(rc.member_dir(m), b"tree/sub/extra", b"e")
@@ -207,7 +207,7 @@ def test_shipper_against_real_makuosan(real_cluster: RealCluster) -> None:
     write(root, b"while_down.txt", b"missed by mk3\n")
     os.unlink(root / "plain.txt")
     write(root, b"deep/a/b/c.txt", b"changed while mk3 was down\n", mtime=OLD + 30)
-    settle_dirs(root)
+    age_dirs(root)
     missed = [put(b"while_down.txt"), put(b"plain.txt"), put(b"deep/a/b/c.txt")]
     res = ship(rc, *missed)
     assert {p: r.outcome for (t, p), r in res.items() if t == "real/mk3"} == dict.fromkeys(
@@ -245,7 +245,7 @@ def burst_tree(root: Path, top: bytes, dirs: int, per: int) -> list[Action]:
             write(root, b"%s/d%d/f%d" % (top, d, f), b"burst %d %d\n" % (d, f))
     for d in range(dirs):
         actions += [put(b"%s/d%d/f%d" % (top, d, f)) for f in range(per)]
-    settle_dirs(root)
+    age_dirs(root)
     return actions
 
 
@@ -265,7 +265,7 @@ def test_shipper_over_the_tcp_console(tcp_cluster: RealCluster, relay: bool) -> 
 
     write(root, b"rel/d1/f3", b"a longer new content\n", mtime=OLD + 10)
     os.unlink(os.path.join(os.fsencode(root), b"single.txt"))
-    settle_dirs(root)
+    age_dirs(root)
     all_ok(send(rc, put(b"rel/d1/f3"), Action(ActionKind.DELETE, b"single.txt")))
     assert_mirrored(rc)
 
@@ -275,7 +275,7 @@ def test_shipper_over_the_tcp_console(tcp_cluster: RealCluster, relay: bool) -> 
     assert {r.outcome for (_, p), r in res.items() if p == b"rel/d2/f4"} == {Outcome.FAILED}, res
     all_ok({k: r for k, r in res.items() if k[1] != b"rel/d2/f4"})
     write(root, b"rel/d2/f4", b"BURST 2 4\n", mtime=OLD + 40)
-    settle_dirs(root)
+    age_dirs(root)
 
     # mk3 restarted as a read-only node (makuosan -r): listed, silent at level 2
     rc.stop("mk3")
@@ -283,11 +283,57 @@ def test_shipper_over_the_tcp_console(tcp_cluster: RealCluster, relay: bool) -> 
     rc.wait_members(list(RECEIVERS))
     more = burst_tree(root, b"rel2", dirs=2, per=5)
     write(root, b"rel/d0/f0", b"changed for a read-only mk3\n", mtime=OLD + 50)
-    settle_dirs(root)
+    age_dirs(root)
     res = send(rc, *more, put(b"rel/d0/f0"), put(b"rel/d2/f4"))
     assert {r.outcome for (t, _), r in res.items() if t == "real/mk3"} == {Outcome.RETRY}, res
     all_ok({k: r for k, r in res.items() if k[0] == "real/mk2"})
     assert_mirrored(rc, "mk2")
+
+
+def test_scattered_rewrites_over_the_tcp_console(tcp_cluster: RealCluster) -> None:
+    """One file rewritten in each of many directories below one top
+    directory goes out in several msync calls at once through the relay:
+    every member answers for every file, the directories end with the
+    source's mtime, a same-size rewrite with its old mtime is FAILED, and
+    a member restarted read-only (``makuosan -r``) stays pending."""
+    rc = tcp_cluster
+    root = rc.root
+    dirs = [b"spread/d%02d" % d for d in range(40)]
+    for d in dirs:
+        for name in (b"f", b"g", b"h"):  # g, h unchanged: no recursive send carries the directory
+            write(root, d + b"/" + name, b"base %s\n" % d)
+    age_dirs(root)
+    all_ok(ship(rc, put(b"spread", recursive=True)))
+    for i, d in enumerate(dirs):
+        write(root, d + b"/f", b"round one rewrites %s\n" % d, mtime=OLD + 100 + i)
+    age_dirs(root)
+    all_ok(ship(rc, *[put(d + b"/f") for d in dirs]))
+    for m in RECEIVERS:
+        assert_trees_equal(root / "spread", rc.member_dir(m) / "spread", mtime=True, dir_mtime=True)
+    lost = dirs[7] + b"/f"
+    write(root, lost, b"ROUND ONE REWRITES " + dirs[7] + b"\n", mtime=OLD + 107)  # same size and mtime
+    for i, d in enumerate(dirs[:20]):
+        write(root, d + b"/h", b"round one and a half %s\n" % d, mtime=OLD + 150 + i)
+    age_dirs(root)
+    res = ship(rc, put(lost), *[put(d + b"/h") for d in dirs[:20]])
+    assert {r.outcome for (_, p), r in res.items() if p == lost} == {Outcome.FAILED}, res
+    all_ok({k: r for k, r in res.items() if k[1] != lost})
+    write(root, lost, b"ROUND ONE REWRITES " + dirs[7] + b"\n", mtime=OLD + 300)
+    age_dirs(root)
+    all_ok(ship(rc, put(lost)))
+    for m in RECEIVERS:
+        assert_trees_equal(root / "spread", rc.member_dir(m) / "spread", mtime=True, dir_mtime=True)
+
+    rc.stop("mk3")
+    rc.start("mk3", "-r")
+    rc.wait_members(list(RECEIVERS))
+    for i, d in enumerate(dirs):
+        write(root, d + b"/g", b"round two, a read-only mk3 %s\n" % d, mtime=OLD + 200 + i)
+    age_dirs(root)
+    res = ship(rc, *[put(d + b"/g") for d in dirs])
+    assert {r.outcome for (t, _), r in res.items() if t == "real/mk3"} == {Outcome.RETRY}, res
+    all_ok({k: r for k, r in res.items() if k[0] == "real/mk2"})
+    assert_trees_equal(root / "spread", rc.member_dir("mk2") / "spread", mtime=True, dir_mtime=True)
 
 
 def test_live_member_served_while_the_other_is_cut(tcp_cluster: RealCluster) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from agent.operate.config import MsyncTarget
 from agent.ship.base import Outcome
-from agent.ship.msync.group import Candidate, Cover, find_groups
+from agent.ship.msync.group import Candidate, Cover, find_groups, list_dir
 from agent.ship.plan import Action, ActionKind
 from tests.doubles.fixtures import make_double
 from tests.unit.test_msync_shipper import OLD, Rig, mirrored, put, write
@@ -34,7 +34,7 @@ TREE = {
 
 
 def listdir(tree: dict[bytes, list[tuple[bytes, str]]]):
-    return lambda rel: tree.get(rel)
+    return lambda rel, most=None: tree.get(rel)
 
 
 def cands(*paths: bytes, key: object = None, dirs: tuple[bytes, ...] = ()) -> dict[bytes, Candidate]:
@@ -105,6 +105,30 @@ def test_unreadable_directory_space_in_name_and_too_small_are_not_grouped() -> N
     assert (
         find_groups(cands(b"q/x", b"q/y"), listdir({b"q": [(b"x", "file"), (b"y", "file")]}), never, 3) == {}
     )
+
+
+def test_a_directory_is_read_knowing_how_many_entries_a_cover_allows() -> None:
+    """A directory can be carried only if its entries are its planned files,
+    its covered subdirectories and at most as many unplanned files as all
+    the planned paths below it: ``listdir`` gets that bound, so a directory
+    holding one planned file among many need not be read in full."""
+    tree = {b"r": [(b"a", "file"), (b"s", "dir"), (b"u", "file")], b"r/s": [(b"c", "file")]}
+    asked: dict[bytes, int | None] = {}
+
+    def spy(rel: bytes, most: int | None = None):
+        asked[rel] = most
+        return tree.get(rel)
+
+    find_groups(cands(b"r/a", b"r/s/c"), spy, never)
+    assert asked == {b"r/s": 2, b"r": 1 + 1 + 2}
+
+
+def test_list_dir_gives_up_on_more_entries_than_allowed(tmp_path: Path) -> None:
+    for n in ("a", "b", "c"):
+        write(tmp_path, b"d/" + n.encode(), b"x")
+    root, dev = os.fsencode(tmp_path), os.stat(tmp_path).st_dev
+    assert list_dir(root, b"d", dev, 0.0, most=2) is None
+    assert sorted(list_dir(root, b"d", dev, 0.0, most=3)) == [(b"a", "file"), (b"b", "file"), (b"c", "file")]
 
 
 # ---------------------------------------------------------------------------- against the double
@@ -240,14 +264,15 @@ def test_parent_directories_are_settled_in_parallel_chunks_per_depth(rig: Rig) -
 
 
 def test_restamp_levels_keep_depths_apart_deepest_first() -> None:
+    """Each depth is one round of up to ``concurrency`` calls of even size,
+    at least ``RESTAMP_CHUNK`` directories each: no round waits behind a
+    half-empty one."""
     from agent.ship.msync.jobs import restamp_levels
 
     deep = [b"a/b/c%03d" % i for i in range(120)]
     mid = [b"a/b", b"a/x"]
-    levels = restamp_levels([*deep, *mid, b"a"], batch=200, concurrency=4)
-    assert [[len(c) for c in lv] for lv in levels] == [[50, 50, 20], [2], [1]]
+    levels = restamp_levels([*deep, *mid, b"a"], concurrency=4)
+    assert [[len(c) for c in lv] for lv in levels] == [[60, 60], [2], [1]]
     assert levels[1] == [mid] and levels[2] == [[b"a"]]
-    assert [[len(c) for c in lv] for lv in restamp_levels(deep, batch=30, concurrency=2)] == [
-        [30, 30],
-        [30, 30],
-    ]
+    assert [[len(c) for c in lv] for lv in restamp_levels(deep * 20, concurrency=4)] == [[600] * 4]
+    assert [[len(c) for c in lv] for lv in restamp_levels(deep, concurrency=2)] == [[60, 60]]

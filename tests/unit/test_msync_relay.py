@@ -4,8 +4,10 @@ for byte, both ways, and the shipper uses it only when the console answers."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from agent.operate.config import MsyncTarget
 from agent.ship.base import Outcome
-from agent.ship.msync.relay import ConsoleRelay, tcp_address
+from agent.ship.msync.relay import ConsoleRelay, sweep, tcp_address
 from agent.ship.msync.shipper import MsyncShipper
 from agent.ship.plan import Action, ActionKind, Plan
 from tests.doubles.fixtures import make_double, write_file
@@ -188,3 +190,87 @@ def test_the_shipper_goes_direct_when_the_console_does_not_answer(tmp_path: Path
     outcomes, used = ship_one(tmp_path, tcp, relay_dir, (tcp,))
     assert outcomes == {Outcome.OK}
     assert set(used) == {tcp.encode()}
+
+
+# ---------------------------------------------------------------------------- leftovers
+def test_a_relay_that_cannot_listen_leaves_no_directory(tmp_path: Path, monkeypatch) -> None:
+    """A socket path too long for AF_UNIX: the relay fails, its directory goes."""
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with pytest.raises(OSError):
+        ConsoleRelay(lambda: socket.create_connection(("127.0.0.1", 9)), tag="t")
+    assert os.listdir(deep) == []
+
+
+def test_sweep_removes_only_dead_relays_of_its_tag(tmp_path: Path) -> None:
+    """Dead (unlocked, socket inside) relay directories of the tag go; a live
+    one (locked), another tag, a foreign file inside, a directory others may
+    read, a symlink and one being set up (young, no socket yet) stay."""
+
+    def relay_dir(name: str, mode: int = 0o700, sock: bool = True) -> Path:
+        d = tmp_path / name
+        d.mkdir(mode=mode)
+        os.chmod(d, mode)
+        if sock:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.bind(str(d / "console.sock"))
+        return d
+
+    dead = relay_dir("msync-relay-abc-dead1")
+    live = relay_dir("msync-relay-abc-live1")
+    other = relay_dir("msync-relay-xyz-dead2")
+    foreign = relay_dir("msync-relay-abc-foreign")
+    (foreign / "keep").write_bytes(b"")
+    shared = relay_dir("msync-relay-abc-shared", mode=0o755)
+    young = relay_dir("msync-relay-abc-young", sock=False)
+    (tmp_path / "msync-relay-abc-link").symlink_to(dead)
+    held = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert sweep("abc", str(tmp_path)) == [str(dead)]
+    finally:
+        os.close(held)
+    assert not dead.exists()
+    assert all(d.exists() for d in (live, other, foreign, shared, young))
+    assert (foreign / "keep").exists()
+
+
+def test_a_relay_locks_its_directory_while_it_lives(
+    console: FakeConsole, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    relay = ConsoleRelay(console.connect, tag="abc")
+    try:
+        assert os.path.basename(os.path.dirname(relay.path)).startswith("msync-relay-abc-")
+        assert sweep("abc", str(tmp_path)) == []
+        assert os.path.exists(relay.path)
+    finally:
+        relay.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_silent_calls_go_to_the_tcp_console_directly(console: FakeConsole, tmp_path: Path) -> None:
+    """Only an exchange that prints before the prompt waits for msync's
+    delayed ACK: the silent calls that settle parent directories (level 0)
+    go to the TCP console directly, the answering ones through the relay."""
+    root = tmp_path / "root"
+    tcp = f"tcp:127.0.0.1:{console.port}"
+    relay_dir = tmp_path / "relay"
+    relay_dir.mkdir()
+    via = f"unix:{relay_dir}/console.sock"
+    dbl = make_double(tmp_path / "dbl", base=root, jail=tmp_path, listening=(via, tcp))
+    for d in range(3):
+        write_file(root / f"d{d}" / "f", b"x", mtime=OLD)
+    target = MsyncTarget(name="c", members=("mk2", "mk3"), msync=str(dbl.msync), base=root, console=tcp)
+    shipper = MsyncShipper(target, root, env=dbl.env(), relay_dir=relay_dir)
+    try:
+        results = shipper.ship(Plan(tuple(Action(ActionKind.PUT, b"d%d/f" % d) for d in range(3))))
+    finally:
+        shipper.close()
+    assert {r.outcome for r in results} == {Outcome.OK}
+    used = {
+        (a[a.index(b"-l") + 1] if b"-l" in a else b"members", a[a.index(b"-c") + 1])
+        for a in dbl.invocations()
+    }
+    assert used == {(b"members", via.encode()), (b"2", via.encode()), (b"0", tcp.encode())}

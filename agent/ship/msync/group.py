@@ -75,7 +75,7 @@ def _carried(name: bytes) -> bool:
 
 def find_groups(
     candidates: Mapping[bytes, Candidate],
-    listdir: Callable[[bytes], Listing],
+    listdir: Callable[[bytes, int | None], Listing],
     excluded: Callable[[bytes, bool], bool],
     min_group: int = MIN_GROUP,
 ) -> dict[bytes, Cover]:
@@ -83,24 +83,34 @@ def find_groups(
     for the plan: every subdirectory covered too, every entry a planned path
     or an unplanned regular file not written this second, the unplanned ones no more than
     the planned ones. Directories are listed deepest first, each at most
-    once, and none above one that failed."""
+    once, and none above one that failed; ``listdir`` gets the most entries
+    the directory may hold to be carried (excluded ones aside), so it may
+    give up on a longer one."""
     ancestors: set[bytes] = set()
+    files_in: dict[bytes, int] = {}  # planned files directly in a directory
     for path, cand in candidates.items():
         d = path if cand.is_dir else _parent(path)
+        if not cand.is_dir:
+            files_in[d] = files_in.get(d, 0) + 1
         while d and d not in ancestors:
             ancestors.add(d)
             d = _parent(d)
     covered: dict[bytes, Cover] = {}
+    subs: dict[bytes, list[Cover]] = {}  # covered subdirectories of a directory
     failed: set[bytes] = set()
     for d in sorted(ancestors, key=lambda p: -p.count(b"/")):
         if d in failed or b" " in d.rpartition(b"/")[2]:
             failed.add(_parent(d))
             continue
-        got = _cover(d, candidates, covered, listdir, excluded)
+        below = subs.get(d, [])
+        planned = files_in.get(d, 0) + (d in candidates) + sum(len(c.planned) for c in below)
+        most = files_in.get(d, 0) + len(below) + planned
+        got = _cover(d, candidates, covered, lambda rel, most=most: listdir(rel, most), excluded)
         if got is None or len(got.unplanned) > len(got.planned):
             failed.add(_parent(d))
         else:
             covered[d] = got
+            subs.setdefault(_parent(d), []).append(got)
     tops = {d: c for d, c in covered.items() if _parent(d) not in covered}
     return {d: c for d, c in tops.items() if len(c.planned) >= min_group}
 
@@ -145,39 +155,38 @@ def _cover(
     return out
 
 
-def list_dir(root: bytes, rel: bytes, dev: int, now: float) -> Listing:
+def list_dir(root: bytes, rel: bytes, dev: int, now: float, most: int | None = None) -> Listing:
     """The entries of directory ``rel`` below ``root``, opened without
     following symlinks; an entry on another device is ``other``; a regular
-    file whose mtime is the second ``now`` is in is ``fresh``."""
+    file whose mtime is the second ``now`` is in is ``fresh``. None when it
+    cannot be read, or holds more than ``most`` entries (then none is stat'ed)."""
     try:
         fd = open_dir(root, rel, dev=dev)
     except OSError:
         return None
-    out: list[tuple[bytes, str]] = []
     try:
         with os.scandir(fd) as it:
-            for e in it:
-                st = e.stat(follow_symlinks=False)
-                mode = st.st_mode
-                if st.st_dev != dev:
-                    kind = "other"
-                elif stat.S_ISREG(mode):
-                    kind = "fresh" if same_second(st.st_mtime_ns, now) else "file"
-                elif stat.S_ISDIR(mode):
-                    kind = "dir"
-                else:
-                    kind = "other"
-                out.append((os.fsencode(e.name), kind))
+            entries = list(it)
+        if most is not None and len(entries) > most:
+            return None
+        return [(os.fsencode(e.name), _kind(e.stat(follow_symlinks=False), dev, now)) for e in entries]
     except OSError:
         return None
     finally:
         os.close(fd)
-    return out
+
+
+def _kind(st: os.stat_result, dev: int, now: float) -> str:
+    if st.st_dev != dev:
+        return "other"
+    if stat.S_ISREG(st.st_mode):
+        return "fresh" if same_second(st.st_mtime_ns, now) else "file"
+    return "dir" if stat.S_ISDIR(st.st_mode) else "other"
 
 
 def group_items(
     keyed: list[tuple[Hashable, Item]],
-    listdir: Callable[[bytes], Listing],
+    listdir: Callable[[bytes, int | None], Listing],
     echo: Callable[[bytes], bytes],
     skipped: Callable[[bytes, bool], bool],
 ) -> list[tuple[Hashable, Item]]:

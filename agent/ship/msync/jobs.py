@@ -14,7 +14,19 @@ from agent.ship.msync.carry import Prepared
 from agent.ship.msync.output import Entry
 from agent.ship.plan import Action
 
-__all__ = ["Item", "Job", "Sent", "expand", "lane_jobs", "chunks", "parent_dirs", "restamp_levels"]
+__all__ = [
+    "Item",
+    "Job",
+    "Sent",
+    "expand",
+    "lane_roots",
+    "lane_of",
+    "lane_jobs",
+    "chunks",
+    "parent_dirs",
+    "restamp_levels",
+    "size_of",
+]
 
 
 @dataclass(eq=False)
@@ -84,6 +96,45 @@ def expand(job: Job) -> tuple[Sent, dict[int, int]]:
     return sent, main
 
 
+def lane_roots(paths: list[bytes]) -> list[bytes]:
+    """For each path, the shortest of ``paths`` that is it or one of its
+    ancestors (``b""``, the root, is everyone's). Two paths keep their plan
+    order against each other (a delete before the put that replaces it, a
+    directory before or after what is inside) only when one lies inside the
+    other, and then they get the same root; paths with different roots lie
+    in disjoint subtrees and may go out in msync calls running at once."""
+    known = set(paths)
+    out = []
+    for path in paths:
+        root = path
+        if b"" in known:
+            root = b""
+        else:
+            cut = path.find(b"/")
+            while cut >= 0:
+                if path[:cut] in known:
+                    root = path[:cut]
+                    break
+                cut = path.find(b"/", cut + 1)
+        out.append(root)
+    return out
+
+
+def lane_of(roots: list[bytes], weights: list[int], width: int) -> list[int]:
+    """A lane (0 to ``width`` - 1) per entry: all entries of one root in the
+    same lane, each root, in order of first appearance, to the lane with the
+    least weight so far."""
+    total: dict[bytes, int] = {}
+    for root, w in zip(roots, weights):
+        total[root] = total.get(root, 0) + w
+    load = [0] * max(1, width)
+    lane: dict[bytes, int] = {}
+    for root, w in total.items():
+        lane[root] = min(range(len(load)), key=lambda i: load[i])
+        load[lane[root]] += w
+    return [lane[root] for root in roots]
+
+
 def lane_jobs(lane: list[tuple[tuple[bytes, ...] | None, Item]], batch: int) -> list[Job]:
     """Consecutive items for the same member set form a segment; a segment for
     a subset becomes one run of jobs per member (``-t``)."""
@@ -120,7 +171,12 @@ def chunks(items: list[Item], host: bytes | None, batch: int) -> list[Job]:
 
 
 def size(job: Job) -> int:
-    return sum((2 if it.resend else 1) + len(it.more) + len(it.covered) for it in job.items)
+    return sum(size_of(it) for it in job.items)
+
+
+def size_of(it: Item) -> int:
+    """Paths one item names or answers for in a call."""
+    return (2 if it.resend else 1) + len(it.more) + len(it.covered)
 
 
 def parent_dirs(paths: list[bytes]) -> list[bytes]:
@@ -138,13 +194,14 @@ def parent_dirs(paths: list[bytes]) -> list[bytes]:
 RESTAMP_CHUNK = 50  # directories a restamping call carries at least before another runs beside it
 
 
-def restamp_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[list[list[bytes]]]:
-    """Directory tokens (deepest first) as calls: one level per depth,
-    deepest first, each level split into up to ``concurrency`` calls that
-    may run at once (no send of a directory changes another's mtime; only a
-    member creating a missing one touches its parent, which a later level
-    sends), each of at most ``batch`` and, when split, at least
-    ``RESTAMP_CHUNK`` directories."""
+def restamp_levels(tokens: list[bytes], concurrency: int) -> list[list[list[bytes]]]:
+    """Directory tokens (deepest first) as rounds of calls: one round per
+    depth, deepest first, each split into up to ``concurrency`` calls of even
+    size that run at once (no send of a directory changes another's mtime;
+    only a member creating a missing one touches its parent, which a later
+    round sends), each of at least ``RESTAMP_CHUNK`` directories when split.
+    A silent call costs its directories and little else, so a round is never
+    cut into waves that wait for each other."""
     levels: list[list[bytes]] = []
     depth = None
     for t in tokens:
@@ -155,8 +212,7 @@ def restamp_levels(tokens: list[bytes], batch: int, concurrency: int) -> list[li
         levels[-1].append(t)
     out = []
     for level in levels:
-        size = max(RESTAMP_CHUNK, -(-len(level) // max(1, concurrency)))
-        size = max(1, min(size, batch))
-        calls = [level[i : i + size] for i in range(0, len(level), size)]
-        out += [calls[i : i + max(1, concurrency)] for i in range(0, len(calls), max(1, concurrency))]
+        calls = max(1, min(concurrency, len(level) // RESTAMP_CHUNK))
+        size = -(-len(level) // calls)
+        out.append([level[i : i + size] for i in range(0, len(level), size)])
     return out

@@ -26,7 +26,6 @@ import socket
 import stat
 import threading
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,9 +39,18 @@ from agent.ship.msync.carry import command_prefix, fits, prepare
 from agent.ship.msync.commands import build_argv, daemon_options
 from agent.ship.msync.group import group_items, list_dir
 from agent.ship.msync.invoke import Invoker
-from agent.ship.msync.jobs import Item, Job, lane_jobs, parent_dirs, restamp_levels
+from agent.ship.msync.jobs import (
+    Item,
+    Job,
+    lane_jobs,
+    lane_of,
+    lane_roots,
+    parent_dirs,
+    restamp_levels,
+    size_of,
+)
 from agent.ship.msync.members import Members
-from agent.ship.msync.relay import ConsoleRelay, greets, tcp_address
+from agent.ship.msync.relay import ConsoleRelay, greets, relay_tag, sweep, tcp_address
 from agent.ship.msync.source import Source
 from agent.ship.msync.stall import SUSPECT_S, idle_limit
 from agent.ship.plan import Action, Plan
@@ -73,7 +81,8 @@ class MsyncShipper:
     msync process (e.g. ``MSYNC_TARGET``); ``clock`` gives the current time;
     a member that stalled a call is sent nothing for ``suspect_s`` seconds.
     A TCP console is reached through a :class:`ConsoleRelay` (made in
-    ``relay_dir``, else a private temporary directory; ``relay_connect``
+    ``relay_dir``, else a private temporary directory, whose leftovers from
+    a killed agent it removes when made; ``relay_connect``
     opens a connection to the console) while it takes connections."""
 
     def __init__(
@@ -103,6 +112,10 @@ class MsyncShipper:
         self._relay: ConsoleRelay | None = None
         self._relay_dir = str(relay_dir) if relay_dir is not None else None
         self._relay_connect = relay_connect
+        self._relay_tag = relay_tag(self._source.root, target.name)
+        if relay_dir is None and target.console_relay:
+            for path in sweep(self._relay_tag):
+                log.info("ship.msync.relay_swept", target=self.name, path=path)
         self._via = target.console  # the -c msync gets for the plan being shipped
 
     # ------------------------------------------------------------------ public
@@ -133,8 +146,7 @@ class MsyncShipper:
         """msync's ``-c`` for this plan: the relay while the TCP console takes
         connections (relay.py), else the configured console."""
         t = self._t
-        console = t.console or self._env.get("MSYNC_TARGET") or "tcp:127.0.0.1:5000"
-        address = tcp_address(console)
+        address = tcp_address(self._console_named())
         if not t.console_relay or address is None:
             return t.console
         connect = self._relay_connect or (lambda: socket.create_connection(address, timeout=5))
@@ -142,11 +154,16 @@ class MsyncShipper:
             return t.console  # msync itself says what is wrong
         if self._relay is None:
             try:
-                self._relay = ConsoleRelay(connect, self._relay_dir)
+                self._relay = ConsoleRelay(connect, self._relay_dir, self._relay_tag)
             except OSError as exc:
                 log.warning("ship.msync.relay_failed", target=self.name, error=str(exc))
                 return t.console
         return self._relay.target
+
+    def _console_named(self) -> str:
+        """The console msync reaches without ``-c``: configured, from the
+        environment, or makuosan's default."""
+        return self._t.console or self._env.get("MSYNC_TARGET") or "tcp:127.0.0.1:5000"
 
     # ------------------------------------------------------------------ preparation
     def _set(self, it: Item, tracks: Sequence[str], outcome: Outcome, reason: str = "") -> None:
@@ -220,20 +237,25 @@ class MsyncShipper:
                 tokens.append(prep.token)
         for host in self._restamp_hosts(live) if tokens else []:
             fitting = [t for t in tokens if fits(t, command_prefix(host=host))]
-            for level in restamp_levels(fitting, self._t.batch, self._t.concurrency):
+            for level in restamp_levels(fitting, self._t.concurrency):
                 with ThreadPoolExecutor(max_workers=len(level)) as pool:
                     stalled = any(pool.map(functools.partial(self._restamp, host), level))
                 if stalled:
-                    log.warning("ship.msync.settle_stalled", target=self.name, host=host)
+                    log.warning("ship.msync.restamp_stalled", target=self.name, host=host)
                     break
 
     def _restamp(self, host: bytes | None, chunk: list[bytes]) -> bool:
-        """One silent send of directories; whether it stalled."""
+        """One silent send of directories; whether it stalled. It prints
+        nothing before a prompt, so it pays no delayed ACK on a TCP console
+        and goes there directly, unless msync cannot reach the console
+        itself (the relay was given its own way there)."""
         argv = build_argv(
             os.fsencode(self._t.msync), excludes=self._source.excludes, level=0, host=host, tokens=chunk
         )
-        res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)))
-        log.debug("ship.msync.settle_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
+        direct = self._relay_connect is None and self._via != self._t.console
+        via = self._console_named() if direct else self._via
+        res = self._exec(argv, idle_limit(self._t.stall_s, 0, 2 * len(chunk)), via=via)
+        log.debug("ship.msync.restamp_dirs", target=self.name, paths=len(chunk), rc=res.returncode)
         return res.stalled
 
     def _restamp_hosts(self, live: list[Item]) -> list[bytes | None]:
@@ -247,10 +269,11 @@ class MsyncShipper:
         return [None] if len(hosts) == len(set(member_of.values())) else list(hosts)
 
     # ------------------------------------------------------------------ shipping
-    def _exec(self, argv: list[bytes], idle: float | None = None) -> _exec.ExecResult:
+    def _exec(self, argv: list[bytes], idle: float | None = None, via: str | None = None) -> _exec.ExecResult:
         t = self._t
+        console = self._via if via is None else via
         opts = daemon_options(
-            os.fsencode(self._via) if self._via else None,
+            os.fsencode(console) if console else None,
             os.fsencode(t.password_file) if t.password_file else None,
         )
         full = [argv[0], *opts, *argv[1:]]
@@ -272,11 +295,14 @@ class MsyncShipper:
         return [member_of[tr] for tr in it.tracks if tr not in absent and tr not in silent]
 
     def _lanes(self, live: list[Item], listed: list[bytes]) -> list[list[Job]]:
-        """Lanes run concurrently, the jobs of a lane strictly in plan order. A lane
-        holds whole top-level subtrees, so ordering inside a subtree (delete
-        before put, parents) is kept for every member; there are only as many
-        lanes as full batches, up to ``concurrency``. Items for a subset of the
-        members (catch-up) go out with ``-t``, once per member."""
+        """Lanes run concurrently, the jobs of a lane strictly in plan order.
+        A path and every planned path inside it share a lane (jobs.py,
+        lane_roots), so ordering inside a subtree (delete before put,
+        parents) is kept for every member, while scattered paths spread over
+        the lanes: makuosan has the files of concurrent calls in flight
+        together. There are only as many lanes as full batches, up to
+        ``concurrency``. Items for a subset of the members (catch-up) go out
+        with ``-t``, once per member."""
         everyone = {m for m in self._members.of_track.values() if m in listed} or set(listed)
         keyed: list[tuple[tuple[bytes, ...] | None, Item]] = []
         for it in live:
@@ -285,9 +311,12 @@ class MsyncShipper:
                 keyed.append((None if set(hosts) == everyone else tuple(sorted(hosts)), it))
         keyed = self._grouped(keyed)
         width = max(1, min(self._t.concurrency, -(-len(keyed) // max(1, self._t.batch))))
+        roots = lane_roots([it.entry.echo for _, it in keyed])
         lanes: list[list[tuple[tuple[bytes, ...] | None, Item]]] = [[] for _ in range(width)]
-        for key, it in keyed:
-            lanes[zlib.crc32(it.entry.echo.split(b"/", 1)[0]) % width].append((key, it))
+        for (key, it), lane in zip(
+            keyed, lane_of(roots, [size_of(it) for _, it in keyed], width), strict=True
+        ):
+            lanes[lane].append((key, it))
         return [lane_jobs(lane, self._t.batch) for lane in lanes if lane]
 
     def _grouped(self, keyed: list) -> list:
@@ -297,5 +326,6 @@ class MsyncShipper:
         except OSError:
             return keyed
         now = self._clock()
-        listdir = lambda rel: list_dir(self._source.root, rel, dev, now)  # noqa: E731
+        unbounded = bool(self._source.excludes)  # excluded entries do not count against a bound
+        listdir = lambda rel, most: list_dir(self._source.root, rel, dev, now, None if unbounded else most)  # noqa: E731
         return group_items(keyed, listdir, self._source.rel, self._source.makuosan_skips)
