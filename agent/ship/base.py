@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from agent.ship.plan import Plan
+from agent.ship.actions import Plan
 
 __all__ = ["Outcome", "ShipResult", "Shipper"]
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import structlog
 
-from agent.ship.plan import ActionKind, Plan
+from agent.ship.actions import ActionKind, Plan
 from agent.tree.excludes import Excludes
 from agent.tree.fsstate import capture_at, capture_in, kind_of, lstat_below
 from agent.tree.walk import Walk, root_dev

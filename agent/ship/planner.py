@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
-from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.actions import Action, ActionKind, Plan
 from journal import SUBTREE, Op, Record
 
 __all__ = [

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import structlog
 
+from agent.ship.actions import ActionKind, Plan
 from agent.ship.base import Outcome, Shipper, ShipResult
 from agent.ship.capture import Capture, is_dir
 from agent.ship.links import LinkSpreader
 from agent.ship.listing_drift import moved_listings
 from agent.ship.manifest_updates import Key, absorbable, again_entries, cleared_trees, track_updates
-from agent.ship.plan import ActionKind, Plan
 from agent.ship.planner import CompletionMap, Selection, build_plan, resolve
 from agent.ship.retry import Backoff, RetryPolicy
 from agent.ship.settle import changing_paths, split

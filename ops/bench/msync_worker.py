@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 import structlog  # noqa: E402
 
 from agent.operate.config import MsyncTarget  # noqa: E402
+from agent.ship.actions import Action, ActionKind, Plan  # noqa: E402
 from agent.ship.base import Outcome  # noqa: E402
 from agent.ship.msync.shipper import MsyncShipper  # noqa: E402
-from agent.ship.plan import Action, ActionKind, Plan  # noqa: E402
 
 OLD = 1_600_000_000
 

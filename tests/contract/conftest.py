@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from agent.operate.config import LocalTarget, RsyncTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome, Shipper, ShipResult
 from agent.ship.local.shipper import LocalShipper
-from agent.ship.plan import Action, ActionKind, Plan
 from agent.ship.rsync.shipper import RsyncShipper
 from tests.contract.msync_factory import make_msync_shipper
 from tests.fixtures.rsyncd import start_rsyncd

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
+from agent.ship.actions import ActionKind
 from agent.ship.base import Outcome
-from agent.ship.plan import ActionKind
 from tests.contract.conftest import Rig
 from tests.contract.test_shipper_contract import write
 from tests.helpers.trees import snapshot

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ship.plan import Action, ActionKind
+from agent.ship.actions import Action, ActionKind
 from tests.contract.conftest import Rig, _local_rig, _rsync_path_rig
 
 NAMES = [b"a", b"b", b"-x", b"sp ace", b"n\nl", b"\xff", b"#h#", b";s"]

@@ -11,8 +11,8 @@ import shutil
 import socket
 import stat
 
+from agent.ship.actions import ActionKind
 from agent.ship.base import Outcome
-from agent.ship.plan import ActionKind
 from tests.contract.conftest import Rig
 
 

@@ -24,7 +24,7 @@ _CHILD = r"""
 import base64, json, subprocess, sys
 from pathlib import Path
 from agent.operate.config import LocalTarget, RsyncTarget
-from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.local.shipper import LocalShipper
 from agent.ship.rsync.shipper import RsyncShipper
 

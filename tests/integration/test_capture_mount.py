@@ -99,7 +99,7 @@ for rel in ("/d/mnt/inner", "/d/mnt/deep/more"):
     os.close(fd)
     os.utime(root + rel, (1_700_000_000, 1_700_000_000))
 from agent.operate.config import MsyncTarget
-from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.msync.shipper import MsyncShipper
 target = MsyncTarget(name="c", members=("mk2",), msync=msync, base=Path(root), batch=50)
 shipper = MsyncShipper(target, Path(root), env={"MSYNC_DOUBLE_STATE": state})
@@ -148,7 +148,7 @@ os.close(fd)
 from agent.operate.audit import audit_rsync
 from agent.operate.config import RsyncTarget
 from agent.tree.excludes import Excludes
-from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.rsync.shipper import RsyncShipper
 target = RsyncTarget("t", mirror, timeout_s=60)
 shipper = RsyncShipper(target, Path(root))

@@ -17,9 +17,9 @@ import pytest
 
 from agent.operate.config import LocalTarget, RsyncTarget
 from agent.scan.scanner import Scanner
+from agent.ship.actions import Plan
 from agent.ship.base import ShipResult
 from agent.ship.local.shipper import LocalShipper
-from agent.ship.plan import Plan
 from agent.ship.replayer import Replayer
 from agent.ship.rsync.shipper import RsyncShipper
 from agent.tree.excludes import Excludes

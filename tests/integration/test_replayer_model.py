@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.operate.config import LocalTarget
+from agent.ship.actions import Plan
 from agent.ship.base import Outcome, ShipResult
 from agent.ship.local import shipper as local
-from agent.ship.plan import Plan
 from agent.ship.planner import depth
 from agent.ship.replayer import Replayer
 from journal import Journal

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from agent.operate.config import LocalTarget
 from agent.scan.scanner import Scanner
+from agent.ship.actions import Plan
 from agent.ship.base import ShipResult
 from agent.ship.local.shipper import LocalShipper
-from agent.ship.plan import Plan
 from agent.ship.replayer import Replayer
 from agent.tree.excludes import Excludes
 from journal import Entry, Journal, Op

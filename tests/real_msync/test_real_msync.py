@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from agent.operate.config import MsyncTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome, ShipResult
 from agent.ship.msync.shipper import MsyncShipper
-from agent.ship.plan import Action, ActionKind, Plan
 from tests.helpers.trees import assert_trees_equal, diff_trees
 from tests.netns.cluster import Cluster, cleanup_stale, netns_unavailable_reason
 from tests.real_msync.cluster import RECEIVERS, SKIP_REASON, RealCluster, build_bridge, find_binaries

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 from agent.operate.config import LocalTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome
 from agent.ship.local.shipper import LocalShipper, classify_oserror
-from agent.ship.plan import Action, ActionKind, Plan
 from agent.tree.walk import relpath_problem
 from tests.helpers.trees import assert_trees_equal, snapshot
 

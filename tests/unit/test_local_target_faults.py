@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from agent.operate.config import LocalTarget, RsyncTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome
 from agent.ship.local.shipper import LocalShipper
-from agent.ship.plan import Action, ActionKind, Plan
 from agent.ship.rsync.shipper import RsyncShipper
 from tests.helpers import mountns
 from tests.helpers.trees import assert_trees_equal

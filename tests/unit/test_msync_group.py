@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.operate.config import MsyncTarget
+from agent.ship.actions import Action, ActionKind
 from agent.ship.base import Outcome
 from agent.ship.msync.group import Candidate, Cover, find_groups, list_dir
-from agent.ship.plan import Action, ActionKind
 from tests.doubles.fixtures import make_double
 from tests.unit.test_msync_shipper import OLD, Rig, mirrored, put, write
 

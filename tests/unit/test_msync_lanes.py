@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 from agent.operate.config import MsyncTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome
 from agent.ship.msync.jobs import lane_of, lane_roots
 from agent.ship.msync.shipper import MsyncShipper
-from agent.ship.plan import Action, ActionKind, Plan
 from tests.doubles.fixtures import make_double
 
 OLD = 1_700_000_000

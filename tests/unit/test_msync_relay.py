@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from agent.operate.config import MsyncTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome
 from agent.ship.msync.relay import ConsoleRelay, sweep, tcp_address
 from agent.ship.msync.shipper import MsyncShipper
-from agent.ship.plan import Action, ActionKind, Plan
 from tests.doubles.fixtures import make_double, write_file
 
 OLD = 1_700_000_000

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from agent.operate.config import ConfigError, MsyncTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome, Shipper
 from agent.ship.msync import check as msync_check
 from agent.ship.msync.shipper import MsyncShipper
-from agent.ship.plan import Action, ActionKind, Plan
 from tests.doubles.fixtures import MsyncDouble, make_double
 
 OLD = 1_700_000_000  # an mtime well in the past: no same-second hazard

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.ship.actions import Action, ActionKind
 from agent.ship.msync.carry import carry_problem, command_prefix, escape, fits, same_second, scanner_carries
 from agent.ship.msync.commands import build_argv
 from agent.ship.msync.filters import excluded
@@ -22,7 +23,6 @@ from agent.ship.msync.output import (
     parse_output,
     skipped,
 )
-from agent.ship.plan import Action, ActionKind
 from tests.doubles.double_daemon import getopt, tokenize
 
 _names = st.binary(min_size=1, max_size=60).filter(

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from agent.operate.config import MsyncTarget, load_config
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome, ShipResult
 from agent.ship.msync.shipper import MsyncShipper
 from agent.ship.msync.stall import Suspects, idle_limit
-from agent.ship.plan import Action, ActionKind, Plan
 from tests.doubles.fixtures import MsyncDouble, make_double
 from tests.helpers.wait import wait_until
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agent.ship.plan import Action, ActionKind, Plan
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.planner import Selection, build_plan, coalesce, depth, parent, resolve
 from journal import IS_DIR, Entry, Op, Record
 

@@ -15,8 +15,8 @@ import blake3
 import pytest
 from structlog.testing import capture_logs
 
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome, ShipResult
-from agent.ship.plan import Action, ActionKind, Plan
 from agent.ship.replayer import Replayer
 from journal import IS_DIR, Entry, FileKind, Journal, Op
 from tests.helpers.wait import wait_until

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from agent.operate.config import RsyncTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome
-from agent.ship.plan import Action, ActionKind, Plan
 from agent.ship.replayer import Replayer
 from agent.ship.rsync.shipper import RsyncShipper
 from journal import Entry, Journal, Op

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.operate.config import RsyncTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome
-from agent.ship.plan import Action, ActionKind, Plan
 from agent.ship.rsync.shipper import (
     RsyncShipper,
     batch_argv,

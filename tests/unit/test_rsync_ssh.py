@@ -11,8 +11,8 @@ import stat
 import pytest
 
 from agent.operate.config import RsyncTarget
+from agent.ship.actions import Action, ActionKind, Plan
 from agent.ship.base import Outcome
-from agent.ship.plan import Action, ActionKind, Plan
 from agent.ship.rsync.shipper import RsyncShipper, protect_flags
 from tests.helpers.trees import assert_trees_equal, snapshot
 

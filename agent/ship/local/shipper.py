@@ -24,6 +24,7 @@ from pathlib import Path
 
 import structlog
 
+from agent.ship.actions import Action, ActionKind, Plan, tracks_for
 from agent.ship.base import Outcome, ShipResult
 from agent.ship.local.fsops import (
     DIR_FLAGS,
@@ -41,7 +42,6 @@ from agent.ship.local.fsops import (
     tmp_name,
 )
 from agent.ship.local.links import LinkedCopies
-from agent.ship.plan import Action, ActionKind, Plan, tracks_for
 from agent.ship.targets import LocalTarget
 from agent.tree.excludes import Excludes
 from agent.tree.walk import relpath_problem

@@ -27,10 +27,10 @@ import stat
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
+from agent.ship.actions import Action, ActionKind
 from agent.ship.msync.carry import command_prefix, fits, prepare, same_second
 from agent.ship.msync.jobs import Item
 from agent.ship.msync.output import Entry
-from agent.ship.plan import Action, ActionKind
 from agent.tree.walk import join, open_dir
 
 __all__ = ["Candidate", "Cover", "Listing", "find_groups", "group_items", "list_dir", "MIN_GROUP"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.ship.actions import Action
 from agent.ship.base import ShipResult
 from agent.ship.msync.carry import Prepared
 from agent.ship.msync.output import Entry
-from agent.ship.plan import Action
 
 __all__ = [
     "Item",

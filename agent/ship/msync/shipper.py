@@ -34,6 +34,7 @@ import structlog
 
 from agent.errors import ConfigError
 from agent.ship import process as _exec
+from agent.ship.actions import Action, Plan
 from agent.ship.base import Outcome, ShipResult
 from agent.ship.msync.carry import command_prefix, fits, prepare
 from agent.ship.msync.commands import build_argv, daemon_options
@@ -53,7 +54,6 @@ from agent.ship.msync.members import Members
 from agent.ship.msync.relay import ConsoleRelay, greets, relay_tag, sweep, tcp_address
 from agent.ship.msync.source import Source
 from agent.ship.msync.stall import SUSPECT_S, idle_limit
-from agent.ship.plan import Action, Plan
 from agent.ship.targets import MsyncTarget, tracks_of
 from agent.tree.walk import root_dev
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import structlog
 
 from agent.ship import process as _exec
+from agent.ship.actions import Action, ActionKind, Plan, tracks_for
 from agent.ship.base import Outcome, ShipResult
-from agent.ship.plan import Action, ActionKind, Plan, tracks_for
 from agent.ship.rsync.codes import (
     PROBE_FORMAT,
     CodeRule,
