@@ -2,9 +2,9 @@
 and the index of the names of multiply-linked files kept with it (a state with
 nlink > 1 has its (inode, path) in ``links``; every other state costs nothing).
 
-The manifest is shared by every track, and tracks settle at their own pace:
+The manifest is shared by every track, and tracks finish at their own pace:
 ``recorded`` keeps, per state, the newest journal entry it was recorded from.
-A removal settled from an older entry (a slow track's delete of a directory
+A removal from an older entry (a slow track's delete of a directory
 that was made again since) drops only what was recorded before it, so it
 never makes the manifest forget a name a faster track's mirror holds.
 
@@ -49,7 +49,7 @@ def put(txn: lmdb.Transaction, dbs: Dbs, path: bytes, raw: bytes | None, seq: in
     old = txn.replace(pk, raw, db=dbs["manifest"])
     newer = seq is not None and seq > 0 and (old is None or recorded_seq(txn, dbs, pk) < seq)
     _forget(txn, dbs, pk, path, old, keep_recorded=not newer)
-    if newer:
+    if newer and "recorded" in dbs:
         txn.put(pk, encode_seq(seq), db=dbs["recorded"])
     if pk[:1] == b"\0":
         txn.put(pk, path, db=dbs["longpath"])
@@ -92,13 +92,10 @@ def clear_below(txn: lmdb.Transaction, dbs: Dbs, trees: Mapping[bytes, int | Non
         full = txn.get(key, db=longpath)
         if full is None:
             continue
-        full = bytes(full)
-        for tree, before in trees.items():
-            if full.startswith(tree + b"/"):
-                if not before or recorded_seq(txn, dbs, key) < before:
-                    _forget(txn, dbs, key, full, txn.get(key, db=manifest))
-                    txn.delete(key, db=manifest)
-                break
+        full, seq = bytes(full), recorded_seq(txn, dbs, key)
+        if any(full.startswith(t + b"/") and (not before or seq < before) for t, before in trees.items()):
+            _forget(txn, dbs, key, full, txn.get(key, db=manifest))
+            txn.delete(key, db=manifest)
 
 
 def _forget(

@@ -62,3 +62,12 @@ def test_without_origins_removals_are_unconditional(journal: Journal) -> None:
     journal.mark_done("late", [], {b"q": None})
     journal.mark_done("late", [], {}, cleared=[b"X"])
     assert journal.manifest_get(b"q") is None and journal.manifest_get(b"X/y") is None
+
+
+@pytest.mark.parametrize("path", [b"A/B/y", b"A/B/" + b"l" * 600])
+def test_nested_removals_drop_what_the_outer_one_covers(journal: Journal, path: bytes) -> None:
+    """A state below two removed trees goes when either removal is newer
+    than its origin, for a path stored as a key and for a hashed long one."""
+    journal.mark_done("early", [], {path: STATE}, origin={path: 3})
+    journal.mark_done("late", [], {}, cleared={b"A/B": 1, b"A": 9})
+    assert journal.manifest_get(path) is None
