@@ -39,11 +39,9 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -53,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from msync_overflow import overflow  # noqa: E402  (ops/bench, this script's directory)
 
 from tests.doubles.fixtures import make_double  # noqa: E402
+from tests.doubles.greeter import Greeter  # noqa: E402
 from tests.netns.cluster import Cluster, cleanup_stale, netns_unavailable_reason  # noqa: E402
 from tests.real_msync.cluster import RealCluster, build_bridge, find_binaries  # noqa: E402
 
@@ -130,25 +129,6 @@ def run_real(args: argparse.Namespace, tag: str) -> dict[str, dict]:
     finally:
         c.down()
     return out
-
-
-class Greeter:
-    """Stands in for makuosan's TCP console towards the shipper's relay
-    probe (a prompt on connect); the double itself never connects."""
-
-    def __init__(self) -> None:
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.console = f"tcp:127.0.0.1:{self.srv.getsockname()[1]}"
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"> ")
 
 
 def run_double(args: argparse.Namespace, tag: str) -> dict[str, dict]:

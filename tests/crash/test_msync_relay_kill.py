@@ -7,9 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,32 +16,15 @@ import pytest
 from agent.ship.msync.relay import relay_tag
 from tests.crash.agent_process import AgentProcess
 from tests.doubles.fixtures import make_double
+from tests.doubles.greeter import Greeter
 from tests.helpers.wait import wait_until
-
-
-class Greeter:
-    """A TCP console that greets with its prompt: the shipper then makes its relay."""
-
-    def __init__(self) -> None:
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"> ")
 
 
 @pytest.fixture
 def greeter() -> Iterator[Greeter]:
     g = Greeter()
     yield g
-    g.srv.close()
+    g.close()
 
 
 @pytest.fixture
