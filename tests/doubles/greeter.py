@@ -11,7 +11,8 @@ __all__ = ["Greeter"]
 
 
 class Greeter:
-    """Listens on a loopback port until :meth:`close`."""
+    """Listens on a loopback port until :meth:`close`; each connection is
+    served by :meth:`serve` in a thread of its own (a subclass may talk on)."""
 
     def __init__(self) -> None:
         self.srv = socket.create_server(("127.0.0.1", 0))
@@ -25,8 +26,11 @@ class Greeter:
                 conn, _ = self.srv.accept()
             except OSError:
                 return
-            with conn:
-                conn.sendall(b"> ")
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b"> ")
 
     def close(self) -> None:
         self.srv.close()

@@ -20,30 +20,21 @@ from agent.ship.base import Outcome
 from agent.ship.msync.relay import ConsoleRelay, sweep, tcp_address
 from agent.ship.msync.shipper import MsyncShipper
 from tests.doubles.fixtures import make_double, write_file
+from tests.doubles.greeter import Greeter
 
 OLD = 1_700_000_000
 
 
-class FakeConsole:
+class FakeConsole(Greeter):
     """A TCP server speaking the console's shape: a prompt, then for each
     ``CMD\\r\\n`` two answer lines and a prompt; ``quit`` closes."""
 
     def __init__(self) -> None:
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
         self.seen: list[bytes] = []
         self.closed = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
-
-    def _talk(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
             conn.sendall(b"> ")
             buf = b""
