@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.helpers.descendants import remember
+
 AGENT = Path(sys.executable).with_name("agent")
 
 
@@ -32,7 +34,10 @@ class AgentProcess:
         return self
 
     def kill(self) -> None:
+        """SIGKILL the agent alone: its shipper processes run on, as they
+        would after a real kill (the suite ends them after the test)."""
         if self.proc and self.proc.poll() is None:
+            remember(self.proc.pid)
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
