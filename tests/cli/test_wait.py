@@ -16,6 +16,7 @@ from tests.cli.agent_site import Site, msync_site
 from tests.cli.conftest import AGENT, agent
 from tests.crash.agent_process import status
 from tests.fixtures.rsyncd import RsyncDaemon, start_rsyncd
+from tests.helpers.pipes import line_of
 from tests.helpers.wait import wait_until
 
 
@@ -126,7 +127,7 @@ def test_wait_fails_on_a_dead_letter_under_the_barrier_only(tmp_path: Path, site
     )
     try:
         assert proc.stderr is not None
-        assert proc.stderr.readline().startswith(b"waiting for barrier seq")
+        assert line_of(proc.stderr).startswith(b"waiting for barrier seq")
         bad = site.src / os.fsdecode(b"bad\nname")
         bad.write_bytes(b"msync cannot carry this name\n")
         wait_until(

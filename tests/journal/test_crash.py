@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from journal import Journal
+from tests.helpers.pipes import line_of
 
 from ._children import entry_for
 from ._util import spawn, stop
@@ -25,7 +26,7 @@ def _kill_at_random(jdir: Path, rng: random.Random, batch0: int) -> list[tuple[i
     """Run one writer, SIGKILL it after a random delay, return the ranges it acknowledged."""
     child = spawn("append_loop", str(jdir), str(rng.randrange(2**32)), str(batch0))
     try:
-        assert child.stdout.readline().startswith("ready")
+        assert line_of(child.stdout).startswith("ready")
         deadline = time.monotonic() + rng.uniform(0.0, 0.4)
         while time.monotonic() < deadline:  # random kill moment, reading acks meanwhile
             select.select([], [], [], 0.01)

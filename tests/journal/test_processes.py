@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from journal import Entry, Journal, JournalLocked, Op
+from tests.helpers.pipes import line_of
 
 from ._children import batch_entries
 from ._util import run_child, spawn, stop
@@ -57,7 +58,7 @@ def test_reader_process_sees_whole_batches_while_writer_grows_map(tmp_path: Path
         j.append(batch_entries(0, 1, 10))
         reader = spawn("read_while_writing", str(jdir), str(total))
         try:
-            assert reader.stdout.readline().strip() == "ready"
+            assert line_of(reader.stdout).strip() == "ready"
             seq, batch = 10, 1
             while seq < total:
                 seq = j.append(batch_entries(batch, seq + 1, 50))[1]
@@ -125,7 +126,7 @@ def test_client_process_appends_beside_agent(tmp_path: Path) -> None:
     with Journal.open(jdir, tracks=["t"], map_size=64 * 1024) as j:
         client = spawn("append_many", str(jdir), "client", "client", "60")
         try:
-            assert client.stdout.readline().strip() == "ready"
+            assert line_of(client.stdout).strip() == "ready"
             mine = [
                 j.append([Entry(Op.CHANGE, b"agent/%d/%d" % (n, i)) for i in range(30)]) for n in range(60)
             ]
