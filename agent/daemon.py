@@ -42,6 +42,7 @@ log = structlog.get_logger("agent.daemon")
 STOP_GRACE_S = 20.0
 ABORT_AFTER_S = 0.5  # in-flight ships may finish this long before their programs are ended
 COMPACT_EVERY_S = 3600.0
+COMPACT_RETRY_S = 60.0  # after a compaction refused for want of disk space
 RESCAN_MIN_INTERVAL_S = 5.0
 
 
@@ -212,7 +213,10 @@ class Agent:
                 try:
                     removed = self.journal.compact(int(self.config.retention_s * 1e9))
                 except JournalFull as exc:  # a full disk is waited out, not fatal
-                    log.warning("journal.compact_failed", error=str(exc))
+                    log.warning("journal.compact_failed", error=str(exc), retry_in_s=COMPACT_RETRY_S)
+                    last_compact -= (
+                        COMPACT_EVERY_S - COMPACT_RETRY_S
+                    )  # and its refusal shows until it succeeds
                 else:
                     log.info("journal.compact", removed=removed)
         return self.shutdown()
@@ -255,7 +259,7 @@ class Agent:
                 },
             )
             self.metrics.update_from_stats(self.journal.stats())
-            self.metrics.update_journal_disk(str(self.config.journal), self.watcher.journal_full)
+            self.metrics.update_journal_disk(str(self.config.journal), self.journal.space_refused)
             for replayer in self.replayers:
                 absent = getattr(replayer.shipper, "absent_seconds", None)
                 if absent is not None:

@@ -26,7 +26,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -68,6 +68,7 @@ class Journal(JournalReads):
         stored_last = lambda: self._snapshot(self._read_last_seq)  # noqa: E731
         self._strategy = _modes.make(mode, path, stored_last, self._ships, self._fold, self._appending)
         self.schema = SCHEMA_VERSION
+        self._refused_for_space: set[str] = set()  # see _minding_space
 
     # ------------------------------------------------------------------ open/close
     @classmethod
@@ -156,7 +157,7 @@ class Journal(JournalReads):
         return self._strategy.unfolded()
 
     def _fold(self) -> None:
-        self._write(lambda txn: None)  # a write folds every acknowledged intake batch first
+        self._write(lambda txn: None, kind="fold")  # a write folds every acknowledged intake batch first
 
     def _before_read(self) -> None:
         self._strategy.before_read()
@@ -193,19 +194,37 @@ class Journal(JournalReads):
             self.new_tracks = new
             return
 
-        self._write(lambda txn: _writes.register(txn, self._dbs, root_b, new))
+        self._write(lambda txn: _writes.register(txn, self._dbs, root_b, new), kind="register")
         self.new_tracks = new
 
     # ------------------------------------------------------------------ writes
-    def _write(self, fn: Callable[[lmdb.Transaction], T], need: int = 0) -> T:
+    @property
+    def space_refused(self) -> bool:
+        """True while the last attempt of some kind of write (an append, a
+        done mark, a compaction...) was refused for lack of disk space, from
+        whichever thread: the operator's signal that the journal's disk is
+        full. Each kind clears its own refusal when it next succeeds, so one
+        small write that still fits does not hide a refused append."""
+        return bool(self._refused_for_space)
+
+    @contextlib.contextmanager
+    def _minding_space(self, kind: str) -> Iterator[None]:
+        try:
+            yield
+        except JournalFull:
+            self._refused_for_space.add(kind)
+            raise
+        self._refused_for_space.discard(kind)
+
+    def _write(self, fn: Callable[[lmdb.Transaction], T], need: int = 0, kind: str = "write") -> T:
         """Run ``fn`` in one synced write transaction; grow the map when full.
 
         ``fn`` may run more than once (after growing), so it must only act
         through ``txn``, which is rolled back before each retry. ``need`` is
         roughly how many bytes the transaction writes (tells a full disk from
-        an I/O error).
+        an I/O error). ``kind`` names the write for ``space_refused``.
         """
-        with self._strategy.writing():
+        with self._minding_space(kind), self._strategy.writing():
             while True:
                 batches = self._strategy.to_fold()
                 try:
@@ -264,7 +283,7 @@ class Journal(JournalReads):
         batch = list(entries)
         wanted = list(tracks) if tracks is not None else None
         req = _modes.Append(batch, _log.encode_batch(batch), wanted, checkpoint_ns, recheck)
-        with self._appending:
+        with self._minding_space("append"), self._appending:
             span = self._strategy.append_small(req, self._probe)
             return span if span is not None else self._append_to_lmdb(req)
 
@@ -295,7 +314,7 @@ class Journal(JournalReads):
                 _writes.set_checkpoint(txn, self._dbs, req.checkpoint_ns, last)
             return (first, last) if final else None
 
-        result = self._write(do, need=3 * sum(len(raw) for _, raw in req.records))
+        result = self._write(do, need=3 * sum(len(raw) for _, raw in req.records), kind="append")
         self._notify(result[1] if result else None)
         return result
 
@@ -323,7 +342,7 @@ class Journal(JournalReads):
         trees.pop(b"", None)  # the root is never cleared
         known = dict(origin or {})
         return self._write(
-            lambda txn: _writes.mark_done(txn, self._dbs, track, seq_list, encoded, trees, known)
+            lambda txn: _writes.mark_done(txn, self._dbs, track, seq_list, encoded, trees, known), kind="done"
         )
 
     def mark_dead(self, track: str, reasons: Mapping[int, str]) -> int:
@@ -331,7 +350,7 @@ class Journal(JournalReads):
         dead letter keeps a copy of its entry, so compaction may drop the log's."""
         track_prefix(track)  # raises ValueError on a bad name
         encoded = {s: r.encode(errors="replace") for s, r in reasons.items()}
-        return self._write(lambda txn: _writes.mark_dead(txn, self._dbs, track, encoded))
+        return self._write(lambda txn: _writes.mark_dead(txn, self._dbs, track, encoded), kind="dead")
 
     def requeue_dead(self, track: str | None = None, paths: Collection[bytes] | None = None) -> int:
         """Give dead letters (of one track, or all; of ``paths`` only, when
@@ -345,7 +364,7 @@ class Journal(JournalReads):
             return _writes.requeue(txn, self._dbs, self._read_last_seq(txn), letters)
 
         with self._appending:  # allocates seqs
-            count, last = self._write(do)
+            count, last = self._write(do, kind="requeue")
         self._notify(last)
         return count
 
@@ -353,7 +372,7 @@ class Journal(JournalReads):
         """Forget the dead letters (of one track, or all) naming ``paths``:
         the operator fixed the mirror by hand. Returns the letters removed."""
         letters = [d for d in self.dead_letters(track) if _names_any(d, paths)]
-        return self._write(lambda txn: _writes.drop_dead(txn, self._dbs, letters))
+        return self._write(lambda txn: _writes.drop_dead(txn, self._dbs, letters), kind="drop_dead")
 
     def shipping(self) -> contextlib.AbstractContextManager[None]:
         """Hold while capturing, shipping and marking done one plan: a scan
@@ -373,7 +392,7 @@ class Journal(JournalReads):
             for path, raw in encoded:
                 _manifest.put(txn, self._dbs, path, raw)
 
-        self._write(do)
+        self._write(do, kind="manifest")
 
     def set_checkpoint(self, time_ns: int) -> Checkpoint:
         def do(txn: lmdb.Transaction) -> Checkpoint:
@@ -381,7 +400,7 @@ class Journal(JournalReads):
             _writes.set_checkpoint(txn, self._dbs, cp.time_ns, cp.seq)
             return cp
 
-        return self._write(do)
+        return self._write(do, kind="checkpoint")
 
     def compact(self, retention_ns: int, now_ns: int | None = None, chunk: int = 10_000) -> int:
         """Remove entries that every track has finished (done or dead) and that
@@ -391,7 +410,9 @@ class Journal(JournalReads):
         horizon = now - retention_ns
         removed_total = 0
         while True:
-            removed = self._write(lambda txn: _compact.compact_chunk(txn, self._dbs, horizon, chunk))
+            removed = self._write(
+                lambda txn: _compact.compact_chunk(txn, self._dbs, horizon, chunk), kind="compact"
+            )
             removed_total += removed
             if removed < chunk:
                 return removed_total

@@ -69,7 +69,9 @@ class Metrics:
             registry=r,
         )
         self.journal_full = Gauge(
-            "msync_agent_journal_full", "1 while appends wait for space on a full journal disk", registry=r
+            "msync_agent_journal_full",
+            "1 while some kind of journal write (append, done mark...) was last refused for want of space",
+            registry=r,
         )
         self.member_absent = Gauge(
             "msync_agent_member_absent_seconds",

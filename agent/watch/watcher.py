@@ -78,7 +78,6 @@ class Watcher:
         self._holds = 0
         self._overflow_holds = 0
         self._committed_checkpoint: int | None = None
-        self.journal_full = False  # appends are waiting for space (read by the metrics)
         self._last_checkpoint_write = 0
         self.events_read = 0
         self.entries_journaled = 0
@@ -210,14 +209,12 @@ class Watcher:
             try:
                 self.journal.append(entries, checkpoint_ns=checkpoint)
             except JournalFull as exc:
-                self.journal_full = True
                 refused_at = time.monotonic() if refused_at is None else refused_at
                 log.error("journal.full", error=str(exc), entries=len(entries), retry_in_s=delay)
                 if self._stop is not None and self._stop.wait(delay):
                     raise
                 delay = min(delay * 2, 30.0)
                 continue
-            self.journal_full = False
             if refused_at is not None:
                 log.info(
                     "journal.resumed", entries=len(entries), waited_s=round(time.monotonic() - refused_at, 1)

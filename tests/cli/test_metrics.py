@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 from agent.operate.metrics import Metrics
 from journal import Entry, Journal, Op
+from tests.helpers.metrics import scrape
 
 S = 10**9
 
@@ -24,16 +23,6 @@ def metrics() -> Iterator[tuple[Metrics, int]]:
         yield m, port
     finally:
         m.close()
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if m := re.match(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", line):
-            out[m.group(1)] = float(m.group(2))
-    return out
 
 
 def test_counters_and_gauges_move(metrics: tuple[Metrics, int], tmp_path: Path) -> None:

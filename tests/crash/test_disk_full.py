@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.crash.agent_process import AGENT, converge, log_events, wait_for_log
+from tests.helpers.metrics import free_port, scrape
+from tests.helpers.wait import wait_until
 
 LAUNCH = r"""
 import os, subprocess, sys
@@ -76,8 +78,9 @@ def test_journal_disk_full_then_space_returns(tmp_path: Path, agent_lags: bool) 
         d.mkdir()
     log = tmp_path / "agent.log"
     config = tmp_path / "agent.toml"
+    port = free_port()
     config.write_text(
-        f'root = "{src}"\njournal = "{space / "journal"}"\nrescan_interval = "1s"\n'
+        f'root = "{src}"\njournal = "{space / "journal"}"\nrescan_interval = "1s"\nmetrics_port = {port}\n'
         f'[[target]]\nname = "copy"\nkind = "local"\npath = "{mirror}"\n'
     )
     argv = [
@@ -103,6 +106,10 @@ def test_journal_disk_full_then_space_returns(tmp_path: Path, agent_lags: bool) 
         wait_for_log(log, '"event": "journal.full"', 60)
         wait_for_log(log, '"event": "scan.journal_full"', 60)
         assert proc.poll() is None, "the agent must wait for space, not exit"
+        gauge = "msync_agent_journal_full"
+        wait_until(
+            lambda: scrape(port)[gauge] == 1, timeout=30, message="the full disk never reached the gauge"
+        )
         (src / "made-while-full").write_bytes(b"still journaled later\n")
         _in_agent_mounts(proc.pid, "rm", "-f", str(space / "filler"), str(space / "rest"))
         converge(src, mirror, timeout=120)
@@ -112,6 +119,9 @@ def test_journal_disk_full_then_space_returns(tmp_path: Path, agent_lags: bool) 
         wait_for_log(log, '"event": "journal.resumed"', 60)
         refused = log_events(log, "journal.full")[0]["entries"]
         assert log_events(log, "journal.resumed")[0]["entries"] == refused
+        wait_until(
+            lambda: scrape(port)[gauge] == 0, timeout=90, message="the gauge stayed at 1 with space back"
+        )
         assert proc.poll() is None
         proc.terminate()
         assert proc.wait(60) == 0

@@ -11,6 +11,7 @@ import pytest
 
 from journal import SEED_FLAG, Entry, FileKind, FileState, Journal, Op
 from tests.crash.agent_process import AgentProcess, converge, log_events, log_size, wait_for_log
+from tests.helpers.metrics import free_port, scrape
 from tests.helpers.wait import wait_until
 
 
@@ -110,44 +111,24 @@ def _pending(journal: Path) -> int:
         return sum(t.pending for t in j.stats().tracks.values())
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _scrape(port: int) -> dict[str, float]:
-    import urllib.request
-
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 def test_metrics_endpoint_of_a_running_agent_moves(tmp_path: Path) -> None:
     """`metrics_port` serves Prometheus text over real HTTP; journaled and
     shipped counters grow when files change."""
-    port = _free_port()
+    port = free_port()
     config, src, mirror = _write_config(tmp_path, f"metrics_port = {port}")
     agent = AgentProcess(["--config", str(config)], tmp_path / "agent.log")
     try:
         agent.start()
         wait_for_log(agent.log_path, '"event": "replay.start"', 60)
-        before = _scrape(port)
+        before = scrape(port)
         for i in range(5):
             (src / f"f{i}").write_bytes(b"x")
         converge(src, mirror)
         deadline = time.monotonic() + 30
         key = 'msync_agent_ship_outcomes_total{outcome="ok",track="copy"}'
-        while time.monotonic() < deadline and _scrape(port).get(key, 0) < 5:
+        while time.monotonic() < deadline and scrape(port).get(key, 0) < 5:
             time.sleep(0.3)
-        after = _scrape(port)
+        after = scrape(port)
         assert after["msync_agent_events_journaled_total"] >= before["msync_agent_events_journaled_total"] + 5
         assert after[key] >= before.get(key, 0) + 5
         assert after['msync_agent_pending{track="copy"}'] == 0

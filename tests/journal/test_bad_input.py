@@ -210,6 +210,9 @@ def test_disk_full_raises_journal_full_and_keeps_acknowledged(tmp_path: Path) ->
     assert report["after"] == [report["acked"] + 1, report["acked"] + 40]
     assert report["n"] == report["acked"] + 40
     assert report["intact"] is True
+    # set by the refused append, kept even where a later small write fits: each
+    # kind of write clears only its own refusal, when it next succeeds
+    assert report["space_refused"] == [True, True, False]
     assert list(mnt.iterdir()) == []  # the tmpfs lived only in the child's namespace
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from tests.cli.agent_site import Site, msync_site
 from tests.cli.conftest import agent
+from tests.helpers.metrics import free_port, samples, scrape_text
 from tests.helpers.wait import wait_until
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
@@ -64,30 +63,11 @@ def exported(scrape: str) -> set[str]:
     return names
 
 
-def samples(scrape: str) -> dict[str, float]:
-    out = {}
-    for line in scrape.splitlines():
-        if m := re.match(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", line):
-            out[m.group(1)] = float(m.group(2))
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        return resp.read().decode()
-
-
 def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path, sites: list[Site]) -> None:
     """A running agent with an msync target (one member down) and a verify
     run: every metric of the rules file and the dashboard is exported, and
     the member, verify, journal and scan metrics hold what the alerts read."""
-    port = _free_port()
+    port = free_port()
     site, dbl = msync_site(tmp_path, sites)
     site.config.write_text(site.config.read_text().replace("settle_ms", f"metrics_port = {port}\nsettle_ms"))
     dbl.set_member("mk3", state="down")
@@ -97,11 +77,11 @@ def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path, sites: li
     res = agent("verify", "--config", str(site.config))
     assert res.returncode == 2, res.stdout + res.stderr  # mk3 cannot be checked: an error, not clean
     wait_until(
-        lambda: "msync_agent_verify_last_timestamp_seconds 0.0" not in _scrape(port),
+        lambda: "msync_agent_verify_last_timestamp_seconds 0.0" not in scrape_text(port),
         timeout=30,
         message="the verify trace never reached the metrics",
     )
-    text = _scrape(port)
+    text = scrape_text(port)
     values = samples(text)
 
     names = exported(text) | _PROMETHEUS_OWN
