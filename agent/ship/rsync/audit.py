@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from agent.ship import process as _exec
 from agent.ship.findings import AuditError, Finding
 from agent.ship.rsync.filters import exclude_args
+from agent.ship.rsync.shipper import FIFO_WAIT_LIMIT_S
 from agent.ship.targets import RsyncTarget
 from agent.tree.excludes import Excludes
 
@@ -124,7 +125,12 @@ def audit_rsync(
         root.rstrip(b"/") + b"/",
         dest,
     ]
-    result = _exec.run(argv, timeout=target.timeout_s)
+    result = _exec.run(argv, timeout=target.timeout_s, fifo_wait_limit=FIFO_WAIT_LIMIT_S)
+    if result.fifo_blocked:
+        raise AuditError(
+            f"rsync check of {target.dest} waited to open a fifo (a file replaced during the check); "
+            "run verify again"
+        )
     if result.missing or result.timed_out or result.returncode not in (0, 24):
         detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise AuditError(f"rsync check of {target.dest} failed (rc {result.returncode}): {detail[0]}")

@@ -70,11 +70,17 @@ EXIT_CODES: dict[int, CodeRule] = {
 }
 
 
-def classify_exit(returncode: int, *, timed_out: bool = False, missing: bool = False) -> CodeRule:
+def classify_exit(
+    returncode: int, *, timed_out: bool = False, missing: bool = False, fifo_blocked: bool = False
+) -> CodeRule:
     """The verdict for one invocation. Anything unknown (signals, new codes)
     is RETRY: never OK without proof, never dead-lettered on a guess."""
     if missing:
         return CodeRule(ExitClass.RETRY, "rsync program could not be started")
+    if fifo_blocked:
+        return CodeRule(
+            ExitClass.RETRY, "rsync waited to open a fifo (a listed file replaced meanwhile); ended"
+        )
     if timed_out:
         return CodeRule(ExitClass.RETRY, "rsync timed out and was killed")
     if returncode < 0:

@@ -69,6 +69,10 @@ _MODE_FLAGS = {
     "recursive": ("-r", "-xx", "--delete", "--ignore-times"),  # -xx: a mount point is not part of the tree
 }
 _protect_cache: dict[str, tuple[str, ...]] = {}
+# rsync opens a file it listed without O_NONBLOCK: one replaced by a fifo
+# meanwhile makes it wait in open() for a writer, which its --timeout does not
+# cover. Waiting this long there ends the call (RETRY); the next ship sees the fifo.
+FIFO_WAIT_LIMIT_S = 5.0
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SKELETON_PREFIX = "msync-agent-rsync-del-"
 _SKELETON_RE = re.compile(re.escape(_SKELETON_PREFIX) + r"(\d+)-[^/]+")
@@ -367,8 +371,12 @@ class RsyncShipper:
     def _exec(self, mode: str, actions: list[Action], source: bytes) -> tuple[_exec.ExecResult, CodeRule]:
         argv = batch_argv(self._target, mode, source, protect_flags(self._target.rsync), self._filters)
         names = b"".join(listed_name(a.path) for a in actions)
-        res = _exec.run(argv, timeout=self._target.timeout_s + 30, stdin=names)
-        rule = classify_exit(res.returncode, timed_out=res.timed_out, missing=res.missing)
+        res = _exec.run(
+            argv, timeout=self._target.timeout_s + 30, stdin=names, fifo_wait_limit=FIFO_WAIT_LIMIT_S
+        )
+        rule = classify_exit(
+            res.returncode, timed_out=res.timed_out, missing=res.missing, fifo_blocked=res.fifo_blocked
+        )
         self._log.info(
             "rsync.batch",
             mode=mode,
