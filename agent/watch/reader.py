@@ -36,6 +36,13 @@ __all__ = ["Reader", "Taken"]
 READ_SIZE = 1 << 20
 POLL_MS = 100  # an idle drain (a fresh marker) at least this often
 MAX_BUFFERED = 64 << 20
+# A drain that found only a trickle (a writer slower than this thread, the
+# usual case) is followed by a short pause, so the next read takes what
+# gathered meanwhile: one read and one hand-over per few hundred events, not
+# per few. The kernel queue holds 16,384 events by default; no writer fills
+# it in LINGER_S, and a drain as large as SMALL_READ (a busy queue) never waits.
+LINGER_S = 0.002
+SMALL_READ = 16 << 10
 
 
 @dataclass(slots=True)
@@ -55,11 +62,14 @@ class Reader:
         clock_ns: Callable[[], int] = time.time_ns,
         read_size: int = READ_SIZE,
         max_buffered: int = MAX_BUFFERED,
+        linger_s: float = LINGER_S,
     ) -> None:
         self._fd = fd
         self._clock_ns = clock_ns
         self._read_size = read_size
         self._max_buffered = max_buffered
+        self._linger_s = linger_s
+        self._small_read = SMALL_READ
         self._items: collections.deque[bytes | int] = collections.deque()  # bytes, or a drain's t0
         self._buffered = 0
         self._cond = threading.Condition()
@@ -81,27 +91,33 @@ class Reader:
         try:
             while not self._stop.is_set():
                 t0 = self._clock_ns()  # before the reads that empty the fd
-                if self._drain(poller):
-                    self._mark(t0)
+                got = self._drain(poller)
+                if got < 0:
+                    continue  # stopping
+                self._mark(t0)
+                if 0 < got < self._small_read and self._stop.wait(self._linger_s):
+                    break
                 poller.poll(POLL_MS)
         except BaseException as exc:
             self.error = exc
         finally:
             self.stop()
 
-    def _drain(self, poller: select.poll) -> bool:
-        """Read until the fd is empty (True) or a stop (False)."""
+    def _drain(self, poller: select.poll) -> int:
+        """Read until the fd is empty (bytes read) or a stop (-1)."""
+        got = 0
         while poller.poll(0):
             if not self._room():
-                return False
+                return -1
             data = os.read(self._fd, self._read_size)
+            got += len(data)
             with self._cond:
                 self._items.append(data)
                 self._buffered += len(data)
                 self.bytes_read += len(data)
                 self.reads += 1
                 self._cond.notify_all()
-        return True
+        return got
 
     def _room(self) -> bool:
         with self._cond:
