@@ -162,8 +162,13 @@ class Excludes:
         skip excluded directories and want to test one child cheaply."""
         if not self:
             return False
-        parts = [p for p in relpath.split(b"/") if p]
-        return bool(parts) and self._match_parts(parts, is_dir)
+        name = relpath.rpartition(b"/")[2]
+        if not name or self._anchored:  # anchored patterns need every component
+            parts = [p for p in relpath.split(b"/") if p]
+            return bool(parts) and self._match_parts(parts, is_dir)
+        if self._any_name is not None and self._any_name(name):
+            return True
+        return is_dir and self._dir_name is not None and self._dir_name(name) is not None
 
     def prune_names(self, names: list[bytes]) -> list[bytes]:
         """``names`` (of one directory's entries) without those a basename

@@ -83,8 +83,6 @@ WATCH_MASK = (
     | IN_ONLYDIR
 )
 
-_SIMPLE = ((IN_CREATE, Op.CHANGE), (IN_CLOSE_WRITE, Op.CHANGE), (IN_MODIFY, Op.CHANGE))
-_SIMPLE += ((IN_ATTRIB, Op.ATTR), (IN_DELETE, Op.DELETE))
 _ROOT_GONE = ((IN_DELETE_SELF, "deleted"), (IN_MOVE_SELF, "moved"), (IN_UNMOUNT, "unmounted"))
 _CHANGE_BITS = IN_CREATE | IN_CLOSE_WRITE | IN_MODIFY
 _NOT_PLAIN = IN_ISDIR | IN_Q_OVERFLOW | IN_IGNORED | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE
@@ -121,12 +119,13 @@ def decode_events(data: bytes) -> tuple[list[RawEvent], int]:
     repeat: a plain change (create, modify, close_write of a file) of the file
     the previous event changed plainly. A written file's three events become
     one; the translator would have dropped the other two (lossless in-batch
-    de-duplication, docs/design.md §3), after paying for them. Also returns
-    how many events ``data`` held."""
+    de-duplication, docs/design.md §3), after paying for them. A dropped
+    MODIFY bit is kept on the event that stays: a write is what marks an item
+    ``written``. Also returns how many events ``data`` held."""
     events: list[RawEvent] = []
     append, unpack, make = events.append, _HEADER.unpack_from, tuple.__new__
     pos, end, head = 0, len(data), _HEADER.size
-    last_wd, last_name = -1, b""
+    last_wd, last_name, last_mask = -1, b"", 0
     count = 0
     while pos < end:
         count += 1
@@ -136,8 +135,11 @@ def decode_events(data: bytes) -> tuple[list[RawEvent], int]:
         pos += size
         if mask & _CHANGE_BITS and not mask & _NOT_PLAIN and name:
             if wd == last_wd and name == last_name:
+                if mask & IN_MODIFY and not last_mask & IN_MODIFY:
+                    last_mask |= IN_MODIFY
+                    events[-1] = make(RawEvent, (wd, last_mask, events[-1].cookie, name))
                 continue
-            last_wd, last_name = wd, name
+            last_wd, last_name, last_mask = wd, name, mask
         else:
             last_wd = -1
         append(make(RawEvent, (wd, mask, cookie, name)))
@@ -157,6 +159,7 @@ class Item:
     entry: Entry
     scan: bool = False
     unwatch: tuple[int, ...] = ()
+    written: bool = False  # a write (IN_MODIFY) to the path was read: see docs/design.md §4
 
 
 @dataclass(slots=True)
@@ -172,6 +175,7 @@ class _Held:
     moved_wds: frozenset[int] = frozenset()
     unwatch: tuple[int, ...] = ()
     dead: bool = False  # happened outside the tree (below a directory moved out)
+    written: bool = False
 
 
 @dataclass(slots=True)
@@ -201,6 +205,7 @@ class Translator:
         self._moves: dict[int, _Held] = {}
         self._last_t0: int | None = None
         self.safe_checkpoint_ns: int | None = None
+        self._excluded_dirs: dict[bytes, bool] = {}  # parent path -> excluded, with its ancestors
 
     @property
     def held(self) -> int:
@@ -254,12 +259,26 @@ class Translator:
             return
         path = join(parent, ev.name)
         flags = IS_DIR if ev.mask & IN_ISDIR else 0
+        excluded = self._excluded(parent, path, bool(flags))
         if ev.mask & IN_MOVED_FROM:
-            self._moved_from(ev, path, flags, now, t0)
+            self._moved_from(ev, path, flags, now, t0, excluded)
         elif ev.mask & IN_MOVED_TO:
-            self._moved_to(ev, path, flags, now, t0)
-        else:
+            self._moved_to(ev, path, flags, now, t0, excluded)
+        elif not excluded:
             self._simple(ev, path, flags, now, t0)
+
+    def _excluded(self, parent: bytes, path: bytes, is_dir: bool) -> bool:
+        """``excludes.match(path, is_dir)``, asking about each parent
+        directory once: a burst has many names per directory."""
+        if not self.excludes:
+            return False
+        hit = self._excluded_dirs.get(parent)
+        if hit is None:
+            hit = bool(parent) and self.excludes.match(parent, True)
+            if len(self._excluded_dirs) >= 4096:
+                self._excluded_dirs.clear()  # bounded; a pure function of the path
+            self._excluded_dirs[parent] = hit
+        return hit or self.excludes.match_self(path, is_dir)
 
     def _self_event(self, ev: RawEvent, parent: bytes, out: Output) -> None:
         """Events about a watched directory itself. The parent's watch reports
@@ -272,15 +291,20 @@ class Translator:
                 return
 
     def _simple(self, ev: RawEvent, path: bytes, flags: int, now: int, t0: int) -> None:
-        if self.excludes.match(path, bool(flags)):
+        mask = ev.mask
+        if mask & _CHANGE_BITS:  # create, close_write, modify; a created directory is scanned
+            op, scan = Op.CHANGE, bool(flags and mask & IN_CREATE)
+        elif mask & IN_ATTRIB:
+            op, scan = Op.ATTR, False
+        elif mask & IN_DELETE:
+            op, scan = Op.DELETE, False
+        else:
             return
-        for bit, op in _SIMPLE:
-            if ev.mask & bit:
-                scan = bit == IN_CREATE and bool(flags)
-                if not scan and self._repeats(op, path, flags, ev.wd):
-                    return  # lossless: identical op on identical path, nothing between
-                self._push(Entry(op, path, time_ns=now, flags=flags), ev.wd, t0, scan=scan)
-                return
+        written = bool(mask & IN_MODIFY)
+        if not scan and self._repeats(op, path, flags, ev.wd):
+            self._queue[-1].written |= written
+            return  # lossless: identical op on identical path, nothing between
+        self._queue.append(_Held(Entry(op, path, time_ns=now, flags=flags), ev.wd, t0, scan, written=written))
 
     def _repeats(self, op: Op, path: bytes, flags: int, wd: int) -> bool:
         if not self._queue:
@@ -290,8 +314,8 @@ class Translator:
         plain = not (last.cookie or last.scan or last.unwatch or last.dead)
         return plain and last.src_wd == wd and e.op == op and e.path == path and e.flags == flags
 
-    def _moved_from(self, ev: RawEvent, path: bytes, flags: int, now: int, t0: int) -> None:
-        if self.excludes.match(path, bool(flags)):
+    def _moved_from(self, ev: RawEvent, path: bytes, flags: int, now: int, t0: int, excluded: bool) -> None:
+        if excluded:
             return  # an unpaired MOVED_TO of the destination does the right thing
         held = _Held(Entry(Op.DELETE, path, time_ns=now, flags=flags), ev.wd, t0)
         held.cookie, held.deadline = ev.cookie, now + self.move_wait_ns
@@ -299,15 +323,15 @@ class Translator:
         self._queue.append(held)
         self._moves[ev.cookie] = held
 
-    def _moved_to(self, ev: RawEvent, path: bytes, flags: int, now: int, t0: int) -> None:
+    def _moved_to(self, ev: RawEvent, path: bytes, flags: int, now: int, t0: int, excluded: bool) -> None:
         src = self._moves.pop(ev.cookie, None)
         if src is None:
-            if not self.excludes.match(path, bool(flags)):
+            if not excluded:
                 self._push(Entry(Op.CHANGE, path, time_ns=now, flags=flags), ev.wd, t0, scan=bool(flags))
             return
         src.cookie = 0
         old = src.entry.path
-        if self.excludes.match(path, bool(flags)):
+        if excluded:
             src.unwatch = self.table.drop_under(old) if flags else ()
             return  # stays DELETE(old): moved to a place we do not mirror
         watched = self.table.wd(old) is not None
@@ -357,6 +381,9 @@ class Translator:
                 continue
             key = (h.entry.op, h.entry.path, h.entry.dest, h.entry.flags)
             if key == last and not h.scan and not h.unwatch:
+                if h.written and not out.items[-1].written:
+                    kept = out.items[-1]
+                    out.items[-1] = Item(kept.entry, kept.scan, kept.unwatch, written=True)
                 continue  # lossless: identical op on identical path, nothing between
-            out.items.append(Item(h.entry, h.scan, h.unwatch))
+            out.items.append(Item(h.entry, h.scan, h.unwatch, h.written))
             last = key

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from structlog.testing import capture_logs
 
+from agent.watch.specials import Specials
 from journal import IS_DIR, Op
 from tests.helpers.wait import wait_until
 from tests.integration.conftest import WatcherRig
@@ -183,6 +185,39 @@ def test_special_files_are_skipped_with_a_log_line(watcher_rig: WatcherRig) -> N
     assert not any(k[1] == b"pipe" for k in keys)
     skipped = [e for e in logs if e["event"] == "watch.special_skipped"]
     assert [e["path"] for e in skipped] == [b"pipe"]  # logs render bytes paths readably
+
+
+def test_a_written_file_needs_no_type_lookup(watcher_rig: WatcherRig, monkeypatch) -> None:
+    """A file whose write was read is journaled without an ``lstat`` (a write
+    proves it is no fifo or socket); a path only created or touched is still
+    looked up, and a fifo is still skipped. The watcher is held inside the
+    lookup of a first file while the others are made, so their events are
+    read, and decoded, together."""
+    rig = watcher_rig
+    looked: list[bytes] = []
+    holding, release = threading.Event(), threading.Event()
+    real = Specials._lstat
+
+    def lstat(self: Specials, rel: bytes) -> os.stat_result:
+        looked.append(rel)
+        if rel == b"first":
+            holding.set()
+            release.wait(30)
+        return real(self, rel)
+
+    monkeypatch.setattr(Specials, "_lstat", lstat)
+    (rig.root / "first").touch()
+    assert holding.wait(30), "the watcher never looked up the first file"
+    written = [f"written-{i}" for i in range(20)]
+    for name in written:
+        (rig.root / name).write_bytes(b"content\n")
+    os.mkfifo(rig.root / "pipe")
+    (rig.root / "touched").touch()
+    release.set()
+    keys = rig.wait_for([(C, name.encode(), b"") for name in [*written, "touched"]])
+    assert not any(k[1] == b"pipe" for k in keys)
+    assert not [p for p in looked if p.startswith(b"written-")]
+    assert b"pipe" in looked and b"touched" in looked
 
 
 def test_excluded_paths_are_not_watched_or_journaled(watcher_factory: Callable[..., WatcherRig]) -> None:

@@ -199,3 +199,22 @@ def test_required_literal_is_in_every_matching_name(glob: str, n: bytes) -> None
     raw = os.fsencode(glob)
     if fnmatch.fnmatchcase(n, raw):
         assert _required_literal(raw) in n
+
+
+@given(st.lists(st.one_of(pattern, basename_pattern), max_size=4), relpath, st.booleans())
+def test_match_is_parent_or_self(pats: list[str], path: bytes, is_dir: bool) -> None:
+    """What the watcher relies on (it asks once per parent directory, then
+    for the path itself): a path is excluded when its parent directory, as
+    a directory with its own ancestors, is, or when the path itself matches."""
+    ex = Excludes(pats)
+    parent = path.rpartition(b"/")[0]
+    by_parent = (bool(parent) and ex.match(parent, True)) or ex.match_self(path, is_dir)
+    assert ex.match(path, is_dir) is by_parent
+
+
+@given(st.lists(st.one_of(pattern, basename_pattern), max_size=4), relpath, st.booleans())
+def test_match_self_is_the_last_step_of_match(pats: list[str], path: bytes, is_dir: bool) -> None:
+    """match_self answers for the path alone, as match does for its last component."""
+    ex = Excludes(pats)
+    parts = path.split(b"/")
+    assert ex.match_self(path, is_dir) is ex._match_parts(parts, is_dir)
