@@ -23,16 +23,24 @@ _Listing = tuple[int | None, dict[bytes, _Stat]]
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _same_content(a: bytes, b: bytes) -> bool:
-    fa, fb = os.open(a, _OPEN_FILE), None
+def _same_content(src_dir: int, dst_dir: int, name: bytes, size: int) -> bool:
+    """Byte for byte, ``name`` in both open directories (both stat'ed at
+    ``size`` bytes). A file smaller than a chunk is read with one call per
+    side: the request is one byte more than ``size``, so a short answer of
+    exactly ``size`` bytes is the end. A file read to its end on one side
+    only, or longer than it was stat'ed, differs."""
+    fa, fb = os.open(name, _OPEN_FILE, dir_fd=src_dir), None
     try:
-        fb = os.open(b, _OPEN_FILE)
+        fb = os.open(name, _OPEN_FILE, dir_fd=dst_dir)
+        want, total = min(size + 1, _CHUNK), 0
         while True:
-            ca, cb = os.read(fa, _CHUNK), os.read(fb, _CHUNK)
+            ca, cb = os.read(fa, want), os.read(fb, want)
             if ca != cb:
                 return False
-            if not ca:
+            total += len(ca)
+            if not ca or (len(ca) < want and total == size):
                 return True
+            want = _CHUNK
     finally:
         os.close(fa)
         if fb is not None:
@@ -43,24 +51,26 @@ def _when(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
-def _entry_diff(src: bytes, dst: bytes, s: os.stat_result, d: os.stat_result) -> str | None:
-    """The first difference of a mirror entry, in the order type, symlink
-    target, mode, owner (when this process could have set it), content,
-    mtime (ns; files, directories and symlinks alike). mtime is reported
-    only when it is the one difference, so a rewritten file reads as a
-    content change."""
+def _entry_diff(src_dir: int, dst_dir: int, name: bytes, s: os.stat_result, d: os.stat_result) -> str | None:
+    """The first difference of the entry ``name`` of two open directories,
+    in the order type, symlink target, mode, owner (when this process could
+    have set it), content, mtime (ns; files, directories and symlinks alike).
+    mtime is reported only when it is the one difference, so a rewritten
+    file reads as a content change."""
     ks, kd = kind_of(s.st_mode), kind_of(d.st_mode)
     if ks == FileKind.OTHER:
         return f"not replicated: special file, but the mirror holds a {_kind_name(d.st_mode)}"
     if ks != kd:
         return f"type differs (source {ks.name.lower()}, mirror {kd.name.lower()})"
-    if ks == FileKind.SYMLINK and os.readlink(src) != os.readlink(dst):
+    if ks == FileKind.SYMLINK and os.readlink(name, dir_fd=src_dir) != os.readlink(name, dir_fd=dst_dir):
         return "symlink target differs"
     if ks != FileKind.SYMLINK and stat.S_IMODE(s.st_mode) != stat.S_IMODE(d.st_mode):
         return f"mode differs (source {stat.S_IMODE(s.st_mode):o}, mirror {stat.S_IMODE(d.st_mode):o})"
     if _OWNERS and (s.st_uid, s.st_gid) != (d.st_uid, d.st_gid):
         return f"owner differs (source {s.st_uid}:{s.st_gid}, mirror {d.st_uid}:{d.st_gid})"
-    if ks == FileKind.FILE and (s.st_size != d.st_size or not _same_content(src, dst)):
+    if ks == FileKind.FILE and (
+        s.st_size != d.st_size or not _same_content(src_dir, dst_dir, name, s.st_size)
+    ):
         return "content differs"
     if s.st_mtime_ns != d.st_mtime_ns:
         return f"mtime differs (source {_when(s.st_mtime_ns)}, mirror {_when(d.st_mtime_ns)})"
@@ -131,12 +141,6 @@ def _compare_entry(sfd: int, mfd: int | None, name: bytes, s: os.stat_result, d:
     if d is None or mfd is None:
         return "missing on the mirror"
     try:
-        return _entry_diff(_at(sfd, name), _at(mfd, name), s, d)
+        return _entry_diff(sfd, mfd, name, s, d)
     except FileNotFoundError:
         return None
-
-
-def _at(dir_fd: int, name: bytes) -> bytes:
-    """A path naming ``name`` in the open directory ``dir_fd`` itself (not
-    whatever a path from the root would lead to now)."""
-    return b"/proc/self/fd/%d/%s" % (dir_fd, name)
