@@ -199,13 +199,18 @@ class Translator:
 
     def __init__(self, table: WatchTable, excludes: Excludes, move_wait_ns: int) -> None:
         self.table = table
-        self.excludes = excludes
+        self._excludes = excludes
         self.move_wait_ns = move_wait_ns
         self._queue: collections.deque[_Held] = collections.deque()
         self._moves: dict[int, _Held] = {}
         self._last_t0: int | None = None
         self.safe_checkpoint_ns: int | None = None
         self._excluded_dirs: dict[bytes, bool] = {}  # parent path -> excluded, with its ancestors
+
+    @property
+    def excludes(self) -> Excludes:
+        """Fixed for the translator's life: answers are cached per directory."""
+        return self._excludes
 
     @property
     def held(self) -> int:
