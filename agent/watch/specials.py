@@ -1,4 +1,4 @@
-"""Special files (fifo, socket, device) met by the watcher: never journaled,
+"""Special files (fifo, socket, device) met by the watcher: not journaled,
 one log line each; their directory's mtime is (docs/design.md §1.1, §4).
 
 Every CHANGE or ATTR of a non-directory that was not seen written (a write
