@@ -214,9 +214,8 @@ class Agent:
                     removed = self.journal.compact(int(self.config.retention_s * 1e9))
                 except JournalFull as exc:  # a full disk is waited out, not fatal
                     log.warning("journal.compact_failed", error=str(exc), retry_in_s=COMPACT_RETRY_S)
-                    last_compact -= (
-                        COMPACT_EVERY_S - COMPACT_RETRY_S
-                    )  # and its refusal shows until it succeeds
+                    # sooner than the next hour: the gauge shows the refusal until a compaction succeeds
+                    last_compact -= COMPACT_EVERY_S - COMPACT_RETRY_S
                 else:
                     log.info("journal.compact", removed=removed)
         return self.shutdown()

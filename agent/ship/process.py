@@ -22,6 +22,7 @@ __all__ = ["ExecResult", "run", "abort_all", "resume", "SAFE_ENV_KEYS"]
 
 SAFE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR")
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FIFO_POLL_S = 0.25  # with a fifo_wait_limit: how often the child's processes are looked at
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,16 +217,13 @@ def _feed(proc: subprocess.Popen[bytes], sel: selectors.BaseSelector, feed: memo
         written = os.write(proc.stdin.fileno(), feed[:65536]) if feed else 0
     except BlockingIOError:
         return feed
-    except (BrokenPipeError, OSError):
-        written = len(feed)  # the child is gone or closed its end: nothing more to give
+    except OSError:
+        written = len(feed)  # the child is gone or closed its end (EPIPE): nothing more to give
     feed = feed[written:]
     if not feed:
         sel.unregister(proc.stdin)
         proc.stdin.close()
     return feed
-
-
-FIFO_POLL_S = 0.25  # how often a running child's processes are looked at
 
 
 def _process_tree(pid: int) -> list[int]:
