@@ -28,7 +28,14 @@ from agent.tree.excludes import Excludes
 from tests.helpers.descendants import descendants, end_descendants
 from tests.helpers.wait import wait_until
 
-DELAY_US = 3_000_000  # the open waits this long before it runs: time enough to swap
+DELAY_US = 6_000_000  # the open waits this long before it runs: time enough to swap, even on a busy machine
+
+
+@pytest.fixture(autouse=True)
+def _short_fifo_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second of waiting on the fifo is proof enough here (5 s in the agent)."""
+    monkeypatch.setattr("agent.ship.rsync.shipper.FIFO_WAIT_LIMIT_S", 1.0)
+    monkeypatch.setattr("agent.ship.rsync.audit.FIFO_WAIT_LIMIT_S", 1.0)
 
 
 def _delaying_rsync(tmp_path: Path, name: str) -> tuple[Path, Path]:
