@@ -1,10 +1,11 @@
 """Special files (fifo, socket, device) met by the watcher: not journaled,
 one log line each; their directory's mtime is (docs/design.md §1.1, §4).
 
-Every CHANGE or ATTR of a non-directory that was not seen written (a write
-proves the path is no fifo or socket) asks :meth:`Specials.is_special`, one
-``lstat`` per path and batch: it is read relative to an fd on the root, which
-spares the kernel walking the root's own path every time. That fd is held for
+Every CHANGE or ATTR of a non-directory that was not seen written (a path
+seen written is journaled without looking: docs/design.md §4) asks
+:meth:`Specials.is_special`, one ``lstat`` per path and batch: it is read
+relative to an fd on the root, which spares the kernel walking the root's
+own path every time. That fd is held for
 one batch only: an open root is not freed when it is deleted, and its
 IN_DELETE_SELF would wait for the fd to close.
 """

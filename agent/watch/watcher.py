@@ -242,7 +242,7 @@ class Watcher:
             if (
                 e.op in (Op.CHANGE, Op.ATTR)
                 and not e.flags & IS_DIR
-                and not item.written  # a write was read: no fifo or socket (docs/design.md §4)
+                and not item.written  # a write was read: journaled without looking (docs/design.md §4)
                 and self._specials.is_special(e.path, special)
             ):
                 entries.extend(self._specials.parent_entry(e))

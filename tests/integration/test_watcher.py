@@ -196,9 +196,9 @@ def _queued_bytes(fd: int) -> int:
 
 
 def test_a_written_file_needs_no_type_lookup(watcher_rig: WatcherRig, monkeypatch) -> None:
-    """A file whose write was read is journaled without an ``lstat`` (a write
-    proves it is no fifo or socket); a path only created or touched is still
-    looked up, and a fifo is still skipped. The watcher is held inside the
+    """A file whose write was read is journaled without an ``lstat`` (no
+    write is reported for a fifo or socket); a path only created or touched
+    is still looked up, and a fifo is still skipped. The watcher is held inside the
     lookup of a first file while the others are made, so their events are
     read, and decoded, together."""
     rig = watcher_rig

@@ -400,7 +400,7 @@ def _written(items: list) -> list[tuple[bytes, bool]]:
 
 
 def test_a_write_marks_the_item_written_however_the_events_are_split() -> None:
-    """A MODIFY (a write) proves the path is no fifo or socket: its item says
+    """A MODIFY (a write) lets the watcher skip the special-file lookup: its item says
     so, whether the MODIFY is merged by the decoder, repeats a held entry, or
     follows a release. Created or closed without a write says nothing."""
 
