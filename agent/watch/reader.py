@@ -69,7 +69,6 @@ class Reader:
         self._read_size = read_size
         self._max_buffered = max_buffered
         self._linger_s = linger_s
-        self._small_read = SMALL_READ
         self._items: collections.deque[bytes | int] = collections.deque()  # bytes, or a drain's t0
         self._buffered = 0
         self._cond = threading.Condition()
@@ -95,7 +94,7 @@ class Reader:
                 if got < 0:
                     continue  # stopping
                 self._mark(t0)
-                if 0 < got < self._small_read and self._stop.wait(self._linger_s):
+                if 0 < got < SMALL_READ and self._stop.wait(self._linger_s):
                     break
                 poller.poll(POLL_MS)
         except BaseException as exc:
