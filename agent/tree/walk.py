@@ -19,6 +19,10 @@ Order, for speed: a directory's entries are stat'ed in name order and its
 subdirectories walked in inode order (closer together on disk and in the
 caches than the order of the listing); names an exclude pattern rejects
 whatever their type are dropped before they are stat'ed.
+
+A walk can be shared: :meth:`Walk.split` takes pending directories off it
+and another walk (in another process) takes them over (:meth:`Walk.over`);
+each is checked to be the directory (inode) the first walk listed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import compress
+from typing import Any
 
 import structlog
 
@@ -162,9 +167,34 @@ class Walk:
     vanished: list[bytes] = field(default_factory=list)  # listed directories gone before they were opened
     errors: int = 0
     opened: Callable[[bytes, int], bool] | None = None  # sees each checked directory before its listing
+    pending: list[tuple[bytes, int | None]] = field(init=False)  # still to walk; the last is next
+
+    def __post_init__(self) -> None:
+        self.pending = [(self.start, None)]
+
+    def split(self) -> list[tuple[bytes, int]]:
+        """Hand over the half of the pending directories this walk would reach
+        last (the shallowest, so likely the largest subtrees) for another walk
+        to take, as (path, inode seen in its parent's listing). At least one
+        stays here; with fewer than two pending, nothing is handed over."""
+        half = len(self.pending) // 2
+        taken = [(rel, ino) for rel, ino in self.pending[:half] if ino is not None]
+        if len(taken) < half:
+            return []  # the start itself, not listed by a parent here: not handed over
+        del self.pending[:half]
+        return taken
+
+    @classmethod
+    def over(
+        cls, root: bytes, excludes: Excludes, dev: int, subtrees: list[tuple[bytes, int]], **kw: Any
+    ) -> Walk:
+        """A walk of the directories another walk's :meth:`split` handed over."""
+        walk = cls(root, excludes, dev, subtrees[-1][0], **kw)
+        walk.pending = list(subtrees)
+        return walk
 
     def __iter__(self) -> Iterator[DirListing]:
-        stack: list[tuple[bytes, int | None]] = [(self.start, None)]
+        stack = self.pending
         while stack:
             rel, ino = stack.pop()
             fd = self._open(rel, ino)
@@ -174,11 +204,11 @@ class Walk:
                 if self.opened is not None and not self.opened(rel, fd):
                     continue  # the caller declined it: not listed, not descended
                 names, stats, subdirs = self._list(rel, fd)
+                subdirs.sort(key=_by_inode, reverse=True)  # popped in inode order: closer on disk, in caches
+                stack.extend(subdirs)  # before the listing is handed out, so a split can take them
                 yield DirListing(rel, fd, names, stats, len(subdirs))
             finally:
                 os.close(fd)
-            subdirs.sort(key=_by_inode, reverse=True)  # popped in inode order: closer on disk and in caches
-            stack.extend(subdirs)
 
     def _open(self, rel: bytes, ino: int | None) -> int | None:
         try:
