@@ -71,7 +71,7 @@ class Agent:
             log.info("journal.intake_torn_tail", dropped=self.journal.intake_torn)
         self.excludes = Excludes(list(cfg.exclude))
         self.watcher = Watcher(self.root, self.journal, self.excludes, on_rescan=self.rescan.set)
-        self.scanner = Scanner(self.root, self.journal, self.excludes)
+        self.scanner = Scanner(self.root, self.journal, self.excludes, helpers=cfg.scan_helpers)
         self.replayers = build_replayers(
             self.journal, cfg, cfg.targets, settle_s=cfg.settle_ms / 1000.0, quiet_s=cfg.quiet_ms / 1000.0
         )
@@ -94,6 +94,7 @@ class Agent:
             self.journal.append([rescan], tracks=self.journal.new_tracks)
         unseeded = () if fresh else self._unseeded_tracks()
         self.watcher.hold_checkpoint()  # the scan below must finish before the checkpoint moves
+        self.scanner.prepare()  # its helpers start while the watches are set up
         self.watcher.start()
         self._spawn("watcher", self.watcher.run)
         checkpoint = self.journal.checkpoint()
@@ -293,6 +294,7 @@ class Agent:
             return 2 if failed else 0  # threads still use the journal: leave it to process exit
         for replayer in self.replayers:
             replayer.shipper.close()
+        self.scanner.close()  # helpers started for a scan that never ran
         if self.metrics is not None:
             self.metrics.close()
         self.journal.close()

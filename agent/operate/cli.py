@@ -163,6 +163,7 @@ def scan(config: Config, full: bool) -> int:
             journal,
             Excludes(list(config.exclude)),
             progress=lambda p: progress.set(p.files_seen + p.dirs_seen),
+            helpers=config.scan_helpers,
         )
         report = scanner.scan(since_ns=since)
     summary = report.summary()

@@ -56,6 +56,7 @@ class Config:
     max_attempts: int = 5  # permanent failures before a path is dead-lettered
     retry_max_s: float = 60.0  # cap of the exponential retry backoff
     metrics_address: str = "127.0.0.1"
+    scan_helpers: int | None = None  # processes sharing a scan's walk; None = one per further CPU, at most 3
     source: Path | None = None  # the file this came from, if any
 
 
@@ -81,6 +82,7 @@ _TOP_KEYS = {
     "rescan_interval",
     "max_attempts",
     "retry_max",
+    "scan_helpers",
     "target",
 }
 
@@ -110,6 +112,8 @@ def _scalar_options(raw: Mapping[str, object]) -> dict[str, object]:
         out["max_attempts"] = int_in(raw, "max_attempts", "", 1, 1_000_000)
     if "retry_max" in raw:
         out["retry_max_s"] = parse_duration(raw["retry_max"], "retry_max")
+    if "scan_helpers" in raw:
+        out["scan_helpers"] = int_in(raw, "scan_helpers", "", 0, 8)
     return out
 
 

@@ -36,6 +36,12 @@ class ScanReport:
     skipped: int = 0
     errors: int = 0
     seconds: float = 0.0
+    helpers: int = 0  # processes that shared the walk (agent.scan.team)
 
     def summary(self) -> dict[str, object]:
         return asdict(self)
+
+    def add(self, counts: dict[str, int]) -> None:
+        """Add a helper's counts (the integer fields it reports)."""
+        for key, value in counts.items():
+            setattr(self, key, getattr(self, key) + value)

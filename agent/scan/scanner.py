@@ -56,6 +56,11 @@ states of paths that differ are decoded; and a read only of suspect files.
 Memory is one directory's entries at a time (a gone subtree is read in
 chunks): nothing is held per path of the tree.
 
+Helpers: a walk that lasts shares its subtrees with helper processes
+(:mod:`agent.scan.team`), one per further CPU by default; each compares its
+subtrees as this module does and sends back what it finds, which the scan
+journals. The result is the same as without them.
+
 Threading: a ``Scanner`` runs one scan at a time; it may run in its own
 thread while the watcher and the replayer use the same ``Journal``.
 """
@@ -67,6 +72,7 @@ import itertools
 import operator
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable
 from itertools import compress
@@ -78,6 +84,7 @@ import structlog
 from agent.scan.match import suspects
 from agent.scan.report import ScanProgress, ScanReport
 from agent.scan.rules import Difference, deletions, stat_difference
+from agent.scan.team import Helper, HelperSpec, Team, default_helpers, end_helpers, start_helpers
 from agent.tree.excludes import Excludes
 from agent.tree.fsstate import state_from_stat
 from agent.tree.recheck import ScanRecheck
@@ -85,7 +92,7 @@ from agent.tree.walk import DirListing, Walk, open_dir
 from journal import IS_DIR, Entry, FileKind, FileState, Journal, Op
 from journal.codec import decode_state
 
-__all__ = ["Scanner", "ScanProgress", "ScanReport", "Difference", "stat_difference", "deletions"]
+__all__ = ["Scanner", "ScanRun", "ScanProgress", "ScanReport", "Difference", "stat_difference", "deletions"]
 
 log = structlog.get_logger()
 
@@ -134,6 +141,7 @@ class Scanner:
         slack_ns: int = 2_000_000_000,
         batch: int = 1000,
         progress: Callable[[ScanProgress], None] | None = None,
+        helpers: int | None = None,
     ) -> None:
         self.root = os.fsencode(os.path.realpath(root))  # a symlinked root is followed once, here
         self.journal = journal
@@ -141,27 +149,64 @@ class Scanner:
         self.slack_ns = slack_ns
         self.batch = max(1, batch)
         self.progress = progress
+        self.helpers = default_helpers() if helpers is None else max(0, helpers)  # processes beside the scan
+        self._prepared: list[Helper] = []
+
+    def prepare(self) -> None:
+        """Start the next :meth:`scan`'s helpers now, so their interpreter
+        start-up (~0.2 s) overlaps other work (the daemon's watch set-up)
+        instead of the scan. Helpers end with that scan, or :meth:`close`."""
+        if self.helpers and sys.executable and not self._prepared:
+            self._prepared = start_helpers(self.helpers)
+
+    def close(self) -> None:
+        """End helpers started by :meth:`prepare` that no scan took."""
+        prepared, self._prepared = self._prepared, []
+        end_helpers(prepared, kill=True)
+
+    def _take_prepared(self) -> list[Helper]:
+        prepared, self._prepared = self._prepared, []
+        return prepared
 
     def scan(self, *, since_ns: int | None) -> ScanReport:
         """Scan the whole tree. ``since_ns`` is the checkpoint time (suspects:
         ctime or mtime >= since_ns - slack, or a stat difference in size,
         inode, type, mode, owner or link); None scans fully (every stat
         difference is a suspect)."""
-        return _Run(self, b"", since_ns).run()
+        return ScanRun(self, b"", since_ns, prepared=self._take_prepared()).run()
 
     def scan_subtree(self, relpath: bytes, *, since_ns: int | None = None) -> ScanReport:
         """Scan ``relpath`` (a directory, a file, or a path now gone) and
         everything below it; deletes are looked for only below ``relpath``."""
-        return _Run(self, relpath.strip(b"/"), since_ns).run()
+        return ScanRun(self, relpath.strip(b"/"), since_ns).run()
 
 
-class _Run:
-    """One scan: its manifest snapshot, counters and unflushed entries."""
+Deliver = Callable[[list[Entry]], None]
+Between = Callable[[Walk, bytes], None]  # after each listing: the walk, the directory just compared
 
-    def __init__(self, scanner: Scanner, start: bytes, since_ns: int | None) -> None:
+
+class ScanRun:
+    """One scan: its counters, unflushed entries and the walks it runs.
+    :meth:`run` is the whole scan; a helper process drives one through the
+    subtrees it is given (:meth:`walk_subtree`), delivering its entries to
+    the scan instead of the journal."""
+
+    def __init__(
+        self,
+        scanner: Scanner,
+        start: bytes,
+        since_ns: int | None,
+        *,
+        deliver: Deliver | None = None,
+        prepared: list[Helper] | None = None,
+    ) -> None:
         self.s = scanner
+        self.prepared = prepared or []
         self.start = start
         self.threshold = None if since_ns is None else since_ns - scanner.slack_ns
+        self.deliver = deliver or self._journal
+        self.team: Team | None = None
+        self.skipped: list[bytes] = []  # of every walk of this run: below them nothing is known
         self.report = ScanReport()
         self.entries: list[Entry] = []
         self.pending_paths: set[bytes] | None = None
@@ -176,27 +221,101 @@ class _Run:
         """No ship runs while the scan does (``Journal.scanning``): a path
         captured and shipped before the snapshot but marked done after it
         would be missing from both the snapshot and a tree that lost it."""
-        with self.s.journal.scanning():
-            return self._run()
+        try:
+            with self.s.journal.scanning():
+                return self._run()
+        finally:
+            end_helpers(self.prepared, kill=True)  # prepared for a walk that did not happen
 
     def _run(self) -> ScanReport:
         s = self.s
         log.info("scan.start", root=s.root, start=self.start, threshold_ns=self.threshold)
         if self.start and s.excludes and s.excludes.match(self.start, True):
             return self._finish()
-        for path, raw in s.journal.manifest_long(self.start).items():
-            self.long.setdefault(path.rpartition(b"/")[0], {})[path] = raw
+        self._load_long(self.start)
         dev = self.dev = os.stat(s.root).st_dev
-        walk = self.walk = Walk(s.root, s.excludes, dev, self.start)
+        walk = self.walk = Walk(s.root, s.excludes, dev, self.start, skipped=self.skipped)
         if not self.start or self._scan_start(dev):
-            for listing in walk:
-                self._forget_vanished()
-                self._scan_listing(listing)
-                self._maybe_progress(listing.rel)
-            self._forget_vanished()
-        self.report.skipped += len(walk.skipped)
-        self.report.errors += walk.errors
+            self._walk_shared(walk)
         return self._finish()
+
+    def _walk_shared(self, walk: Walk) -> None:
+        """Walk, with helpers once the walk proves long (:mod:`agent.scan.team`)."""
+        if self.s.helpers and sys.executable:
+            spec = HelperSpec(
+                self.s.root, str(self.s.journal.path), self.s.excludes.patterns, self.threshold,
+                self.dev, self.s.batch,
+            )  # fmt: skip
+            self.team = Team(spec, self.s.helpers, self.take, self.hand_over, started=self.prepared)
+            self.prepared = []
+        try:
+            self.walk_all(walk, self._between)
+            while self.team is not None and (subtrees := self.team.next_subtrees()):
+                self.walk_subtrees(subtrees, between=self._between)
+            if self.team is not None:
+                self.team.close()
+        except BaseException:
+            if self.team is not None:
+                self.team.abort()
+            raise
+        if self.team is not None:
+            self.report.add(self.team.counts())
+            self.report.helpers = sum(1 for h in self.team.helpers)
+
+    def _between(self, walk: Walk, rel: bytes) -> None:
+        self._maybe_progress(rel)
+        if self.team is not None:
+            self.team.tick(walk)
+
+    # ------------------------------------------------------------ shared walks
+    def walk_subtrees(self, subtrees: list[tuple[bytes, int]], *, between: Between) -> None:
+        """Scan these directories (each with the inode it was listed with) and
+        below; their own entries were compared in their parents' listings."""
+        for rel, _ in subtrees:
+            self._load_long(rel)
+        self.walk_all(
+            Walk.over(self.s.root, self.s.excludes, self.dev, subtrees, skipped=self.skipped), between
+        )
+
+    def walk_all(self, walk: Walk, between: Between) -> None:
+        """Compare every listing of ``walk``; ``between`` runs after each."""
+        self.walk = walk
+        for listing in walk:
+            self._forget_vanished()
+            self._scan_listing(listing)
+            between(walk, listing.rel)
+        self._forget_vanished()
+        self.report.errors += walk.errors
+        walk.errors = 0
+
+    def hand_over(self, subtrees: list[tuple[bytes, int]]) -> None:
+        """These subtrees leave this run for another process: journal (or
+        deliver) what was found so far, so nothing found about their ancestors
+        lands after what the other finds below, and drop the long paths kept
+        for them (the other reads its own)."""
+        self._flush()
+        for rel, _ in subtrees:
+            below = rel + b"/"
+            for parent in [p for p in self.long if p == rel or p.startswith(below)]:
+                del self.long[parent]
+
+    def take(self, entries: list[Entry]) -> None:
+        """Entries a helper found: journaled like this run's own."""
+        for entry in entries:
+            self._enqueue(entry)
+
+    def counts(self) -> dict[str, int]:
+        """The counters a helper reports to the scan."""
+        counts = {k: v for k, v in self.report.summary().items() if k in _HELPER_COUNTS}
+        counts["skipped"] += len(self.skipped)
+        return counts  # type: ignore[return-value]
+
+    def flush(self) -> None:
+        self._flush()
+
+    def _load_long(self, under: bytes) -> None:
+        for path, raw in self.s.journal.manifest_long(under).items():
+            self.long.setdefault(path.rpartition(b"/")[0], {})[path] = raw
 
     def _scan_start(self, dev: int) -> bool:
         """Compare ``start`` itself; True when it is a directory to walk."""
@@ -289,7 +408,7 @@ class _Run:
         """Enqueue DELETE for these manifest paths, children first, except
         where their state is unknown (excluded, or below a skipped directory)."""
         unseen = {p: decode_state(raw) for p, raw in states.items()}
-        for path, state in deletions(unseen, self.walk.skipped, self.s.excludes):
+        for path, state in deletions(unseen, self.skipped, self.s.excludes):
             self._enqueue(Entry(Op.DELETE, path, time_ns=time.time_ns(), flags=_dir_flag(state.kind)))
             self.report.enqueued_deletes += 1
 
@@ -341,13 +460,16 @@ class _Run:
     def _flush(self) -> None:
         if not self.entries:
             return
-        self._count_pending(self.entries)
+        entries, self.entries = self.entries, []
+        self.deliver(entries)
+
+    def _journal(self, entries: list[Entry]) -> None:
+        self._count_pending(entries)
         recheck = ScanRecheck(self.s.root, self.dev)
-        self.s.journal.append(self.entries, recheck=recheck)
+        self.s.journal.append(entries, recheck=recheck)
         self.report.enqueued_deletes -= recheck.revived + recheck.dropped
         self.report.enqueued_changes += recheck.revived
-        log.debug("scan.enqueued", entries=len(self.entries))
-        self.entries = []
+        log.debug("scan.enqueued", entries=len(entries))
 
     def _count_pending(self, entries: list[Entry]) -> None:
         """Count enqueued paths that were already pending (before this scan
@@ -365,7 +487,9 @@ class _Run:
         if self.s.progress is None or (not force and now - self.last_progress < _PROGRESS_EVERY_S):
             return
         self.last_progress = now
-        r = self.report
+        r = ScanReport(**{k: v for k, v in self.report.summary().items() if k in _HELPER_COUNTS})
+        if self.team is not None:
+            r.add(self.team.counts())
         enqueued = r.enqueued_changes + r.enqueued_deletes
         self.s.progress(
             ScanProgress(
@@ -375,10 +499,17 @@ class _Run:
 
     def _finish(self) -> ScanReport:
         self._flush()
+        self.report.skipped += len(self.skipped)
         self.report.seconds = time.monotonic() - self.began
         self._maybe_progress(self.start, force=True)
         log.info("scan.done", root=self.s.root, start=self.start, **self.report.summary())
         return self.report
+
+
+_HELPER_COUNTS = frozenset(
+    ("files_seen", "dirs_seen", "suspects", "hashed", "bytes_hashed", "enqueued_changes", "enqueued_deletes",
+     "skipped", "errors")
+)  # fmt: skip
 
 
 def _dir_flag(kind: FileKind) -> int:

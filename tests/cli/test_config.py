@@ -46,6 +46,7 @@ metrics_address = "0.0.0.0"
 rescan_interval = "6h"
 max_attempts = 3
 retry_max = "2m"
+scan_helpers = 2
 
 [[target]]
 name = "cluster"
@@ -82,7 +83,7 @@ path = "mirror"
         "debug",
     )
     assert (c.metrics_port, c.metrics_address, c.rescan_interval_s) == (9465, "0.0.0.0", 21600.0)
-    assert (c.max_attempts, c.retry_max_s) == (3, 120.0)
+    assert (c.max_attempts, c.retry_max_s, c.scan_helpers) == (3, 120.0, 2)
     cluster, dr, copy = c.targets
     assert cluster == MsyncTarget(
         name="cluster",
@@ -146,6 +147,7 @@ BAD_CASES = {
     "negative retention": ("retention = -5\n", "retention"),
     "bad log level": ('log_level = "loud"\n', "log_level"),
     "port range": ("metrics_port = 70000\n", "metrics_port"),
+    "too many scan helpers": ("scan_helpers = 64\n", "scan_helpers"),
     "exclude not list": ('exclude = "*.swp"\n', "exclude"),
     "exclude negation": ('exclude = ["!keep"]\n', "exclude"),
     "unknown target key": ('[[target]]\nname = "a"\nkind = "local"\npath = "/m"\nspeed = 3\n', "speed"),

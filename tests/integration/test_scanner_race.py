@@ -107,16 +107,16 @@ def recreate_after_listing(monkeypatch: pytest.MonkeyPatch, rig: Rig, make: Call
     """Once the scan has listed the tree and decided its findings, before it
     appends the first of them, run ``make`` (a re-creation) and wait until
     the watcher has journaled it."""
-    real = scanner_mod._Run._flush
+    real = scanner_mod.ScanRun._flush
     marks: list[int] = []
 
-    def hooked(run: scanner_mod._Run) -> None:
+    def hooked(run: scanner_mod.ScanRun) -> None:
         if run.entries and not marks:
             marks.append(rig.journal.last_seq())
             make()
         real(run)
 
-    monkeypatch.setattr(scanner_mod._Run, "_flush", hooked)
+    monkeypatch.setattr(scanner_mod.ScanRun, "_flush", hooked)
     return marks
 
 

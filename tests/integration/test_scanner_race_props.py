@@ -131,7 +131,7 @@ def scenario(tmp: str, plan: list[Step], batch: int) -> None:
 def hook(world: World, plan: list[Step], journal: Journal) -> None:
     """Run the plan's steps at their points inside the scan."""
     listings = [0]
-    real_listing = scanner_mod._Run._scan_listing
+    real_listing = scanner_mod.ScanRun._scan_listing
     real_deletions = scanner_mod.deletions
 
     def scan_listing(self: object, *args: object) -> None:
@@ -148,7 +148,7 @@ def hook(world: World, plan: list[Step], journal: Journal) -> None:
         run_slot(world, plan, "appending", may_flush=False)
         return world.append(*args, **kw)
 
-    scanner_mod._Run._scan_listing = scan_listing  # type: ignore[method-assign]
+    scanner_mod.ScanRun._scan_listing = scan_listing  # type: ignore[method-assign]
     scanner_mod.deletions = deletions  # type: ignore[assignment]
     journal.append = append  # type: ignore[method-assign]
 
@@ -177,10 +177,10 @@ def tree(top: bytes) -> dict[bytes, bytes]:
 @given(plan=steps, batch=st.sampled_from([1, 1000]))
 @example(plan=[("stopped", "delete", 0, False), ("decided", "create", 0, False)], batch=1000)
 def test_no_path_that_exists_ends_deleted(plan: list[Step], batch: int) -> None:
-    real_listing, real_deletions = scanner_mod._Run._scan_listing, scanner_mod.deletions
+    real_listing, real_deletions = scanner_mod.ScanRun._scan_listing, scanner_mod.deletions
     try:
         with tempfile.TemporaryDirectory() as tmp:
             scenario(tmp, plan, batch)
     finally:
-        scanner_mod._Run._scan_listing = real_listing  # type: ignore[method-assign]
+        scanner_mod.ScanRun._scan_listing = real_listing  # type: ignore[method-assign]
         scanner_mod.deletions = real_deletions
