@@ -2,7 +2,11 @@
 in a mirrored tree of 100,000, side by side with ``find ROOT -newer REF`` and
 ``rsync -a --dry-run ROOT/ MIRROR/`` in the same run, and with the floor of
 any scan written in Python: a bare walk that lists every directory and
-lstat()s every entry, and does nothing else (``floor``).
+lstat()s every entry, and does nothing else (``floor``). The scan runs three
+ways: as the daemon runs it (``scan``: helper processes started ahead, see
+``agent.scan.team``), with helpers it starts itself (``scan_cold``), and in
+one process (``scan_1``). On N CPUs the scan uses them all; ``find`` uses one,
+so the CPU columns say what the speed costs.
 
 The tree, its mirror and the journal (with a manifest seeded as if everything
 had been shipped) are created once under ``--data`` and reused: the tree is
@@ -40,6 +44,9 @@ from agent.tree.fsstate import capture  # noqa: E402
 from journal import Journal, Op  # noqa: E402
 
 TRACK = "bench"
+SCANS = ("scan", "scan_cold", "scan_1")
+TOOLS = [*SCANS, "find", "rsync", "floor"]
+HELPER_HEAD_START_S = 0.5  # the daemon starts the scan's helpers before it sets up the watches
 DEFAULT_EXCLUDES = ("*.swp", "*~", ".#*")  # the example configuration's patterns
 MARK = ".bench-complete"
 
@@ -184,32 +191,51 @@ def one_run(args: argparse.Namespace, journal: Journal, run: int) -> dict[str, f
     first = journal.last_seq() + 1
     results: dict[str, float] = {}
     report: ScanReport | None = None
-    tools = ["scan", "find", "rsync", "floor"]
-    for tool in tools[run % 4 :] + tools[: run % 4]:  # rotate the order between runs
+    for tool in TOOLS[run % len(TOOLS) :] + TOOLS[: run % len(TOOLS)]:  # rotate the order between runs
         if tool == "floor":
             started, cpu = time.perf_counter(), time.process_time()
             bare_walk(os.fsencode(tree))
             results["floor"], results["floor_cpu"] = time.perf_counter() - started, time.process_time() - cpu
-        elif tool == "scan":
-            started, cpu = time.perf_counter(), time.process_time()
-            scanner = Scanner(tree, journal, Excludes(args.exclude))
-            report = scanner.scan(since_ns=journal.checkpoint().time_ns)  # type: ignore[union-attr]
-            results["scan"], results["scan_cpu"] = time.perf_counter() - started, time.process_time() - cpu
+        elif tool in SCANS:
+            report = timed_scan(args, journal, tool, changed, results)
         elif tool == "find":
             argv = ["find", str(tree), "-newer", str(ref)]
             results["find"], results["find_cpu"], results["find_found"] = timed(argv)
         else:
             argv = ["rsync", "-a", "--dry-run", "--itemize-changes", "--", f"{tree}/", f"{mirror}/"]
             results["rsync"], results["rsync_cpu"], results["rsync_found"] = timed(argv)
-    enqueued = [r.entry for r in journal.since(seq=first)]
-    got = {e.path for e in enqueued}
     assert report is not None
-    assert got == changed and all(e.op == Op.CHANGE for e in enqueued), (
-        f"enqueued {len(got)} paths, {len(got - changed)} unexpected, {len(changed - got)} missed"
-    )
-    results.update(enqueued=len(enqueued), hashed=report.hashed, suspects=report.suspects)
+    results.update(hashed=report.hashed, suspects=report.suspects)
     ship(journal, tree, mirror, first)
     return results
+
+
+def timed_scan(
+    args: argparse.Namespace, journal: Journal, tool: str, changed: set[bytes], results: dict[str, float]
+) -> ScanReport:
+    """One scan from the checkpoint: ``scan`` as the daemon runs it (its
+    helpers started ahead, while the watches are set up: the sleep stands for
+    that), ``scan_cold`` starting them itself, ``scan_1`` without helpers.
+    CPU includes the helpers' (their start-up too). Checks that exactly the
+    changed paths were enqueued."""
+    tree = Path(args.data) / "tree"
+    first = journal.last_seq() + 1
+    cpu = time.process_time() + children_cpu()
+    scanner = Scanner(tree, journal, Excludes(args.exclude), helpers=0 if tool == "scan_1" else None)
+    if tool == "scan":
+        scanner.prepare()
+        time.sleep(HELPER_HEAD_START_S)
+    started = time.perf_counter()
+    report = scanner.scan(since_ns=journal.checkpoint().time_ns)  # type: ignore[union-attr]
+    results[tool] = time.perf_counter() - started
+    results[tool + "_cpu"] = time.process_time() + children_cpu() - cpu
+    enqueued = [r.entry for r in journal.since(seq=first)]
+    got = {e.path for e in enqueued}
+    assert got == changed and all(e.op == Op.CHANGE for e in enqueued), (
+        f"{tool}: enqueued {len(got)} paths, {len(got - changed)} unexpected, {len(changed - got)} missed"
+    )
+    results["enqueued"] = len(enqueued)
+    return report
 
 
 def converge(journal: Journal, tree: Path, mirror: Path) -> None:
@@ -221,14 +247,14 @@ def converge(journal: Journal, tree: Path, mirror: Path) -> None:
 
 
 def summarize(rows: list[dict[str, float]], excludes: list[str]) -> None:
-    keys = ("scan", "find", "rsync", "floor")
+    keys = (*SCANS, "find", "rsync", "floor")
     med = {k: statistics.median(r[k] for r in rows) for k in keys}
     cpu = {k: statistics.median(r[k + "_cpu"] for r in rows) for k in keys}
     print(f"\nmedians over {len(rows)} runs (warm cache; CPU = user+sys of all its processes):")
     print(f"  scanner excludes: {excludes or 'none'}")
     for k in keys:
         print(
-            f"  {k:6s} wall {med[k]:7.3f} s  x{med[k] / med['find']:.2f} of find | "
+            f"  {k:9s} wall {med[k]:7.3f} s  x{med[k] / med['find']:.2f} of find | "
             f"cpu {cpu[k]:7.3f} s  x{cpu[k] / cpu['find']:.2f} of find"
         )
     print(f"  scan / rsync -n: wall x{med['scan'] / med['rsync']:.2f}, cpu x{cpu['scan'] / cpu['rsync']:.2f}")
@@ -277,7 +303,9 @@ def main() -> None:
             r = one_run(args, journal, run)
             rows.append(r)
             print(
-                f"run {run}: scan {r['scan']:.3f} s (enqueued {r['enqueued']:.0f}, hashed {r['hashed']:.0f}, "
+                f"run {run}: scan {r['scan']:.3f} s, cold {r['scan_cold']:.3f} s, "
+                f"1 process {r['scan_1']:.3f} s "
+                f"(enqueued {r['enqueued']:.0f}, hashed {r['hashed']:.0f}, "
                 f"suspects {r['suspects']:.0f}) | find {r['find']:.3f} s ({r['find_found']:.0f} listed) | "
                 f"rsync -n {r['rsync']:.3f} s ({r['rsync_found']:.0f} itemized) | floor {r['floor']:.3f} s"
             )

@@ -16,8 +16,9 @@ minutes). Per size:
   scan (exactly the 100 paths must be enqueued), and ``find TREE -newer REF``
   in the same run, before or after the agent by turns;
 * ``agent verify`` (tree vs journal vs mirror), beside
-  ``rsync -a --dry-run --itemize-changes TREE/ MIRROR/``, with the peak RSS of
-  each.
+  ``rsync -a --dry-run --itemize-changes TREE/ MIRROR/`` (stats both trees)
+  and the same with ``--checksum`` (reads every file of both, as verify
+  does), with the peak RSS of verify and rsync.
 
 Each size's figures go to ``results.json`` in its directory; the growth table
 compares every pair of sizes recorded there, so sizes may be run separately.
@@ -283,6 +284,10 @@ def verify(tree: Path, mirror: Path, journal: Path) -> dict:
     rsync = ["rsync", "-a", "--dry-run", "--itemize-changes", "--", f"{tree}/", f"{mirror}/"]
     out["rsync_s"], out["rsync_cpu_s"], rss, _ = timed(rsync)
     out["rsync_rss_mb"] = rss / 1024
+    checksum = ["rsync", "-a", "--checksum", "--dry-run", "--itemize-changes", "--", f"{tree}/", f"{mirror}/"]
+    out["rsync_c_s"], out["rsync_c_cpu_s"], _, _ = timed(
+        checksum
+    )  # reads every file on both sides, as verify
     return out
 
 
@@ -308,6 +313,8 @@ ROWS = [  # (key, label, unit)
     ("verify_rss_mb", "agent verify: peak RSS", "MB"),
     ("rsync_s", "rsync -an (same run)", "s"),
     ("verify_over_rsync", "verify / rsync -an", "x"),
+    ("rsync_c_s", "rsync -an --checksum (same run; reads every file, as verify)", "s"),
+    ("verify_over_rsync_c", "verify / rsync -an --checksum", "x"),
 ]
 
 
@@ -320,6 +327,7 @@ def summarize(runs: list[dict], seed_doc: dict, ver: dict) -> dict:
     out.update(med)
     out.update(ver)
     out["verify_over_rsync"] = ver["verify_s"] / ver["rsync_s"]
+    out["verify_over_rsync_c"] = ver["verify_s"] / ver["rsync_c_s"]
     out["catchup_loads"] = [r["load"] for r in runs]
     return out
 
