@@ -188,7 +188,7 @@ Between = Callable[[Walk, bytes], None]  # after each listing: the walk, the dir
 class ScanRun:
     """One scan: its counters, unflushed entries and the walks it runs.
     :meth:`run` is the whole scan; a helper process drives one through the
-    subtrees it is given (:meth:`walk_subtree`), delivering its entries to
+    subtrees it is given (:meth:`walk_subtrees`), delivering its entries to
     the scan instead of the journal."""
 
     def __init__(
@@ -260,7 +260,7 @@ class ScanRun:
             raise
         if self.team is not None:
             self.report.add(self.team.counts())
-            self.report.helpers = sum(1 for h in self.team.helpers)
+            self.report.helpers = len(self.team.helpers)
 
     def _between(self, walk: Walk, rel: bytes) -> None:
         self._maybe_progress(rel)
@@ -286,7 +286,6 @@ class ScanRun:
             between(walk, listing.rel)
         self._forget_vanished()
         self.report.errors += walk.errors
-        walk.errors = 0
 
     def hand_over(self, subtrees: list[tuple[bytes, int]]) -> None:
         """These subtrees leave this run for another process: journal (or

@@ -20,7 +20,9 @@ below it.
 Nothing is lost to a helper that fails (exits, is killed, cannot read): the
 subtrees it was given go back to the queue and are scanned again, by the scan
 itself if no helper is left; what it already sent stays journaled (a path
-found twice is harmless, shipping sends the current state). Helpers end with
+found twice is harmless, shipping sends the current state); so do a busy
+helper's when it has sent nothing for :data:`SILENCE_S` (it reports twice a
+second between listings). Helpers end with
 the scan: told to stop, else killed; the kernel kills them if the scanning
 thread dies (``PR_SET_PDEATHSIG``), and they exit when their pipe closes.
 """
@@ -48,6 +50,7 @@ log = structlog.get_logger()
 
 SPAWN_AFTER_S = 0.02  # a walk shorter than this is not worth a process
 STOP_WAIT_S = 5.0
+SILENCE_S = 300.0  # a busy helper that sends nothing this long is taken for hung: its work is redone
 MAX_HELPERS = 8
 _PROJECT = str(Path(__file__).resolve().parents[2])  # where the helper imports this same code from
 
@@ -90,6 +93,7 @@ class Helper:
     asked: bool = False  # asked to give up a subtree, no answer yet
     counts: dict[str, int] = field(default_factory=dict)
     alive: bool = True
+    heard: float = field(default_factory=time.monotonic)  # its last message (it reports every 0.5 s)
 
     @property
     def idle(self) -> bool:
@@ -140,11 +144,16 @@ class Team:
             if self.queue:
                 taken, self.queue = self.queue, []
                 return taken
-            if not any(h.units for h in self.helpers if h.alive):
+            busy = [h for h in self._alive() if h.units]
+            if not busy:
                 return []
             self._feed(None)
             self._ask_busy()  # the scan itself is idle: a busy helper shares with it too
-            self._read(None)
+            quiet = min(h.heard for h in busy) + SILENCE_S - time.monotonic()
+            self._read(max(0.0, quiet))
+            for h in busy:
+                if h.alive and h.units and time.monotonic() - h.heard >= SILENCE_S:
+                    self._lost(h, f"silent for {SILENCE_S:.0f} s")
 
     def counts(self) -> dict[str, int]:
         """The helpers' counts so far, summed."""
@@ -161,9 +170,9 @@ class Team:
                 write_frame(h.to_fd, ("stop",))
             except OSError:
                 pass
+        deadline = time.monotonic() + STOP_WAIT_S
         for h in self._alive():
-            self._drain(h)
-            self._end(h, kill=False)
+            self._end(h, kill=not self._drain(h, deadline))
 
     def abort(self) -> None:
         """Kill the helpers still running (the scan failed)."""
@@ -204,6 +213,7 @@ class Team:
                 return
             self.hand_over(units)
             h.units.extend(units)
+            h.heard = time.monotonic()
             try:
                 write_frame(h.to_fd, ("walk", units))
             except OSError as exc:
@@ -231,15 +241,22 @@ class Team:
             except (Closed, OSError, ValueError, EOFError) as exc:
                 self._lost(h, f"exited ({exc or 'pipe closed'})")
 
-    def _drain(self, h: Helper) -> None:
-        """Read a stopping helper's last messages, up to its end of file."""
+    def _drain(self, h: Helper, deadline: float) -> bool:
+        """Read a stopping helper's last messages up to its end of file
+        (True), or until the deadline (False: it is stuck)."""
         try:
             while h.alive:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([h.from_fd], [], [], left)[0]:
+                    log.warning("scan.helper_stuck", helper=h.proc.pid, waited_s=STOP_WAIT_S)
+                    return False
                 self._handle(h, read_frame(h.from_fd))
         except (Closed, OSError, ValueError, EOFError):
             pass
+        return True
 
     def _handle(self, h: Helper, message: tuple[object, ...]) -> None:
+        h.heard = time.monotonic()
         kind = message[0]
         if kind == "entries":
             rows = message[1]

@@ -311,3 +311,30 @@ def test_subtrees_a_helper_gives_up_are_journaled_after_what_it_found_above_them
     assert sorted(p for _, p, _ in found) == sorted(expected)
     assert_parents_first(found)
     assert report.files_seen + report.dirs_seen == len(expected)
+
+
+def test_a_hung_helper_is_given_up_and_its_subtrees_scanned_again(
+    tmp_path: Path, shared: list[dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that stops answering (SIGSTOP here) holds the scan up for
+    ``SILENCE_S`` at most; then it is killed and its subtrees are redone."""
+    monkeypatch.setattr(team_mod, "SILENCE_S", 1.0)
+    feed, stopped = Team._feed, []
+
+    def feed_then_stop(self: Team, walk: object) -> None:
+        feed(self, walk)  # type: ignore[arg-type]
+        for h in self.helpers:
+            if h.units and not stopped:
+                stopped.append(h.proc.pid)
+                os.kill(h.proc.pid, signal.SIGSTOP)
+
+    monkeypatch.setattr(Team, "_feed", feed_then_stop)
+    root = tmp_path / "root"
+    expected = make_tree(root)
+    with capture_logs() as logs, Journal.open(tmp_path / "journal", root=str(root), tracks=["t"]) as journal:
+        found, _ = scan(os.fsencode(root), journal, 1)
+    assert stopped
+    failed = [e for e in logs if e["event"] == "scan.helper_failed"]
+    assert failed and failed[0]["helper"] == stopped[0] and "silent" in failed[0]["error"]
+    assert {p for _, p, _ in found} == expected
+    assert _dead(stopped[0])
