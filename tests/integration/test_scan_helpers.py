@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,13 +23,12 @@ from agent.scan import team as team_mod
 from agent.scan.scanner import Scanner, ScanReport
 from agent.scan.team import Team, start_helpers
 from agent.tree.excludes import Excludes
-from agent.tree.fsstate import capture
 from agent.tree.walk import Walk
 from journal import Journal, Op
 from tests.helpers.descendants import descendants
 from tests.helpers.pipes import line_of
 from tests.helpers.wait import wait_until
-from tests.integration.test_scanner_props import build, mutate, mutation, tick_past, truth
+from tests.integration.test_scanner_props import mutated, mutation
 
 REPO = Path(__file__).resolve().parents[2]
 Found = list[tuple[int, bytes, int]]  # (op, path, flags) in journal order
@@ -110,24 +108,10 @@ def test_helpers_journal_what_one_process_does(
     """Random changes to a mirrored tree: the scan with a helper journals the
     same entries, in an order as safe, as the scan alone; both equal the
     real differences."""
-    with tempfile.TemporaryDirectory() as tmp:
-        base = os.fsencode(tmp)
-        root = base + b"/root"
-        os.mkdir(root)
-        build(root)
-        with Journal.open(Path(tmp) / "journal", root=os.fsdecode(root), tracks=["t"]) as journal:
-            before = truth(root)
-            journal.manifest_put({rel: capture(root + b"/" + rel) for rel in before})
-            since = time.time_ns()
-            with open(base + b"/probe", "wb"):
-                pass
-            tick_past(base + b"/probe", since)
-            for op, pick, data in mutations:
-                mutate(root, op, pick, data)
-            after = truth(root)
-            alone, _ = scan(root, journal, 0, since)
-            together, report = scan(root, journal, 1, since)
-            tops = subdirs_of(root)
+    with mutated(mutations) as (root, journal, before, after, since):
+        alone, _ = scan(root, journal, 0, since)
+        together, report = scan(root, journal, 1, since)
+        tops = subdirs_of(root)
     changed = {p for p, v in after.items() if before.get(p) != v}
     deleted = set(before) - set(after)
     assert sorted(together) == sorted(alone)
@@ -168,22 +152,37 @@ def test_a_first_scan_with_helpers_journals_every_path_once_parents_first(
     assert shared[-1]["given"] >= 1 and shared[-1]["files_seen"] > 0
 
 
-def test_a_killed_helper_loses_nothing(tmp_path: Path, shared: list[dict[str, int]], monkeypatch) -> None:
-    """The helper is killed as soon as it is given subtrees: they are scanned again."""
-    feed, killed = Team._feed, []
+def signal_first_helper(monkeypatch: pytest.MonkeyPatch, signum: int) -> list[int]:
+    """Send ``signum`` to the first helper as soon as it is given subtrees;
+    returns the list its pid is put in."""
+    feed, hit = Team._feed, []
 
-    def feed_then_kill(self: Team, walk: object) -> None:
+    def feed_then_signal(self: Team, walk: object) -> None:
         feed(self, walk)  # type: ignore[arg-type]
         for h in self.helpers:
-            if h.units and not killed:
-                killed.append(h.proc.pid)
-                os.kill(h.proc.pid, signal.SIGKILL)
+            if h.units and not hit:
+                hit.append(h.proc.pid)
+                os.kill(h.proc.pid, signum)
 
-    monkeypatch.setattr(Team, "_feed", feed_then_kill)
+    monkeypatch.setattr(Team, "_feed", feed_then_signal)
+    return hit
+
+
+def scan_logged(tmp_path: Path, helpers: int) -> tuple[set[bytes], Found, list[dict], ScanReport]:
+    """A first scan of a fresh tree: (its paths, what was journaled, the log, the report)."""
     root = tmp_path / "root"
     expected = make_tree(root)
     with capture_logs() as logs, Journal.open(tmp_path / "journal", root=str(root), tracks=["t"]) as journal:
-        found, report = scan(os.fsencode(root), journal, 1)
+        found, report = scan(os.fsencode(root), journal, helpers)
+    return expected, found, logs, report
+
+
+def test_a_killed_helper_loses_nothing(
+    tmp_path: Path, shared: list[dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper is killed as soon as it is given subtrees: they are scanned again."""
+    killed = signal_first_helper(monkeypatch, signal.SIGKILL)
+    expected, found, logs, report = scan_logged(tmp_path, 1)
     assert killed
     failed = [e for e in logs if e["event"] == "scan.helper_failed"]
     assert failed and failed[0]["helper"] == killed[0] and failed[0]["requeued"] >= 1
@@ -319,20 +318,8 @@ def test_a_hung_helper_is_given_up_and_its_subtrees_scanned_again(
     """A helper that stops answering (SIGSTOP here) holds the scan up for
     ``SILENCE_S`` at most; then it is killed and its subtrees are redone."""
     monkeypatch.setattr(team_mod, "SILENCE_S", 1.0)
-    feed, stopped = Team._feed, []
-
-    def feed_then_stop(self: Team, walk: object) -> None:
-        feed(self, walk)  # type: ignore[arg-type]
-        for h in self.helpers:
-            if h.units and not stopped:
-                stopped.append(h.proc.pid)
-                os.kill(h.proc.pid, signal.SIGSTOP)
-
-    monkeypatch.setattr(Team, "_feed", feed_then_stop)
-    root = tmp_path / "root"
-    expected = make_tree(root)
-    with capture_logs() as logs, Journal.open(tmp_path / "journal", root=str(root), tracks=["t"]) as journal:
-        found, _ = scan(os.fsencode(root), journal, 1)
+    stopped = signal_first_helper(monkeypatch, signal.SIGSTOP)
+    expected, found, logs, _ = scan_logged(tmp_path, 1)
     assert stopped
     failed = [e for e in logs if e["event"] == "scan.helper_failed"]
     assert failed and failed[0]["helper"] == stopped[0] and "silent" in failed[0]["error"]

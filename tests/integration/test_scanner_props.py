@@ -6,11 +6,13 @@ entries changed is enqueued with them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -127,17 +129,11 @@ def tick_past(probe: bytes, since: int) -> None:
     wait_until(ticked, timeout=5, interval=0.001)
 
 
-mutation = st.tuples(
-    st.sampled_from(OPS),
-    st.integers(0, 50),
-    st.binary(max_size=12).filter(lambda b: b"/" not in b and b"\0" not in b),
-)
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutations=st.lists(mutation, max_size=8), full=st.booleans())
-def test_enqueued_paths_equal_real_differences(mutations: list[tuple[str, int, bytes]], full: bool) -> None:
-    """The set of CHANGE paths and the set of DELETE paths equal the ground truth diff."""
+@contextlib.contextmanager
+def mutated(mutations: list[tuple[str, int, bytes]]) -> Iterator[tuple[bytes, Journal, Truth, Truth, int]]:
+    """A built tree, recorded as shipped in a journal's manifest, then changed
+    by ``mutations`` after the clock passed ``since``: yields (root, journal,
+    truth before, truth after, since)."""
     with tempfile.TemporaryDirectory() as tmp:
         base = os.fsencode(tmp)
         root = base + b"/root"
@@ -152,11 +148,25 @@ def test_enqueued_paths_equal_real_differences(mutations: list[tuple[str, int, b
             tick_past(base + b"/probe", since)
             for op, pick, data in mutations:
                 mutate(root, op, pick, data)
-            after = truth(root)
-            Scanner(Path(os.fsdecode(root)), journal, Excludes(()), slack_ns=0).scan(
-                since_ns=None if full else since
-            )
-            entries = [r.entry for r in journal.since(seq=1)]
+            yield root, journal, before, truth(root), since
+
+
+mutation = st.tuples(
+    st.sampled_from(OPS),
+    st.integers(0, 50),
+    st.binary(max_size=12).filter(lambda b: b"/" not in b and b"\0" not in b),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutations=st.lists(mutation, max_size=8), full=st.booleans())
+def test_enqueued_paths_equal_real_differences(mutations: list[tuple[str, int, bytes]], full: bool) -> None:
+    """The set of CHANGE paths and the set of DELETE paths equal the ground truth diff."""
+    with mutated(mutations) as (root, journal, before, after, since):
+        Scanner(Path(os.fsdecode(root)), journal, Excludes(()), slack_ns=0).scan(
+            since_ns=None if full else since
+        )
+        entries = [r.entry for r in journal.since(seq=1)]
     changed = {p for p, v in after.items() if before.get(p) != v}
     deleted = set(before) - set(after)
     assert {e.path for e in entries if e.op == Op.CHANGE} == changed
