@@ -164,7 +164,11 @@ class Team:
         return total
 
     def close(self) -> None:
-        """Stop the helpers (all idle by now) and wait for them."""
+        """Stop the helpers (all idle by now) and wait for them; one still
+        starting has nothing to finish, and is not waited for."""
+        for h in self._alive():
+            if not h.ready:
+                self._end(h, kill=True)
         for h in self._alive():
             try:
                 write_frame(h.to_fd, ("stop",))

@@ -325,3 +325,25 @@ def test_a_hung_helper_is_given_up_and_its_subtrees_scanned_again(
     assert failed and failed[0]["helper"] == stopped[0] and "silent" in failed[0]["error"]
     assert {p for _, p, _ in found} == expected
     assert _dead(stopped[0])
+
+
+def test_a_scan_done_before_its_helper_started_does_not_wait_for_it(tmp_path: Path) -> None:
+    """A small tree is scanned before the prepared helper's interpreter has
+    started: the helper is ended, not waited for, and nothing is left."""
+    root = tmp_path / "root"
+    expected = make_tree(root, tops=2, subs=1, files=2)
+    before = set(descendants(os.getpid()))
+    with Journal.open(tmp_path / "journal", root=str(root), tracks=["t"]) as journal:
+        scanner = Scanner(root, journal, Excludes(()), helpers=1)
+        scanner.prepare()
+        (helper,) = scanner._prepared
+        found, report = scan_prepared(scanner, journal)
+    assert sorted(p for _, p, _ in found) == sorted(expected)
+    assert report.helpers == 1 and helper.proc.returncode == -signal.SIGKILL  # ended while starting
+    assert not {pid for pid, _ in set(descendants(os.getpid())) - before} & {helper.proc.pid}
+
+
+def scan_prepared(scanner: Scanner, journal: Journal) -> tuple[Found, ScanReport]:
+    first = journal.last_seq() + 1
+    report = scanner.scan(since_ns=None)
+    return [(int(r.entry.op), r.entry.path, r.entry.flags) for r in journal.since(seq=first)], report
