@@ -18,7 +18,9 @@ minutes). Per size:
 * ``agent verify`` (tree vs journal vs mirror), beside
   ``rsync -a --dry-run --itemize-changes TREE/ MIRROR/`` (stats both trees)
   and the same with ``--checksum`` (reads every file of both, as verify
-  does), with the peak RSS of verify and rsync.
+  does), with the peak RSS of verify and rsync. Before verify and before
+  ``--checksum``, the files' cached contents are dropped (``evict``): both
+  read from the disk, as after a restart, whatever ran before them.
 
 Each size's figures go to ``results.json`` in its directory; the growth table
 compares every pair of sizes recorded there, so sizes may be run separately.
@@ -275,16 +277,37 @@ def catchup(work: Path, tree: Path, mirror: Path, journal: Path, files: int, run
     return out
 
 
+def evict(*tops: Path) -> None:
+    """Drop the cached contents of every regular file below ``tops``
+    (``posix_fadvise(DONTNEED)``, per file: no system setting is touched), so
+    the commands that read every file all start cold, whatever ran before."""
+    for top in tops:
+        stack = [os.fsencode(top)]
+        while stack:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                        try:
+                            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                        finally:
+                            os.close(fd)
+
+
 def verify(tree: Path, mirror: Path, journal: Path) -> dict:
     argv = [str(VENV_BIN / "agent"), "verify", "--root", str(tree), "--journal", str(journal)]
     argv += ["--target", f"local:{mirror}", "--exclude", MARK]
     out: dict = {"load": load()}
+    evict(tree, mirror)
     out["verify_s"], out["verify_cpu_s"], rss, _ = timed(argv)
     out["verify_rss_mb"] = rss / 1024
     rsync = ["rsync", "-a", "--dry-run", "--itemize-changes", "--", f"{tree}/", f"{mirror}/"]
     out["rsync_s"], out["rsync_cpu_s"], rss, _ = timed(rsync)
     out["rsync_rss_mb"] = rss / 1024
     checksum = ["rsync", "-a", "--checksum", "--dry-run", "--itemize-changes", "--", f"{tree}/", f"{mirror}/"]
+    evict(tree, mirror)
     out["rsync_c_s"], out["rsync_c_cpu_s"], _, _ = timed(
         checksum
     )  # reads every file on both sides, as verify
