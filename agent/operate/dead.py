@@ -113,7 +113,8 @@ def drop_dead(config: Config, track: str | None, paths: Sequence[bytes], out: IO
     with _writable(config) as journal:
         _check_known(journal, track, paths)
         dropped = journal.drop_dead(track, set(paths))
-    for group in group_letters(dropped):
+    groups = group_letters(dropped)
+    for group in groups:
         log.warning(
             "dead.dropped",
             track=group.track,
@@ -122,7 +123,7 @@ def drop_dead(config: Config, track: str | None, paths: Sequence[bytes], out: IO
             reason=group.letters[-1].reason,
             note="the operator fixed this path by hand",
         )
-    out.write(f"dropped {len(dropped)} dead letters\n")
+    out.write(f"dropped {len(groups)} dead paths ({len(dropped)} entries)\n")  # the listing's unit
     return 0
 
 

@@ -65,7 +65,7 @@ def test_dead_list_retry_and_drop_beside_a_running_agent(tmp_path: Path, sites: 
     assert _dead_paths(site) == [("cluster/mk2", "'bad\\nname'"), ("cluster/mk3", "'bad\\nname'")]
 
     res = agent("dead", "drop", os.fsdecode(b"bad\nname"), "--config", str(site.config))
-    assert res.returncode == 0 and b"dropped 2 dead letters" in res.stdout, res.stderr
+    assert res.returncode == 0 and b"dropped 2 dead paths" in res.stdout, res.stderr  # of 1 or 2 entries each
     assert b"dead.dropped" in res.stderr  # the operator's act is logged
     assert _dead_paths(site) == []
     res = agent("dead", "--config", str(site.config))
@@ -93,3 +93,19 @@ def test_dead_retry_all_and_usage_errors(tmp_path: Path) -> None:
     with Journal.open(journal, root=str(root), mode="read") as j:
         assert j.dead_letters() == []
         assert sorted(r.entry.path for r in j.pending("local")) == [b"a", b"b"]
+
+
+def test_drop_counts_dead_paths_as_the_listing_does(tmp_path: Path) -> None:
+    """One path can hold several dead entries (a create and its close-write
+    may be journaled apart): `drop` reports the paths the listing showed,
+    and the entries behind them."""
+    root, journal = tmp_path / "src", tmp_path / "journal"
+    root.mkdir()
+    flags = ["--root", str(root), "--journal", str(journal), "--target", f"local:{tmp_path / 'm'}"]
+    with Journal.open(journal, root=str(root), tracks=["local"], mode="agent") as j:
+        first, _ = j.append([Entry(Op.CHANGE, b"a"), Entry(Op.CHANGE, b"a")])
+        j.mark_dead("local", {first: "refused", first + 1: "refused"})
+    listed = agent("dead", *flags)
+    assert listed.returncode == 1 and b"(2 entries" in listed.stdout and b"1 dead paths" in listed.stdout
+    res = agent("dead", "drop", "a", *flags)
+    assert res.returncode == 0 and b"dropped 1 dead paths (2 entries)" in res.stdout, res.stderr
