@@ -90,7 +90,7 @@ class _Helper:
             # a "split" that arrives after its subtree was done needs nothing
 
     def _deliver(self, entries: list[Entry]) -> None:
-        rows = [(int(e.op), e.path, e.time_ns, e.flags) for e in entries]
+        rows = [(int(e.op), e.path, e.dest, e.time_ns, e.flags) for e in entries]
         write_frame(_FINDINGS, ("entries", rows))
 
     def _between(self, walk: Walk, _rel: bytes) -> None:

@@ -241,22 +241,25 @@ class Team:
         for fd in readable:
             h = live[fd]
             try:
-                self._handle(h, read_frame(fd))
-            except (Closed, OSError, ValueError, EOFError) as exc:
+                message = read_frame(fd)
+            except (Closed, OSError, ValueError) as exc:
                 self._lost(h, f"exited ({exc or 'pipe closed'})")
+                continue
+            self._handle(h, message)  # journaling what it found may fail: that fails the scan
 
     def _drain(self, h: Helper, deadline: float) -> bool:
         """Read a stopping helper's last messages up to its end of file
         (True), or until the deadline (False: it is stuck)."""
-        try:
-            while h.alive:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([h.from_fd], [], [], left)[0]:
-                    log.warning("scan.helper_stuck", helper=h.proc.pid, waited_s=STOP_WAIT_S)
-                    return False
-                self._handle(h, read_frame(h.from_fd))
-        except (Closed, OSError, ValueError, EOFError):
-            pass
+        while h.alive:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([h.from_fd], [], [], left)[0]:
+                log.warning("scan.helper_stuck", helper=h.proc.pid, waited_s=STOP_WAIT_S)
+                return False
+            try:
+                message = read_frame(h.from_fd)
+            except (Closed, OSError, ValueError):
+                return True
+            self._handle(h, message)
         return True
 
     def _handle(self, h: Helper, message: tuple[object, ...]) -> None:
@@ -265,7 +268,7 @@ class Team:
         if kind == "entries":
             rows = message[1]
             assert isinstance(rows, list)
-            self.take([Entry(Op(op), path, time_ns=t, flags=flags) for op, path, t, flags in rows])
+            self.take([Entry(Op(op), path, dest, t, flags) for op, path, dest, t, flags in rows])
         elif kind == "give":
             units = message[1]
             assert isinstance(units, list)

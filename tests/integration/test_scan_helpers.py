@@ -24,7 +24,7 @@ from agent.scan.scanner import Scanner, ScanReport
 from agent.scan.team import Team, start_helpers
 from agent.tree.excludes import Excludes
 from agent.tree.walk import Walk
-from journal import Journal, Op
+from journal import Journal, JournalFull, Op
 from tests.helpers.descendants import descendants
 from tests.helpers.pipes import line_of
 from tests.helpers.wait import wait_until
@@ -347,3 +347,25 @@ def scan_prepared(scanner: Scanner, journal: Journal) -> tuple[Found, ScanReport
     first = journal.last_seq() + 1
     report = scanner.scan(since_ns=None)
     return [(int(r.entry.op), r.entry.path, r.entry.flags) for r in journal.since(seq=first)], report
+
+
+def test_a_journal_that_refuses_the_entries_fails_the_scan_and_ends_its_helpers(
+    tmp_path: Path, shared: list[dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full journal is the scan's failure, not a helper's: it is raised,
+    as without helpers, and no helper is left running."""
+    root = tmp_path / "root"
+    make_tree(root)
+    before = set(descendants(os.getpid()))
+    with Journal.open(tmp_path / "journal", root=str(root), tracks=["t"]) as journal:
+
+        def refuse(*_args: object, **_kw: object) -> None:
+            raise JournalFull("no space left for the test", path=str(tmp_path))
+
+        monkeypatch.setattr(journal, "append", refuse)
+        scanner = Scanner(root, journal, Excludes(()), helpers=1, batch=10)
+        scanner.prepare()
+        started = {h.proc.pid for h in scanner._prepared}
+        with pytest.raises(JournalFull):
+            scanner.scan(since_ns=None)
+    assert not {pid for pid, _ in set(descendants(os.getpid())) - before} & started
