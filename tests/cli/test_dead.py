@@ -72,6 +72,21 @@ def test_dead_list_retry_and_drop_beside_a_running_agent(tmp_path: Path, sites: 
     assert res.returncode == 0 and b"0 dead paths" in res.stdout
 
 
+def _dead_entries(tmp_path: Path, paths: list[bytes]) -> tuple[Path, Path, list[str]]:
+    """A journal of one local target whose entries for ``paths`` are all
+    dead: (root, journal, the flags that name them)."""
+    root, journal = tmp_path / "src", tmp_path / "journal"
+    root.mkdir()
+    with Journal.open(journal, root=str(root), tracks=["local"], mode="agent") as j:
+        first, _ = j.append([Entry(Op.CHANGE, p) for p in paths])
+        j.mark_dead("local", {first + i: "refused" for i in range(len(paths))})
+    return (
+        root,
+        journal,
+        ["--root", str(root), "--journal", str(journal), "--target", f"local:{tmp_path / 'm'}"],
+    )
+
+
 def _pending(site: Site) -> int:
     return sum(t["pending"] for t in status(site.journal)["targets"].values())
 
@@ -79,12 +94,7 @@ def _pending(site: Site) -> int:
 def test_dead_retry_all_and_usage_errors(tmp_path: Path) -> None:
     """`retry --all` requeues every letter as pending; PATH and --all together,
     or drop without a path, are usage errors."""
-    root, journal = tmp_path / "src", tmp_path / "journal"
-    root.mkdir()
-    flags = ["--root", str(root), "--journal", str(journal), "--target", f"local:{tmp_path / 'm'}"]
-    with Journal.open(journal, root=str(root), tracks=["local"], mode="agent") as j:
-        first, _ = j.append([Entry(Op.CHANGE, b"a"), Entry(Op.CHANGE, b"b")])
-        j.mark_dead("local", {first: "refused", first + 1: "refused"})
+    root, journal, flags = _dead_entries(tmp_path, [b"a", b"b"])
     assert agent("dead", "retry", "a", "--all", *flags).returncode == 2
     assert agent("dead", "drop", *flags).returncode == 2
     assert agent("dead", "drop", "--all", "a", *flags).returncode == 2
@@ -99,12 +109,7 @@ def test_drop_counts_dead_paths_as_the_listing_does(tmp_path: Path) -> None:
     """One path can hold several dead entries (a create and its close-write
     may be journaled apart): `drop` reports the paths the listing showed,
     and the entries behind them."""
-    root, journal = tmp_path / "src", tmp_path / "journal"
-    root.mkdir()
-    flags = ["--root", str(root), "--journal", str(journal), "--target", f"local:{tmp_path / 'm'}"]
-    with Journal.open(journal, root=str(root), tracks=["local"], mode="agent") as j:
-        first, _ = j.append([Entry(Op.CHANGE, b"a"), Entry(Op.CHANGE, b"a")])
-        j.mark_dead("local", {first: "refused", first + 1: "refused"})
+    _, _, flags = _dead_entries(tmp_path, [b"a", b"a"])
     listed = agent("dead", *flags)
     assert listed.returncode == 1 and b"(2 entries" in listed.stdout and b"1 dead paths" in listed.stdout
     res = agent("dead", "drop", "a", *flags)
