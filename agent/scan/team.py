@@ -13,9 +13,10 @@ scan (one writer, the same recheck under the journal's append locks).
 Work moves by subtrees. An idle helper gets queued ones, or half of what the
 scan's own walk has not reached yet (:meth:`agent.tree.walk.Walk.split`);
 with neither, busy helpers are asked to give up half of theirs. Before
-subtrees leave for a helper, the scan journals what it holds, so whatever was
-found about a directory or its ancestors is journaled before anything found
-below it.
+subtrees leave a process (the scan, or a helper giving some back), what it
+has found goes out first (journaled by the scan, sent by a helper), so
+whatever was found about a directory or its ancestors is journaled before
+anything found below it.
 
 Nothing is lost to a helper that fails (exits, is killed, cannot read): the
 subtrees it was given go back to the queue and are scanned again, by the scan
