@@ -150,7 +150,8 @@ class DirListing:
 @dataclass
 class Walk:
     """Iterate :class:`DirListing` for ``start`` (relative to ``root``) and
-    every directory below it, parents before children.
+    every directory below it, parents before children. A walk is iterated
+    once: it consumes :attr:`pending` as it goes.
 
     After iteration, :attr:`skipped` holds the directories and entries that
     were not looked into (another filesystem, unreadable, replaced while
