@@ -205,6 +205,7 @@ class ScanRun:
         self.start = start
         self.threshold = None if since_ns is None else since_ns - scanner.slack_ns
         self.deliver = deliver or self._journal
+        self.sends = deliver is not None  # a helper's run: its entries go to the scan, not the journal
         self.team: Team | None = None
         self.skipped: list[bytes] = []  # of every walk of this run: below them nothing is known
         self.report = ScanReport()
@@ -271,8 +272,10 @@ class ScanRun:
     def walk_subtrees(self, subtrees: list[tuple[bytes, int]], *, between: Between) -> None:
         """Scan these directories (each with the inode it was listed with) and
         below; their own entries were compared in their parents' listings."""
-        for rel, _ in subtrees:
-            self._load_long(rel)
+        tops = {rel for rel, _ in subtrees}
+        for path, raw in self.s.journal.manifest_long().items():  # one read, however many subtrees
+            if _within(path, tops):
+                self.long.setdefault(path.rpartition(b"/")[0], {})[path] = raw
         self.walk_all(
             Walk.over(self.s.root, self.s.excludes, self.dev, subtrees, skipped=self.skipped), between
         )
@@ -288,15 +291,16 @@ class ScanRun:
         self.report.errors += walk.errors
 
     def hand_over(self, subtrees: list[tuple[bytes, int]]) -> None:
-        """These subtrees leave this run for another process: journal (or
-        deliver) what was found so far, so nothing found about their ancestors
-        lands after what the other finds below, and drop the long paths kept
-        for them (the other reads its own)."""
-        self._flush()
-        for rel, _ in subtrees:
-            below = rel + b"/"
-            for parent in [p for p in self.long if p == rel or p.startswith(below)]:
-                del self.long[parent]
+        """These subtrees leave this run for another process. A helper first
+        sends what it found, so nothing found about their ancestors reaches
+        the scan after what another finds below; the scan's own unflushed
+        entries are already ahead of anything a helper will send. The long
+        paths kept for the subtrees are dropped (the other reads its own)."""
+        if self.sends:
+            self._flush()
+        tops = {rel for rel, _ in subtrees}
+        for parent in [p for p in self.long if _within(p, tops)]:
+            del self.long[parent]
 
     def take(self, entries: list[Entry]) -> None:
         """Entries a helper found: journaled like this run's own."""
@@ -503,6 +507,15 @@ class ScanRun:
         self._maybe_progress(self.start, force=True)
         log.info("scan.done", root=self.s.root, start=self.start, **self.report.summary())
         return self.report
+
+
+def _within(path: bytes, tops: set[bytes]) -> bool:
+    """``path`` is one of ``tops`` or lies below one of them."""
+    while path:
+        if path in tops:
+            return True
+        path = path.rpartition(b"/")[0]
+    return False
 
 
 _HELPER_COUNTS = frozenset(

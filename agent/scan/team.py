@@ -12,11 +12,10 @@ scan (one writer, the same recheck under the journal's append locks).
 
 Work moves by subtrees. An idle helper gets queued ones, or half of what the
 scan's own walk has not reached yet (:meth:`agent.tree.walk.Walk.split`);
-with neither, busy helpers are asked to give up half of theirs. Before
-subtrees leave a process (the scan, or a helper giving some back), what it
-has found goes out first (journaled by the scan, sent by a helper), so
-whatever was found about a directory or its ancestors is journaled before
-anything found below it.
+with neither, busy helpers are asked to give up half of theirs. A helper
+giving subtrees back first sends what it has found; the scan journals what
+it receives in order behind its own finds. So whatever was found about a
+directory or its ancestors is journaled before anything found below it.
 
 Nothing is lost to a helper that fails (exits, is killed, cannot read): the
 subtrees it was given go back to the queue and are scanned again, by the scan
@@ -115,9 +114,9 @@ class Team:
         started: list[Helper] | None = None,
     ) -> None:
         self.spec = spec
-        self.size = min(size, MAX_HELPERS)
+        self.size = size
         self.take = take  # entries a helper found: the scan journals them
-        self.hand_over = hand_over  # a subtree is about to leave the scan (journal first)
+        self.hand_over = hand_over  # subtrees are about to leave the scan
         self.began = time.monotonic()
         self.helpers: list[Helper] = []
         self.queue: list[Unit] = []

@@ -11,7 +11,7 @@ import os
 import signal
 from pathlib import Path
 
-__all__ = ["Started", "descendants", "end_descendants", "remember", "end_remembered"]
+__all__ = ["Started", "descendants", "end_descendants", "remember", "end_remembered", "running"]
 
 Started = tuple[int, int]  # (pid, start time in clock ticks since boot)
 
@@ -27,6 +27,11 @@ def _start_time(pid: int) -> int | None:
         return None
     fields = stat.rsplit(b")", 1)[1].split()  # after the command name: state is field 3
     return None if fields[0] == b"Z" else int(fields[19])  # field 22: start time
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    return _start_time(pid) is not None
 
 
 def descendants(pid: int) -> list[Started]:

@@ -23,12 +23,13 @@ from agent.scan import team as team_mod
 from agent.scan.scanner import Scanner, ScanReport
 from agent.scan.team import Team, start_helpers
 from agent.tree.excludes import Excludes
+from agent.tree.fsstate import capture
 from agent.tree.walk import Walk
 from journal import Journal, JournalFull, Op
-from tests.helpers.descendants import descendants
+from tests.helpers.descendants import descendants, running
 from tests.helpers.pipes import line_of
 from tests.helpers.wait import wait_until
-from tests.integration.test_scanner_props import mutated, mutation
+from tests.integration.test_scanner_props import mutated, mutation, tick_past
 
 REPO = Path(__file__).resolve().parents[2]
 Found = list[tuple[int, bytes, int]]  # (op, path, flags) in journal order
@@ -263,7 +264,7 @@ def test_helpers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
         proc.wait(30)
 
         def gone() -> bool:
-            return all(_dead(pid) for pid in pids)
+            return not any(running(pid) for pid in pids)
 
         wait_until(gone, timeout=30, message="helpers outlived the scanning process")
     finally:
@@ -272,14 +273,6 @@ def test_helpers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def _dead(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == b"Z"
 
 
 def test_subtrees_a_helper_gives_up_are_journaled_after_what_it_found_above_them(
@@ -324,7 +317,7 @@ def test_a_hung_helper_is_given_up_and_its_subtrees_scanned_again(
     failed = [e for e in logs if e["event"] == "scan.helper_failed"]
     assert failed and failed[0]["helper"] == stopped[0] and "silent" in failed[0]["error"]
     assert {p for _, p, _ in found} == expected
-    assert _dead(stopped[0])
+    assert not running(stopped[0])
 
 
 def test_a_scan_done_before_its_helper_started_does_not_wait_for_it(tmp_path: Path) -> None:
@@ -369,3 +362,37 @@ def test_a_journal_that_refuses_the_entries_fails_the_scan_and_ends_its_helpers(
         with pytest.raises(JournalFull):
             scanner.scan(since_ns=None)
     assert not {pid for pid, _ in set(descendants(os.getpid())) - before} & started
+
+
+def test_paths_too_long_for_a_journal_key_are_compared_in_the_helpers_subtrees(
+    tmp_path: Path, shared: list[dict[str, int]]
+) -> None:
+    """Long paths are stored apart (hashed keys); a helper reads those below
+    its subtrees: a change and a delete among them are found, as in one
+    process."""
+    root = tmp_path / "root"
+    long_dir, long_file = "L" * 250, "F" * 250
+    for t in range(4):
+        (root / f"t{t}" / long_dir).mkdir(parents=True)
+        for name in (long_file, long_file[:-1] + "G"):
+            (root / f"t{t}" / long_dir / name).write_bytes(b"long")
+    with Journal.open(tmp_path / "journal", root=str(root), tracks=["t"]) as journal:
+        everything = {os.fsencode(os.path.relpath(p, root)) for p in root.rglob("*")}
+        journal.manifest_put({rel: capture(os.fsencode(root) + b"/" + rel) for rel in everything})
+        since = time.time_ns()
+        (tmp_path / "probe").write_bytes(b"")
+        tick_past(os.fsencode(tmp_path) + b"/probe", since)
+        (root / "t1" / long_dir / long_file).write_bytes(b"LONG")
+        (root / "t2" / long_dir / (long_file[:-1] + "G")).unlink()
+        (root / "t3" / long_dir / long_file).unlink()
+        alone, _ = scan(os.fsencode(root), journal, 0, since)
+        together, _ = scan(os.fsencode(root), journal, 1, since)
+    assert shared[-1]["given"] >= 1
+    assert sorted(together) == sorted(alone)
+    assert {(op, p.decode()) for op, p, _ in together} == {
+        (Op.CHANGE, f"t1/{long_dir}/{long_file}"),
+        (Op.CHANGE, f"t2/{long_dir}"),
+        (Op.DELETE, f"t2/{long_dir}/{long_file[:-1]}G"),
+        (Op.CHANGE, f"t3/{long_dir}"),
+        (Op.DELETE, f"t3/{long_dir}/{long_file}"),
+    }
